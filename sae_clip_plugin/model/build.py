@@ -1,0 +1,46 @@
+"""Assemble a HookedViT from a config and a state dict in its own layout."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from sae_clip_plugin.model.config import HookedViTConfig
+from sae_clip_plugin.model.hooked_vit import HookedViT
+from sae_clip_plugin.model.text import TextTower
+from sae_clip_plugin.model.weights import StateDict, process_weights
+
+
+def build_hooked_vit(
+    cfg: HookedViTConfig,
+    state_dict: StateDict,
+    text: TextTower | None = None,
+    preprocess: Callable | None = None,
+    fold_ln: bool = False,
+    center_writing_weights: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    model_cls: type[HookedViT] = HookedViT,
+) -> HookedViT:
+    """Process weights as asked, load them strictly, and put the model in eval mode."""
+    if dtype is not None:
+        dtype = str(dtype).removeprefix("torch.")
+    cfg = dataclasses.replace(
+        cfg, fold_ln=fold_ln, center_writing_weights=center_writing_weights, dtype=dtype or cfg.dtype
+    )
+    state_dict = process_weights({k: v.float() for k, v in state_dict.items()}, cfg)
+    model = model_cls(cfg, text=text, preprocess=preprocess)
+    expected = {k for k, _ in model.named_parameters() if not k.startswith("text.")}
+    missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+    if missing or unexpected:
+        raise RuntimeError(
+            f"converter bug: state dict does not fit HookedViT (missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
+    model.load_state_dict(state_dict, strict=False)
+    model.to(dtype=cfg.torch_dtype)
+    if device is not None:
+        model.to(device)
+    return model.eval()

@@ -1,0 +1,127 @@
+"""Pieces of SAE splicing that do not need the model class: token selections, the wrapper, fit checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sae_lens import SAE
+from sae_lens.analysis.hooked_sae_transformer import _SAEWrapper
+
+from sae_clip_plugin.model.config import HookedViTConfig
+
+TOKEN_SELECTIONS = ("all", "cls", "patches")
+TokenSpec = str | Sequence[int] | None
+
+
+def token_positions(tokens: str | Sequence[int], n_tokens: int) -> list[int] | None:
+    """A token selection -> the positions an SAE acts on (CLS is 0); None means every token."""
+    if isinstance(tokens, str):
+        if tokens not in TOKEN_SELECTIONS:
+            raise ValueError(
+                f"tokens must be one of {TOKEN_SELECTIONS} or a list of positions, got {tokens!r}"
+            )
+        return None if tokens == "all" else [0] if tokens == "cls" else list(range(1, n_tokens))
+    given = [int(p) for p in tokens]
+    if not given:
+        raise ValueError(
+            "tokens is an empty list of positions; pass 'all', 'cls', 'patches' or some positions"
+        )
+    bad = [p for p in given if not -n_tokens <= p < n_tokens]
+    if bad:
+        raise ValueError(
+            f"token positions {bad} are out of range for a model with {n_tokens} tokens (0 is CLS)"
+        )
+    positions = sorted({p % n_tokens for p in given})
+    return None if len(positions) == n_tokens else positions
+
+
+def n_selected(selection: str, n_tokens: int) -> int:
+    """Tokens per image a selection keeps: what the SAE's context_size should be."""
+    return {"all": n_tokens, "cls": 1, "patches": n_tokens - 1}[selection]
+
+
+class ViTSAEWrapper(_SAEWrapper):
+    """sae_lens' splice wrapper with a fixed per-position mask (True = pass through untouched).
+
+    The mask is [1, n_tokens], so it broadcasts over any batch; it follows the activations'
+    device, and the output keeps the model's dtype whatever the SAE's dtype is.
+    """
+
+    def __init__(self, sae: SAE[Any], use_error_term: bool, positions: list[int] | None, n_tokens: int):
+        super().__init__(sae, use_error_term=use_error_term)
+        self.positions = positions
+        if positions is not None:
+            mask = torch.ones(1, n_tokens, dtype=torch.bool, device=sae.W_dec.device)
+            mask[0, positions] = False
+            self.set_token_mask(mask)
+
+    def forward(self, original_output: torch.Tensor) -> torch.Tensor:
+        mask = self._token_mask
+        if mask is not None and mask.device != original_output.device:
+            self._token_mask = mask.to(original_output.device)
+        return super().forward(original_output).to(original_output.dtype)
+
+    def extra_repr(self) -> str:
+        tokens = "all" if self.positions is None else self.positions
+        return (
+            f"hook={self.sae.cfg.metadata.hook_name!r}, use_error_term={self.use_error_term}, tokens={tokens}"
+        )
+
+
+def check_sae_metadata(sae: SAE[Any], cfg: HookedViTConfig, hook_name: str, check_model: bool) -> None:
+    """Refuse an SAE made for another model, geometry or weight processing (sae_lens would only warn)."""
+    meta = sae.cfg.metadata
+    spec = meta.get("model_name")
+    if check_model and spec and cfg.model_spec and spec != cfg.model_spec:
+        raise ValueError(
+            f"the SAE for {hook_name!r} was trained on model {spec!r} but this model is {cfg.model_spec!r}; "
+            f"load the matching model (HookedSAEViT.from_pretrained({spec!r})) or pass check_model=False "
+            "to splice it anyway"
+        )
+    for key in ("image_size", "patch_size", "n_tokens"):
+        value = meta.get(key)
+        if value is not None and int(value) != getattr(cfg, key):
+            raise ValueError(
+                f"the SAE for {hook_name!r} was trained with {key}={value} but this model has "
+                f"{key}={getattr(cfg, key)}, so token positions do not line up; use a model with the SAE's "
+                "geometry (or correct the SAE's metadata if it is wrong)"
+            )
+    processing = meta.get("weight_processing") or {}
+    wanted = processing.get("center_writing_weights") if isinstance(processing, dict) else None
+    if check_model and wanted is not None and bool(wanted) != cfg.center_writing_weights:
+        raise ValueError(
+            f"the SAE for {hook_name!r} was trained with center_writing_weights={bool(wanted)} but this model has "
+            f"center_writing_weights={cfg.center_writing_weights}, which changes residual values; rebuild the model "
+            f"with center_writing_weights={bool(wanted)} or pass check_model=False"
+        )
+
+
+def check_token_selection(
+    sae: SAE[Any], n_tokens: int, hook_name: str, tokens: TokenSpec
+) -> str | Sequence[int]:
+    """The selection to splice with (argument, else metadata, else all), checked against context_size."""
+    meta = sae.cfg.metadata
+    meta_sel = meta.get("token_selection")
+    if meta_sel is not None and meta_sel not in TOKEN_SELECTIONS:
+        raise ValueError(
+            f"the SAE for {hook_name!r} has metadata token_selection={meta_sel!r}; expected one of {TOKEN_SELECTIONS} "
+            "(fix the metadata or pass tokens=...)"
+        )
+    context = meta.get("context_size")
+    if context is not None:
+        if meta_sel is not None and int(context) != n_selected(meta_sel, n_tokens):
+            raise ValueError(
+                f"the SAE for {hook_name!r} says context_size={context} with token_selection={meta_sel!r}, but on "
+                f"this {n_tokens}-token model {meta_sel!r} means {n_selected(meta_sel, n_tokens)} tokens per image: "
+                "it was trained on another geometry, or its metadata is wrong (fix context_size/token_selection)"
+            )
+        if meta_sel is None and tokens is None and int(context) != n_tokens:
+            fits = [s for s in TOKEN_SELECTIONS if n_selected(s, n_tokens) == int(context)]
+            hint = f"pass tokens={fits[0]!r}" if fits else "check which model it was trained on"
+            raise ValueError(
+                f"the SAE for {hook_name!r} has context_size={context} and no token_selection, so it would act on "
+                f"all {n_tokens} tokens, which does not match; {hint} or set its metadata token_selection"
+            )
+    return tokens if tokens is not None else meta_sel or "all"

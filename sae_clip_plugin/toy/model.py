@@ -1,0 +1,91 @@
+"""The toy CLIP: an ordinary open_clip ``CLIP`` registered under the model name ``sae-clip-toy``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from safetensors.torch import save_file
+
+MODEL_NAME = "sae-clip-toy"
+CONFIG_PATH = Path(__file__).with_name(f"{MODEL_NAME}.json")
+WEIGHTS_PATH = Path(__file__).parent / "weights" / "toy_clip.safetensors"
+TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+def register_toy_config() -> None:
+    """Make ``open_clip.create_model('sae-clip-toy')`` and ``get_tokenizer`` work (idempotent)."""
+    if MODEL_NAME not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_PATH)
+
+
+def toy_model_config() -> dict[str, Any]:
+    return json.loads(CONFIG_PATH.read_text())
+
+
+def create_toy_clip(**overrides: Any) -> torch.nn.Module:
+    """A randomly initialised toy CLIP; ``overrides`` (e.g. ``vision_cfg={...}``) replace config entries."""
+    register_toy_config()
+    if not overrides:
+        return open_clip.create_model(MODEL_NAME, pretrained=None)
+    cfg = toy_model_config()
+    for key, value in overrides.items():
+        cfg[key] = (
+            {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+        )
+    return open_clip.model.CLIP(**cfg)
+
+
+def toy_preprocess():
+    """open_clip's eval image transform for the toy config (64 px, OpenAI mean/std)."""
+    register_toy_config()
+    model_cfg = toy_model_config()
+    return open_clip.image_transform(model_cfg["vision_cfg"]["image_size"], is_train=False)
+
+
+def toy_tokenizer():
+    register_toy_config()
+    return open_clip.get_tokenizer(MODEL_NAME)
+
+
+def load_toy_clip(device: str | torch.device = "cpu", weights: str | os.PathLike | None = None):
+    """The bundled toy CLIP in float32 eval mode, with its preprocess transform and tokenizer.
+
+    Returns ``(model, preprocess, tokenizer)`` like ``open_clip.create_model_and_transforms`` (val
+    transform) plus ``open_clip.get_tokenizer``. ``weights`` defaults to the file shipped in the package.
+    """
+    path = Path(weights) if weights is not None else WEIGHTS_PATH
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"toy CLIP weights not found at {path}; reinstall sae_clip_plugin with its package data, "
+            "or train them with `sae-clip toy-train`."
+        )
+    register_toy_config()
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        MODEL_NAME, pretrained=str(path), device=device, precision="fp32"
+    )
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(MODEL_NAME)
+
+
+def save_weights(
+    model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write the state dict as float16 safetensors, atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,177 @@
+"""The recipe that produced the bundled toy CLIP weights (contrastive training on rendered captions)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from tqdm.auto import tqdm
+
+from .model import MODEL_NAME, create_toy_clip, save_weights, toy_tokenizer
+from .sampling import WorldConfig, train_sample
+from .world import render
+
+DEFAULTS = {"seed": 0, "steps": 800, "batch_size": 256, "lr": 1e-3, "warmup": 50, "weight_decay": 0.1}
+
+
+def images_to_tensor(images: list) -> torch.Tensor:
+    """Same result as open_clip's eval transform on 64 px images (no resize needed), without PIL round trips."""
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def make_batch(
+    seed: int, step: int, batch_size: int, cfg: WorldConfig, tokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``step`` of the stream: a pure function of (seed, step, batch_size, cfg)."""
+    pairs = [train_sample(seed, step * batch_size + i, cfg) for i in range(batch_size)]
+    return images_to_tensor([render(s) for s, _ in pairs]), tokenizer([c for _, c in pairs])
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only, as open_clip's training does (not gains, biases, embeddings or logit scale)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exclude = (
+            p.ndim < 2
+            or "bn" in name
+            or "ln" in name
+            or "bias" in name
+            or "embedding" in name
+            or "logit_scale" in name
+        )
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def train_toy_clip(
+    out_path: str | os.PathLike,
+    seed: int = DEFAULTS["seed"],
+    steps: int = DEFAULTS["steps"],
+    batch_size: int = DEFAULTS["batch_size"],
+    lr: float = DEFAULTS["lr"],
+    warmup: int = DEFAULTS["warmup"],
+    weight_decay: float = DEFAULTS["weight_decay"],
+    world: WorldConfig | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    threads: int | None = None,
+    progress: bool = True,
+    callback: Callable[[int, torch.nn.Module], None] | None = None,
+) -> dict[str, Any]:
+    """Train the toy CLIP from scratch and write float16 safetensors to ``out_path`` (atomically).
+
+    Reproducible from ``seed`` (the data stream and the initialisation both derive from it). Every
+    ``checkpoint_every`` steps a resumable checkpoint ``<out_path>.ckpt`` is written; a rerun with the
+    same arguments continues from it, and it is deleted once the weights are written.
+    ``callback(step, model)`` runs after every optimiser step (e.g. to evaluate along the way).
+    Returns ``{"losses": [...], "seconds": ..., "path": ...}``.
+    """
+    out_path = Path(out_path)
+    world = world or WorldConfig()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = create_toy_clip(**(model_overrides or {}))
+    model.train()
+    tokenizer = toy_tokenizer()
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    recipe = {
+        "seed": seed,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup": warmup,
+        "weight_decay": weight_decay,
+        "world": world.to_dict(),
+        "model_overrides": model_overrides or {},
+    }
+
+    ckpt_path = out_path.with_name(out_path.name + ".ckpt")
+    start, losses, seconds = 0, [], 0.0
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt["recipe"] == recipe:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+            start, losses, seconds = ckpt["step"], ckpt["losses"], ckpt["seconds"]
+            torch.set_rng_state(ckpt["torch_rng"])
+
+    t0 = time.time() - seconds
+    pool = ThreadPoolExecutor(max_workers=1)  # renders the next batch while this one trains
+    pending = pool.submit(make_batch, seed, start, batch_size, world, tokenizer) if start < steps else None
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="toy CLIP", disable=not progress)
+    try:
+        for step in bar:
+            images, texts = pending.result()
+            if step + 1 < steps:
+                pending = pool.submit(make_batch, seed, step + 1, batch_size, world, tokenizer)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, steps, lr, warmup)
+            image_features, text_features, logit_scale = model(images, texts)[:3]
+            loss = loss_fn(image_features, text_features, logit_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+            done = step + 1
+            if callback is not None:
+                callback(done, model)
+            if checkpoint_every and done % checkpoint_every == 0 and done < steps:
+                tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
+                torch.save(
+                    {
+                        "recipe": recipe,
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "step": done,
+                        "losses": losses,
+                        "seconds": time.time() - t0,
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                    tmp,
+                )
+                os.replace(tmp, ckpt_path)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    seconds = time.time() - t0
+    model.eval()
+    meta = {
+        "open_clip_model": MODEL_NAME,
+        "recipe": json.dumps(recipe),
+        "seconds": f"{seconds:.0f}",
+        "final_loss": f"{np.mean(losses[-20:]):.4f}" if losses else "nan",
+        "format": "open_clip state_dict",
+    }
+    save_weights(model, out_path, metadata=meta)
+    if ckpt_path.is_file():
+        ckpt_path.unlink()
+    return {"losses": losses, "seconds": seconds, "path": str(out_path), "model": model, "recipe": recipe}
+
+
+def recipe_dict(**kw: Any) -> dict[str, Any]:
+    return {**DEFAULTS, **kw, "world": asdict(WorldConfig())}

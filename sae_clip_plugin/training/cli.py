@@ -1,0 +1,140 @@
+"""`sae-clip train`: train vision SAEs from a YAML/JSON config, with flags for the common fields.
+
+    sae-clip train --config cfg.yaml --hook-name blocks.6.hook_resid_post --training-tokens 1000000
+    sae-clip train --preset topk --dataset /data/imagenet/train \
+        --hook-name blocks.5.hook_resid_post,blocks.11.hook_resid_post --set sae.k=32
+
+The lead wires `register_commands` into the top-level `sae-clip` parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# flag -> (config field, type); None type = boolean switch
+_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--model-spec": ("model_spec", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
+    "--token-selection": ("token_selection", str, "all | cls | patches"),
+    "--dataset": ("dataset", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
+    "--max-images": ("max_images", int, "keep the first N images"),
+    "--architecture": ("architecture", str, "standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated"),
+    "--expansion-factor": ("expansion_factor", int, "d_sae = expansion_factor * d_in"),
+    "--d-sae": ("d_sae", int, "SAE width (overrides --expansion-factor)"),
+    "--normalize-activations": ("normalize_activations", str, "none | layer_norm | expected_average_only_in | ..."),
+    "--training-tokens": ("training_tokens", int, "training budget in tokens"),
+    "--train-batch-size-tokens": ("train_batch_size_tokens", int, "tokens per training batch"),
+    "--lr": ("lr", float, "learning rate"),
+    "--lr-warm-up-steps": ("lr_warm_up_steps", int, "linear warm-up steps"),
+    "--device": ("device", str, "cpu | cuda | auto"),
+    "--harvest-batch-size": ("harvest_batch_size", int, "images per ViT forward"),
+    "--num-workers": ("num_workers", int, "image decoding processes"),
+    "--cache-path": ("cache_path", str, "activation cache folder (built or resumed first)"),
+    "--cache-dtype": ("cache_dtype", str, "float32 | float16 | bfloat16"),
+    "--output-path": ("output_path", str, "where the SAE folder(s) go"),
+    "--checkpoint-path": ("checkpoint_path", str, "where checkpoints and eval_log.json go"),
+    "--n-checkpoints": ("n_checkpoints", int, "evenly spaced checkpoints"),
+    "--checkpoint-every-tokens": ("checkpoint_every_tokens", int, "a checkpoint every N tokens"),
+    "--resume-from-checkpoint": ("resume_from_checkpoint", str, "checkpoint folder to resume from"),
+    "--n-eval-images": ("n_eval_images", int, "images for the vision evaluation"),
+    "--seed": ("seed", int, "random seed"),
+    "--log-to-wandb": ("log_to_wandb", None, "log through sae_lens' wandb logger"),
+    "--overwrite-output": ("overwrite_output", None, "replace an existing output folder"),
+}
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` (YAML-typed values; `sae.k=32` sets one architecture option)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        value = yaml.safe_load(raw)
+        if key.startswith("sae."):
+            out.setdefault("sae", {})[key[4:]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from sae_clip_plugin.training.config import VisionSAERunnerConfig
+
+    overrides: dict[str, Any] = {}
+    for flag, (field, kind, _) in _FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None and not (kind is None and value is False):
+            overrides[field] = value
+    if args.hook_name:
+        hooks = [h for item in args.hook_name for h in item.split(",") if h]
+        overrides["hook_name"] = hooks[0] if len(hooks) == 1 else hooks
+    if args.preset:
+        overrides["preset"] = args.preset
+    for key, value in _parse_set(args.set or []).items():
+        overrides[key] = {**overrides.get(key, {}), **value} if key == "sae" else value
+    if args.config:
+        return VisionSAERunnerConfig.from_file(args.config, **overrides)
+    return VisionSAERunnerConfig.from_dict(overrides)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from sae_clip_plugin.training.runner import VisionSAETrainingRunner
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"sae-clip train: bad configuration: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    runner = VisionSAETrainingRunner(cfg)
+    try:
+        runner.setup()  # every input check, before any harvesting or training
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"sae-clip train: {err}", file=sys.stderr)
+        return 2
+    runner.run()
+    final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
+    for hook, metrics in final.items():
+        summary = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("explained_variance", "l0", "l0_cls", "l0_patches",
+                                                               "dead_fraction_eval") if k in metrics)  # fmt: skip
+        print(f"{hook}: {summary}")
+    print(f"saved to {cfg.output_path}")
+    return 0
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add `train` to a top-level argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train vision SAEs on HookedViT activations with sae_lens' trainer",
+        description="Train SAEs from a YAML/JSON VisionSAERunnerConfig; flags override the file.",
+    )
+    parser.add_argument("--config", help="YAML or JSON file of VisionSAERunnerConfig fields")
+    parser.add_argument("--preset", choices=["vanilla", "topk"], help="start from a preset recipe")
+    parser.add_argument("--hook-name", action="append", help="hook to train on; repeat or comma-separate for several")
+    for flag, (_, kind, help_text) in _FLAGS.items():
+        if kind is None:
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set sae.k=32")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.set_defaults(func=run_train)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (the package CLI is `sae-clip train`)."""
+    parser = argparse.ArgumentParser(prog="sae-clip")
+    register_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""VisionSAERunnerConfig: one dataclass for a vision SAE training run, loadable from YAML/JSON.
+
+Defaults follow the paper's vanilla recipe (REFERENCE §1.1): standard ReLU SAE with an L1 penalty,
+expansion x64, W_enc = W_dec^T with unit-norm decoder rows at init, Adam lr 4e-4 with 200 warm-up
+steps and a cosine schedule, 4096-token batches, per-token layer-norm input normalisation
+(unverified for the vanilla family). The paper's L1 coefficients (1e-5 .. 1e-4) are in vit_prisma's
+loss units and do not carry over to sae_lens' loss; the default here is in sae_lens units. The
+`topk` preset is the released TopK recipe (k=64). sae_lens 6 has no ghost grads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sae_clip_plugin.training.cache import STORAGE_DTYPES
+from sae_clip_plugin.training.tokens import check_token_selection
+
+TRAINING_ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated")
+NORMALIZATIONS = ("none", "expected_average_only_in", "layer_norm", "constant_norm_rescale", "covariance_whitening")
+# architecture-specific defaults for `sae` (the sae_lens TrainingSAEConfig keyword arguments)
+SAE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "standard": {"l1_coefficient": 5.0},
+    "gated": {"l1_coefficient": 5.0},
+    "topk": {"k": 64},
+    "batchtopk": {"k": 64},
+    "matryoshka_batchtopk": {"k": 64},
+    "jumprelu": {},
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "vanilla": {},
+    "topk": {"architecture": "topk", "sae": {"k": 64}, "decoder_init_norm": 0.1},
+}
+
+
+@dataclass
+class VisionSAERunnerConfig:
+    """Everything a run needs; see the field comments. Build with `from_file`, `from_dict` or `from_preset`."""
+
+    # -- model and hooks
+    model_spec: str = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"  # docs/conventions.md model spec
+    hook_name: str | list[str] = "blocks.6.hook_resid_post"  # a list trains one SAE per hook, one data pass
+    token_selection: str = "all"  # all | cls | patches (CLS is token 0)
+    fold_ln: bool = False  # weight processing of the HookedViT (the paper: none)
+    center_writing_weights: bool = False
+    model_dtype: str = "float32"
+    model_device: str | None = None  # default: `device`
+    autocast_model: bool = False  # bfloat16 autocast for the ViT forward
+
+    # -- images
+    dataset: str = ""  # folder of images | datasets save_to_disk folder | "hf:<hub name>" | "toy"
+    dataset_split: str = "train"
+    image_column: str | None = None  # for datasets; found automatically when None
+    max_images: int | None = None  # keep the first N images
+    harvest_batch_size: int = 64  # images per ViT forward
+    num_workers: int = 2  # DataLoader processes decoding and preprocessing images
+    shuffle_images: bool = True  # new image (or cache chunk) order every epoch
+
+    # -- optional disk cache (sae_lens cached-activation layout)
+    cache_path: str | None = None
+    cache_dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16: readable by this package only)
+    cache_shard_images: int = 1024
+    cache_chunk_images: int = 64  # contiguous images per cache read when training
+
+    # -- SAE
+    preset: str | None = None  # vanilla | topk; applied by from_dict / from_preset, recorded here
+    architecture: str = "standard"  # standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated
+    expansion_factor: int = 64
+    d_sae: int | None = None  # overrides expansion_factor
+    normalize_activations: str = "layer_norm"
+    apply_b_dec_to_input: bool = True
+    decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
+    sae: dict[str, Any] = field(default_factory=dict)  # architecture kwargs: l1_coefficient, k, matryoshka_widths...
+    sae_dtype: str = "float32"
+
+    # -- training (sae_lens SAETrainerConfig)
+    training_tokens: int = 2_600_000 * 50  # the paper: ~2.6M images x 50 tokens
+    train_batch_size_tokens: int = 4096
+    lr: float = 4e-4
+    lr_end: float | None = None  # default lr / 10
+    lr_scheduler_name: str = "cosineannealing"
+    lr_warm_up_steps: int = 200
+    lr_decay_steps: int = 0
+    n_restart_cycles: int = 1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    device: str = "auto"  # auto = cuda when available
+    autocast_sae: bool = False
+    dead_feature_window: int = 1000
+    feature_sampling_window: int = 2000
+    n_batches_for_norm_estimate: int = 20  # images are expensive: keep small
+    buffer_batches: int = 16  # mixing-buffer size in training batches
+    mix_fraction: float = 0.5
+    prefetch_batches: int = 2  # batches prepared in a background thread (0 = off)
+    seed: int = 42
+
+    # -- checkpoints, evaluation, output
+    output_path: str = "sae_output"
+    overwrite_output: bool = False
+    checkpoint_path: str | None = "checkpoints"
+    n_checkpoints: int = 0  # evenly spaced, as sae_lens
+    checkpoint_every_tokens: int | None = None  # or every N training tokens
+    save_final_checkpoint: bool = False
+    resume_from_checkpoint: str | None = None
+    n_eval_images: int = 64  # images of the source (or cache) for the vision evaluation
+
+    # -- wandb through sae_lens' logger (off by default)
+    log_to_wandb: bool = False
+    wandb_project: str = "sae_clip_plugin"
+    wandb_entity: str | None = None
+    run_name: str | None = None
+    wandb_log_frequency: int = 10
+    eval_every_n_wandb_logs: int = 100
+
+    def __post_init__(self) -> None:
+        if self.lr_end is None:
+            self.lr_end = self.lr / 10
+        if isinstance(self.hook_name, (list, tuple)) and len(self.hook_name) == 1:
+            self.hook_name = self.hook_name[0]
+        self.validate()
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def hook_names(self) -> list[str]:
+        names = [self.hook_name] if isinstance(self.hook_name, str) else list(self.hook_name)
+        return list(dict.fromkeys(names))
+
+    @property
+    def total_training_steps(self) -> int:
+        return self.training_tokens // self.train_batch_size_tokens
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def sae_kwargs(self) -> dict[str, Any]:
+        """Architecture defaults merged with `sae`."""
+        return {**SAE_DEFAULTS.get(self.architecture, {}), **self.sae}
+
+    # -- checks that need nothing loaded -----------------------------------------------------------
+    def validate(self) -> None:
+        check_token_selection(self.token_selection)
+        if self.architecture not in TRAINING_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {TRAINING_ARCHITECTURES}, got {self.architecture!r}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}")
+        if self.cache_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache_dtype must be one of {STORAGE_DTYPES}, got {self.cache_dtype!r}")
+        if not self.hook_names:
+            raise ValueError("hook_name is empty; name a hook such as 'blocks.6.hook_resid_post'")
+        for name, value in (("train_batch_size_tokens", self.train_batch_size_tokens),
+                            ("harvest_batch_size", self.harvest_batch_size), ("expansion_factor", self.expansion_factor),
+                            ("cache_shard_images", self.cache_shard_images), ("buffer_batches", self.buffer_batches),
+                            ("cache_chunk_images", self.cache_chunk_images)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.training_tokens < self.train_batch_size_tokens:
+            raise ValueError(
+                f"training_tokens ({self.training_tokens}) is smaller than one batch ({self.train_batch_size_tokens} "
+                "tokens); raise training_tokens or lower train_batch_size_tokens"
+            )
+        steps = self.total_training_steps
+        if self.lr_warm_up_steps + self.lr_decay_steps >= steps:
+            raise ValueError(
+                f"lr_warm_up_steps ({self.lr_warm_up_steps}) + lr_decay_steps ({self.lr_decay_steps}) leave no room in "
+                f"{steps} training steps (training_tokens // train_batch_size_tokens); lower them or train longer"
+            )
+        if self.checkpoint_every_tokens is not None and self.checkpoint_every_tokens < 1:
+            raise ValueError("checkpoint_every_tokens must be a positive number of tokens")
+        if self.n_eval_images < 1:
+            raise ValueError("n_eval_images must be >= 1")
+        if not 0 <= self.mix_fraction <= 1:
+            raise ValueError(f"mix_fraction must be in [0, 1], got {self.mix_fraction}")
+        k = self.sae_kwargs().get("k")
+        if k is not None and self.d_sae is not None and k > self.d_sae:
+            raise ValueError(f"k={k} active features cannot exceed d_sae={self.d_sae}; lower sae.k")
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisionSAERunnerConfig:
+        """Build from a mapping; a `preset` key starts from that preset, the other keys override it."""
+        data = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; valid fields are {sorted(names)}")
+        preset = data.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            base = PRESETS[preset]
+            merged_sae = {**base.get("sae", {}), **data.get("sae", {})}
+            data = {**base, **data, "sae": merged_sae}
+        return cls(**data)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> VisionSAERunnerConfig:
+        """`VisionSAERunnerConfig.from_preset("topk", hook_name=..., dataset=...)`."""
+        return cls.from_dict({"preset": name, **overrides})
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> VisionSAERunnerConfig:
+        """YAML or JSON file (YAML is a superset of JSON); `overrides` win over the file."""
+        import yaml
+
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
+        sae = {**data.get("sae", {}), **overrides.pop("sae", {})}
+        return cls.from_dict({**data, **overrides, **({"sae": sae} if sae else {})})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")

@@ -1,0 +1,82 @@
+"""Images -> per-image activations at several hooks from one forward pass.
+
+`run_with_cache(names_filter=hooks, stop_at_layer=last + 1)` computes nothing past the deepest hook;
+the token selection is applied right away so only the rows an SAE trains on are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from sae_clip_plugin.training.sources import ImageSource, TensorSource, image_loader
+from sae_clip_plugin.training.tokens import HookGeometry, hook_geometry, stop_at_layer_for
+
+
+class ActivationHarvester:
+    """Runs a HookedViT over an image source and yields {hook: [images, context_size, d_in]} per batch.
+
+    `out_device`/`out_dtype` say where activations land (CPU float32 by default, so they can be
+    cached or mixed while the model keeps the accelerator).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        hook_names: Sequence[str],
+        token_selection: str = "all",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        out_device: str | torch.device = "cpu",
+        out_dtype: torch.dtype = torch.float32,
+        autocast: bool = False,
+    ) -> None:
+        self.model = model
+        self.hook_names = list(dict.fromkeys(hook_names))
+        self.token_selection = token_selection
+        self.geometry: dict[str, HookGeometry] = hook_geometry(model, self.hook_names, token_selection)
+        self.stop_at_layer = stop_at_layer_for(self.hook_names)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.out_device = torch.device(out_device)
+        self.out_dtype = out_dtype
+        self.autocast = autocast
+        param = next(model.parameters())
+        self.device, self.model_dtype = param.device, param.dtype
+
+    @property
+    def context_size(self) -> int:
+        return next(iter(self.geometry.values())).context_size
+
+    @property
+    def d_in(self) -> dict[str, int]:
+        return {name: g.d_in for name, g in self.geometry.items()}
+
+    @torch.no_grad()
+    def activations(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch of pixel tensors -> {hook: [batch, context_size, d_in]}."""
+        pixels = pixels.to(self.device, self.model_dtype, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            _, cache = self.model.run_with_cache(
+                pixels, names_filter=self.hook_names, stop_at_layer=self.stop_at_layer, return_cache_object=False
+            )
+        return {
+            name: geom.select(cache[name]).to(self.out_device, self.out_dtype)
+            for name, geom in self.geometry.items()
+        }
+
+    def iter_batches(
+        self, source: ImageSource, indices: Sequence[int] | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Activations for `indices` of `source` (all images by default), in that order."""
+        indices = range(len(source)) if indices is None else indices
+        workers = 0 if isinstance(source, TensorSource) else self.num_workers  # tensors need no decoding
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for pixels in image_loader(source, indices, self.batch_size, workers):
+                yield self.activations(pixels)
+        finally:
+            self.model.train(was_training)

@@ -1,0 +1,497 @@
+"""VisionSAETrainingRunner: sae_lens' SAETrainer / MultiSAETrainer fed with HookedViT activations.
+
+Shaped like sae_lens' SyntheticSAERunner: build the data provider and the training SAE(s), hand
+them to sae_lens' trainer, save the result in sae_lens' format. What this adds is vision-specific:
+image sources, token selection, the disk cache, SAE metadata per docs/conventions.md, and the
+vision evaluation at every checkpoint (sae_lens runs its evaluator only with wandb on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_clip_plugin.training.cache import ActivationDiskCache, write_activation_cache
+from sae_clip_plugin.training.config import VisionSAERunnerConfig
+from sae_clip_plugin.training.evaluate import evaluate_sae
+from sae_clip_plugin.training.harvest import ActivationHarvester
+from sae_clip_plugin.training.provider import ActivationProvider
+from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
+from sae_clip_plugin.training.tokens import HookGeometry
+
+logger = logging.getLogger(__name__)
+
+RUNNER_CONFIG_FILENAME = "runner_config.json"
+PROVIDER_STATE_FILENAME = "provider_state.json"
+EVAL_LOG_FILENAME = "eval_log.json"
+SEQPOS_SLICES = {"all": (None,), "cls": (0, 1), "patches": (1, None)}
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def vision_metadata(
+    cfg: VisionSAERunnerConfig, model_cfg: dict[str, Any], hook_name: str, context_size: int, dataset: dict[str, Any]
+) -> dict[str, Any]:
+    """SAE metadata keys of docs/conventions.md (plus sae_lens' own seqpos_slice for ActivationsStore.from_sae)."""
+    import sae_lens
+
+    return {
+        "model_name": model_cfg.get("model_spec") or cfg.model_spec,
+        "model_class_name": "HookedViT",
+        "hook_name": hook_name,
+        "hook_head_index": None,
+        "context_size": context_size,
+        "prepend_bos": False,
+        "seqpos_slice": SEQPOS_SLICES[cfg.token_selection],
+        "token_selection": cfg.token_selection,
+        "cls_token_index": 0,
+        "image_size": model_cfg["image_size"],
+        "patch_size": model_cfg["patch_size"],
+        "n_tokens": model_cfg.get("n_tokens", 1 + (model_cfg["image_size"] // model_cfg["patch_size"]) ** 2),
+        "weight_processing": {"fold_ln": model_cfg.get("fold_ln", False),
+                              "center_writing_weights": model_cfg.get("center_writing_weights", False)},  # fmt: skip
+        "preprocessing": model_cfg.get("preprocess") or {},
+        "dataset": dataset,
+        "dataset_path": str(dataset.get("root") or dataset.get("name") or cfg.dataset),
+        "sae_lens_version": sae_lens.__version__,
+    }
+
+
+class VisionSAETrainingRunner:
+    """`VisionSAETrainingRunner(cfg).run()` trains, checkpoints, evaluates and saves the SAE(s).
+
+    `override_model` / `override_source` replace what `cfg.model_spec` / `cfg.dataset` name (the
+    config then no longer reproduces the run alone, as in sae_lens' runners).
+    """
+
+    def __init__(
+        self,
+        cfg: VisionSAERunnerConfig,
+        override_model: Any = None,
+        override_source: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self._model = override_model
+        self._override_source = override_source
+        self.device = cfg.resolved_device
+        self.source: ImageSource | None = None
+        self.cache: ActivationDiskCache | None = None
+        self.harvester: ActivationHarvester | None = None
+        self.geometry: dict[str, dict[str, Any]] = {}
+        self.model_cfg: dict[str, Any] = {}
+        self.dataset_info: dict[str, Any] = {}
+        self.eval_acts: dict[str, torch.Tensor] = {}
+        self.saes: dict[str, Any] = {}
+        self.trainer: Any = None
+        self.provider: ActivationProvider | None = None
+        self.eval_log: list[dict[str, Any]] = []
+        self._set_up = False
+
+    # ------------------------------------------------------------------------------------------
+    # setup: every check runs here, before any harvesting or training
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from sae_clip_plugin.model.hooked_vit import HookedViT
+
+            self._model = HookedViT.from_pretrained(
+                self.cfg.model_spec,
+                fold_ln=self.cfg.fold_ln,
+                center_writing_weights=self.cfg.center_writing_weights,
+                dtype=getattr(torch, self.cfg.model_dtype),
+                device=self.cfg.model_device or self.device,
+            )
+        return self._model
+
+    def _ready_cache(self) -> ActivationDiskCache | None:
+        """A finished cache usable without loading the model (same spec, hooks and token selection)."""
+        cfg = self.cfg
+        if cfg.cache_path is None or self._model is not None or not (Path(cfg.cache_path) / "sae_clip_cache.json").is_file():
+            return None
+        cache = ActivationDiskCache(cfg.cache_path)
+        c = cache.config
+        if (cache.complete and c["model_spec"] is not None and c["model_spec"] == cfg.model_spec
+                and c["token_selection"] == cfg.token_selection and set(cfg.hook_names) <= set(c["hook_names"])
+                and c["storage_dtype"] == cfg.cache_dtype):  # fmt: skip
+            return cache
+        return None
+
+    def setup(self) -> None:
+        """Load what is needed and check every input; `run` calls it when it was not called before."""
+        if self._set_up:
+            return
+        cfg = self.cfg
+        self._check_output()
+        cache = self._ready_cache()
+        if cache is not None:  # train from the cache alone
+            self.cache = cache
+            self.geometry = {name: cache.geometry[name] for name in cfg.hook_names}
+            self.model_cfg = cache.manifest["model"]
+            self.dataset_info = cache.manifest["dataset"]
+        else:
+            model = self.model
+            self.harvester = ActivationHarvester(
+                model, cfg.hook_names, cfg.token_selection, batch_size=cfg.harvest_batch_size,
+                num_workers=cfg.num_workers, autocast=cfg.autocast_model,
+            )  # fmt: skip
+            self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
+            self.model_cfg = model.cfg.to_dict()
+            spec = self._override_source if self._override_source is not None else cfg.dataset
+            if isinstance(spec, str) and not spec:
+                raise ValueError("no images: set dataset (a folder, 'hf:<hub name>', a save_to_disk folder or 'toy')")
+            self.source = image_source(spec, split=cfg.dataset_split, image_column=cfg.image_column,
+                                       max_images=cfg.max_images, seed=cfg.seed)  # fmt: skip
+            self.source.with_transform(self.source.transform or model.preprocess)
+            validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
+            self.dataset_info = self.source.describe()
+        context = next(iter(self.geometry.values()))["context_size"]
+        n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
+        if cfg.training_tokens > n_images * context:
+            warnings.warn(
+                f"training_tokens ({cfg.training_tokens}) exceeds the {n_images * context} tokens of one pass over "
+                f"{n_images} images; images will be reused for {cfg.training_tokens / (n_images * context):.1f} epochs",
+                stacklevel=2,
+            )
+        if cfg.resume_from_checkpoint is not None and not Path(cfg.resume_from_checkpoint).is_dir():
+            raise FileNotFoundError(f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder")
+        self._build_saes()
+        self._set_up = True
+
+    def _check_output(self) -> None:
+        out = Path(self.cfg.output_path)
+        if out.exists() and any(out.iterdir()) and not self.cfg.overwrite_output:
+            raise FileExistsError(
+                f"output_path {out} already holds files; choose another output_path or set overwrite_output=True"
+            )
+
+    def _build_saes(self) -> None:
+        from sae_lens.registry import get_sae_training_class
+        from sae_lens.saes.sae import SAEMetadata
+
+        cfg = self.cfg
+        _, cfg_cls = get_sae_training_class(cfg.architecture)
+        kwargs = cfg.sae_kwargs()
+        valid = {f for f in cfg_cls.__dataclass_fields__} - {"d_in", "d_sae", "metadata"}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ValueError(
+                f"sae option(s) {unknown} do not exist for architecture {cfg.architecture!r}; valid: {sorted(valid)}"
+            )
+        for name, geom in self.geometry.items():
+            d_sae = cfg.d_sae or cfg.expansion_factor * geom["d_in"]
+            arch_kwargs = dict(kwargs)
+            if cfg.architecture == "matryoshka_batchtopk" and not arch_kwargs.get("matryoshka_widths"):
+                arch_kwargs["matryoshka_widths"] = [w for w in (d_sae // 16, d_sae // 4) if w > 0] + [d_sae]
+            k = arch_kwargs.get("k")
+            if k is not None and k > d_sae:
+                raise ValueError(f"k={k} exceeds d_sae={d_sae} for hook {name}; lower sae.k or raise expansion_factor")
+            sae_cfg = cfg_cls(
+                d_in=geom["d_in"], d_sae=d_sae, dtype=cfg.sae_dtype, device=self.device,
+                apply_b_dec_to_input=cfg.apply_b_dec_to_input, normalize_activations=cfg.normalize_activations,
+                decoder_init_norm=cfg.decoder_init_norm,
+                metadata=SAEMetadata(**vision_metadata(cfg, self.model_cfg, name, geom["context_size"], self.dataset_info)),
+                **arch_kwargs,
+            )  # fmt: skip
+            sae_cls = get_sae_training_class(cfg.architecture)[0]
+            self.saes[name] = sae_cls(sae_cfg).to(self.device)
+
+    # ------------------------------------------------------------------------------------------
+    # data
+
+    def _prepare_data(self) -> None:
+        cfg = self.cfg
+        common = dict(
+            train_batch_size_tokens=cfg.train_batch_size_tokens,
+            buffer_tokens=cfg.buffer_batches * cfg.train_batch_size_tokens,
+            mix_fraction=cfg.mix_fraction,
+            shuffle=cfg.shuffle_images,
+            seed=cfg.seed,
+        )
+        if cfg.cache_path is not None and self.cache is None:
+            assert self.harvester is not None and self.source is not None
+            self.cache = write_activation_cache(
+                cfg.cache_path, self.model, self.source, cfg.hook_names, cfg.token_selection,
+                storage_dtype=cfg.cache_dtype, shard_images=cfg.cache_shard_images, harvester=self.harvester,
+            )  # fmt: skip
+        n_eval = cfg.n_eval_images
+        if self.cache is not None:
+            self.provider = ActivationProvider.from_cache(
+                self.cache, hook_names=cfg.hook_names, chunk_images=cfg.cache_chunk_images, **common
+            )
+            self.eval_acts = self.cache.read_images(0, min(n_eval, self.cache.n_images), cfg.hook_names)
+        else:
+            assert self.harvester is not None and self.source is not None
+            self.provider = ActivationProvider.from_harvester(self.harvester, self.source, **common)
+            subset = SubsetSource(self.source, range(min(n_eval, len(self.source))))
+            batches = list(self.harvester.iter_batches(subset))
+            self.eval_acts = {name: torch.cat([b[name] for b in batches]) for name in cfg.hook_names}
+
+    # ------------------------------------------------------------------------------------------
+    # training
+
+    def _trainer_config(self) -> Any:
+        from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+        cfg = self.cfg
+        return SAETrainerConfig(
+            total_training_samples=cfg.training_tokens,
+            train_batch_size_samples=cfg.train_batch_size_tokens,
+            lr=cfg.lr,
+            lr_end=cfg.lr_end,
+            lr_scheduler_name=cfg.lr_scheduler_name,
+            lr_warm_up_steps=cfg.lr_warm_up_steps,
+            lr_decay_steps=cfg.lr_decay_steps,
+            n_restart_cycles=cfg.n_restart_cycles,
+            adam_beta1=cfg.adam_beta1,
+            adam_beta2=cfg.adam_beta2,
+            device=self.device,
+            autocast=cfg.autocast_sae,
+            dead_feature_window=cfg.dead_feature_window,
+            feature_sampling_window=cfg.feature_sampling_window,
+            n_checkpoints=cfg.n_checkpoints,
+            checkpoint_path=cfg.checkpoint_path,
+            save_final_checkpoint=cfg.save_final_checkpoint,
+            logger=LoggingConfig(
+                log_to_wandb=cfg.log_to_wandb, wandb_project=cfg.wandb_project, wandb_entity=cfg.wandb_entity,
+                run_name=cfg.run_name or self._run_name(), wandb_log_frequency=cfg.wandb_log_frequency,
+                eval_every_n_wandb_logs=cfg.eval_every_n_wandb_logs,
+            ),  # fmt: skip
+            n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
+        )
+
+    def _run_name(self) -> str:
+        hooks = "+".join(self.cfg.hook_names) if len(self.cfg.hook_names) <= 2 else f"{len(self.cfg.hook_names)}hooks"
+        return f"{self.cfg.architecture}-{hooks}-{self.cfg.token_selection}-lr{self.cfg.lr}"
+
+    @property
+    def _multi(self) -> bool:
+        return len(self.saes) > 1
+
+    def _trainers(self) -> dict[str, Any]:
+        """hook name -> the per-SAE sae_lens SAETrainer."""
+        if self._multi:
+            return dict(self.trainer.trainers)
+        return {next(iter(self.saes)): self.trainer}
+
+    def _build_trainer(self, data_provider: Any) -> None:
+        from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+        from sae_lens.training.sae_trainer import SAETrainer
+
+        trainer_cfg = self._trainer_config()
+        if self._multi:
+            self.trainer = MultiSAETrainer(
+                cfg=trainer_cfg, saes=self.saes, hook_names={n: n for n in self.saes}, data_provider=data_provider,
+                evaluator=self._multi_wandb_evaluator, save_checkpoint_fn=self._save_checkpoint,
+            )  # fmt: skip
+        else:
+            self.trainer = SAETrainer(
+                cfg=trainer_cfg, sae=next(iter(self.saes.values())), data_provider=data_provider,
+                evaluator=self._wandb_evaluator, save_checkpoint_fn=self._save_checkpoint,
+            )  # fmt: skip
+        if self.cfg.checkpoint_every_tokens:
+            every = self.cfg.checkpoint_every_tokens
+            self.trainer.checkpoint_thresholds = list(range(every, self.cfg.training_tokens, every))
+
+    def _resume(self) -> None:
+        path = Path(self.cfg.resume_from_checkpoint)  # type: ignore[arg-type]
+        if self._multi:
+            self.trainer.load_checkpoint(path)
+        else:
+            self.trainer.load_trainer_state(path)
+            next(iter(self.saes.values())).load_weights_from_checkpoint(path)
+        state_file = path / PROVIDER_STATE_FILENAME
+        if state_file.is_file():
+            assert self.provider is not None
+            self.provider.load_state_dict(json.loads(state_file.read_text())["provider"])
+        done = self.trainer.n_training_samples
+        # sae_lens keeps thresholds already passed, which would re-checkpoint on the next steps
+        self.trainer.checkpoint_thresholds = [t for t in self.trainer.checkpoint_thresholds if t >= done]
+        log = Path(self.cfg.checkpoint_path or path.parent) / EVAL_LOG_FILENAME
+        if log.is_file():
+            self.eval_log = [r for r in json.loads(log.read_text()) if r.get("n_training_samples", 0) <= done]
+        logger.info("resumed from %s at %d training tokens", path, done)
+
+    def run(self) -> Any:
+        """Train; returns the trained TrainingSAE (one hook) or {hook: TrainingSAE}."""
+        torch.manual_seed(self.cfg.seed)
+        self.setup()
+        self._prepare_data()
+        wandb_run = self._init_wandb()
+        self._build_trainer(self.provider)
+        if self.cfg.resume_from_checkpoint is not None:
+            self._resume()  # sets the provider's position before anything is drawn from it
+        prefetch = None
+        if self.cfg.prefetch_batches > 0:
+            from sae_lens.training.prefetch import PrefetchingIterator
+
+            prefetch = PrefetchingIterator(self.provider, prefetch=self.cfg.prefetch_batches)  # type: ignore[arg-type]
+            self.trainer.data_provider = prefetch
+        try:
+            with self._interruptible():
+                result = self.trainer.fit()
+        finally:
+            if prefetch is not None:
+                prefetch.close()
+        self._save_outputs()
+        if wandb_run is not None:
+            import wandb
+
+            wandb.finish()
+        return result
+
+    def _init_wandb(self) -> Any:
+        if not self.cfg.log_to_wandb:
+            return None
+        import wandb
+
+        return wandb.init(project=self.cfg.wandb_project, entity=self.cfg.wandb_entity,
+                          config=self.cfg.to_dict(), name=self.cfg.run_name or self._run_name())  # fmt: skip
+
+    @contextmanager
+    def _interruptible(self):
+        """Ctrl-C / SIGTERM save a checkpoint (as sae_lens' LM runner does) before stopping."""
+        from sae_lens.training._interruption import InterruptedException, interrupt_callback
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, interrupt_callback)
+        try:
+            yield
+        except (KeyboardInterrupt, InterruptedException):
+            if self.cfg.checkpoint_path is not None:
+                logger.warning("interrupted: saving a checkpoint at %d tokens", self.trainer.n_training_samples)
+                self.trainer.save_checkpoint(checkpoint_name=str(self.trainer.n_training_samples))
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints and evaluation
+
+    def evaluate(self, saes: dict[str, Any] | None = None, scalers: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Vision metrics per hook on the eval images, in raw model units.
+
+        By default the training SAEs with their trainers' activation scalers; pass `saes` (and
+        `scalers`, None meaning identity) to evaluate others, e.g. the saved inference SAEs.
+        """
+        trainers = self._trainers() if self.trainer is not None else {}
+        if saes is None:
+            saes = self.saes
+            scalers = {name: t.activation_scaler for name, t in trainers.items()}
+        out: dict[str, Any] = {}
+        for name, sae in saes.items():
+            geometry = HookGeometry(**{k: self.geometry[name][k] for k in
+                                       ("hook_name", "token_selection", "n_tokens", "has_cls", "d_in")})  # fmt: skip
+            metrics = evaluate_sae(sae, self.eval_acts[name], geometry.token_kinds,
+                                   activation_scaler=(scalers or {}).get(name))  # fmt: skip
+            if name in trainers and trainers[name].n_training_steps > 0:
+                metrics["dead_fraction_train"] = float(trainers[name].dead_neurons.float().mean())
+                metrics["dead_window_train_steps"] = self.cfg.dead_feature_window
+            out[name] = metrics
+        return out
+
+    def _record(self, kind: str, metrics: dict[str, Any], where: Path | None) -> dict[str, Any]:
+        record = {
+            "kind": kind,
+            "n_training_samples": self.trainer.n_training_samples,
+            "n_training_steps": self.trainer.n_training_steps,
+            "path": str(where) if where is not None else None,
+            "metrics": metrics,
+        }
+        self.eval_log.append(record)
+        if self.cfg.checkpoint_path is not None:
+            _atomic_json(Path(self.cfg.checkpoint_path) / EVAL_LOG_FILENAME, self.eval_log)
+        return record
+
+    def _save_checkpoint(self, checkpoint_path: Path | None) -> None:
+        """Called by sae_lens after it wrote the SAE and trainer state: add ours, evaluate, log."""
+        if checkpoint_path is None:
+            return
+        _atomic_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+        assert self.provider is not None
+        _atomic_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
+        self._record("checkpoint", self.evaluate(), checkpoint_path)
+
+    def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:  # noqa: ARG002
+        name = next(iter(self.saes))
+        metrics = self.evaluate({name: sae}, {name: activation_scaler})[name]
+        return {f"vision/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    def _multi_wandb_evaluator(self, saes: dict[str, Any], data_provider: Any, activation_scalers: dict[str, Any],
+                               hook_names: dict[str, str]) -> dict[str, Any]:  # noqa: ARG002  # fmt: skip
+        results = self.evaluate(saes, activation_scalers)
+        return {f"{name}/vision/{k}": v for name, m in results.items() for k, v in m.items()
+                if isinstance(v, (int, float))}  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------
+    # output
+
+    def output_dir(self, hook_name: str) -> Path:
+        out = Path(self.cfg.output_path)
+        return out / hook_name if self._multi else out
+
+    def _save_outputs(self) -> None:
+        """Each SAE in sae_lens' inference format, written to a temp folder, evaluated, then renamed."""
+        from safetensors.torch import save_file
+        from sae_lens import SAE
+        from sae_lens.constants import SPARSITY_FILENAME
+
+        final: dict[str, Any] = {}
+        trainers = self._trainers()
+        for name, sae in self.saes.items():
+            target = self.output_dir(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                import sae_lens
+
+                sae.cfg.metadata.sae_lens_version = sae_lens.__version__
+                sae.save_inference_model(tmp)
+                save_file({"sparsity": trainers[name].log_feature_sparsity}, tmp / SPARSITY_FILENAME)
+                _atomic_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+                loaded = SAE.load_from_disk(tmp, device=self.device)
+                final[name] = self.evaluate({name: loaded}, {})[name]  # what users will load, as they load it
+                _atomic_json(tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)])
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._record("final", final, Path(self.cfg.output_path))
+
+    def _final_record(self, name: str, metrics: dict[str, Any], target: Path) -> dict[str, Any]:
+        return {"kind": "final", "n_training_samples": self.trainer.n_training_samples,
+                "n_training_steps": self.trainer.n_training_steps, "path": str(target), "metrics": {name: metrics}}  # fmt: skip
+
+
+def train_vision_sae(cfg: VisionSAERunnerConfig | dict[str, Any], **overrides: Any) -> Any:
+    """Convenience: `train_vision_sae({"dataset": ..., "hook_name": ...})`."""
+    if isinstance(cfg, dict):
+        cfg = VisionSAERunnerConfig.from_dict({**cfg, **overrides})
+    elif overrides:
+        cfg = replace(cfg, **overrides)
+    return VisionSAETrainingRunner(cfg).run()

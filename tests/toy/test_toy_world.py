@@ -1,0 +1,133 @@
+"""The generator: deterministic, planted co-occurrences at the specified rates, balanced evaluation sets."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+
+from sae_clip_plugin.toy import (
+    SHAPES,
+    WorldConfig,
+    background_spurious_set,
+    colour_spurious_set,
+    render,
+    train_dataset,
+    train_sample,
+    typographic_set,
+)
+from sae_clip_plugin.toy.model import toy_preprocess
+from sae_clip_plugin.toy.train import images_to_tensor
+
+
+def test_same_seed_same_pixels_and_captions():
+    for i in (0, 7, 123):
+        (a, ca), (b, cb) = train_sample(5, i), train_sample(5, i)
+        assert a == b and ca == cb
+        assert np.array_equal(np.asarray(render(a)), np.asarray(render(b)))
+    other = [train_sample(6, i) for i in range(20)]
+    assert other != [train_sample(5, i) for i in range(20)]
+
+
+def test_eval_sets_are_deterministic():
+    a, b = typographic_set(6, seed=3), typographic_set(6, seed=3)
+    assert a.samples == b.samples
+    assert np.array_equal(np.asarray(a[3][0]), np.asarray(b[3][0]))
+    assert background_spurious_set(3, seed=1).samples == background_spurious_set(3, seed=1).samples
+
+
+def test_render_is_64px_rgb_and_shows_the_shape_colour():
+    s, _ = train_sample(0, 1)
+    img = render(s)
+    assert img.size == (64, 64) and img.mode == "RGB"
+    s = next(
+        train_sample(0, i)[0]
+        for i in range(100)
+        if train_sample(0, i)[0].shape and not train_sample(0, i)[0].word
+    )
+    from sae_clip_plugin.toy import COLOURS
+
+    centre = np.asarray(render(s))[s.y, s.x]
+    assert np.abs(centre.astype(int) - COLOURS[s.colour]).max() <= 2
+
+
+def test_captions_name_what_is_drawn():
+    for i in range(300):
+        s, caption = train_sample(1, i)
+        assert (s.shape is not None and s.shape in caption) or (s.word is not None and s.word in caption)
+        if s.shape is None:  # word-only images are captioned by the word (teaches reading)
+            assert s.word in caption
+        if s.word is not None:  # a written word is always named (web captions transcribe text)
+            assert s.word in caption, caption
+
+
+def test_training_cooccurrence_rates():
+    cfg = WorldConfig()
+    counts = collections.defaultdict(collections.Counter)
+    for i in range(6000):
+        s, _ = train_sample(0, i)
+        if s.shape is not None:
+            counts[s.shape][("bg", s.background)] += 1
+            counts[s.shape][("colour", s.colour)] += 1
+    for shape, bg in cfg.background_spurious.items():
+        n = sum(v for (k, _), v in counts[shape].items() if k == "bg")
+        rate = counts[shape][("bg", bg)] / n
+        assert 0.90 <= rate <= 0.975, (shape, rate, n)  # specified: 90-95% (sampling noise ~1%)
+    for shape, colour in cfg.colour_spurious.items():
+        n = sum(v for (k, _), v in counts[shape].items() if k == "colour")
+        assert 0.90 <= counts[shape][("colour", colour)] / n <= 0.975
+    # uncorrelated shapes see every background about equally often
+    free = [s for s in SHAPES if s not in cfg.background_spurious]
+    for shape in free:
+        n = sum(v for (k, _), v in counts[shape].items() if k == "bg")
+        assert max(counts[shape][("bg", b)] / n for b in ("plain", "land", "water")) < 0.45
+
+
+def test_mixture_has_word_only_and_written_shapes():
+    kinds = collections.Counter()
+    for i in range(2000):
+        s, _ = train_sample(2, i)
+        kinds[(s.shape is not None, s.word is not None)] += 1
+    cfg = WorldConfig()
+    assert abs(kinds[(False, True)] / 2000 - cfg.p_word) < 0.04
+    assert abs(kinds[(True, False)] / 2000 - cfg.p_shape) < 0.04
+    assert kinds[(False, False)] == 0
+
+
+@pytest.mark.parametrize("make", [background_spurious_set, colour_spurious_set])
+def test_spurious_sets_are_balanced_over_groups(make):
+    ds = make(5, seed=0)
+    attr = "background" if make is background_spurious_set else "colour"
+    groups = collections.Counter(
+        (ds.classnames[m["label"]], m[attr]) for m in (ds.meta(i) for i in range(len(ds)))
+    )
+    assert len(groups) == 4 and set(groups.values()) == {5}
+    for i in range(len(ds)):
+        m = ds.meta(i)
+        assert m["shape"] == ds.classnames[m["label"]] and m["word"] is None
+        assert m["group"] == f"{m['shape']}/{m[attr]}"
+    assert sum(m["majority"] for m in ds.labels) == 10
+
+
+def test_typographic_twins_differ_only_by_a_wrong_word():
+    ds = typographic_set(12, seed=0)
+    assert len(ds) == 24
+    for k in range(12):
+        (clean, mc), (attacked, ma) = ds[2 * k], ds[2 * k + 1]
+        assert (
+            mc["variant"] == "clean" and ma["variant"] == "attacked" and mc["pair_id"] == ma["pair_id"] == k
+        )
+        assert mc["word"] is None and ma["word"] is not None and ma["word"] != ma["shape"]
+        assert SHAPES[ma["word_label"]] == ma["word"] and SHAPES[ma["label"]] == ma["shape"] == mc["shape"]
+        diff = np.any(np.asarray(clean) != np.asarray(attacked), axis=-1)
+        ys, xs = np.nonzero(diff)
+        assert diff.any() and xs.min() >= ma["word_x"] - 1 and ys.min() >= ma["word_y"] - 1
+
+
+def test_training_tensor_matches_open_clip_preprocess():
+    ds = train_dataset(4, seed=0)
+    images = [img for img, _ in ds.items()]
+    ref = torch.stack([toy_preprocess()(img) for img in images])
+    torch.testing.assert_close(images_to_tensor(images), ref, atol=1e-5, rtol=0)
