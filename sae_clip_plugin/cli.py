@@ -13,7 +13,9 @@ COMMAND_MODULES = (
     "sae_clip_plugin.model.cli",
     "sae_clip_plugin.toy.cli",
     "sae_clip_plugin.training.cli",
-    "sae_clip_plugin.analysis.cli",
+    "sae_clip_plugin.analysis.metrics_cli",
+    "sae_clip_plugin.analysis.steering_cli",
+    "sae_clip_plugin.analysis.disentangle_cli",
     "sae_clip_plugin.demo",
 )
 

@@ -18,7 +18,8 @@ def hooks_active(*points: torch.nn.Module) -> bool:
     """Any torch hook at all (transformer_lens hooks, pre-hooks, backward hooks), or a hook point
     replaced by another module (a spliced SAE), needs the explicit path."""
     return any(
-        type(p) is not HookPoint or p._forward_hooks or p._forward_pre_hooks or p._backward_hooks for p in points
+        type(p) is not HookPoint or p._forward_hooks or p._forward_pre_hooks or p._backward_hooks
+        for p in points
     )
 
 

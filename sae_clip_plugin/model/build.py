@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -13,18 +15,32 @@ from sae_clip_plugin.model.text import TextTower
 from sae_clip_plugin.model.weights import StateDict, process_weights
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a converted model is finalised; every converter accepts these as keyword arguments."""
+
+    fold_ln: bool = False
+    center_writing_weights: bool = False
+    dtype: torch.dtype | str | None = None
+    device: torch.device | str | None = None
+    model_cls: type[HookedViT] = HookedViT
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> BuildOptions:
+        """Take the build options out of a converter's **kwargs, leaving the rest for the source."""
+        return cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs})
+
+
 def build_hooked_vit(
     cfg: HookedViTConfig,
     state_dict: StateDict,
     text: TextTower | None = None,
     preprocess: Callable | None = None,
-    fold_ln: bool = False,
-    center_writing_weights: bool = False,
-    dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
-    model_cls: type[HookedViT] = HookedViT,
+    options: BuildOptions = BuildOptions(),
 ) -> HookedViT:
     """Process weights as asked, load them strictly, and put the model in eval mode."""
+    fold_ln, center_writing_weights = options.fold_ln, options.center_writing_weights
+    dtype, device, model_cls = options.dtype, options.device, options.model_cls
     if dtype is not None:
         dtype = str(dtype).removeprefix("torch.")
     cfg = dataclasses.replace(

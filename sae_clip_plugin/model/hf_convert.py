@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from sae_clip_plugin.model.build import build_hooked_vit
+from sae_clip_plugin.model.build import BuildOptions, build_hooked_vit
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.open_clip_convert import UnsupportedModelError
@@ -148,17 +148,15 @@ def hooked_vit_from_hf(
     config: Any = None,
     tokenizer: Any = None,
     model_spec: str | None = None,
-    fold_ln: bool = False,
-    center_writing_weights: bool = False,
-    dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
-    model_cls: type[HookedViT] = HookedViT,
+    **build_options: Any,
 ) -> HookedViT:
     """Build a HookedViT from a transformers CLIP model, a hub repo id, or a state dict plus `config`.
 
     State dicts may carry the `vision_model.` prefix (CLIPModel, CLIPVisionModelWithProjection) or not
     (CLIPVisionModel in transformers 5); a `visual_projection.weight` key adds the projection.
+    Other keyword arguments are BuildOptions (fold_ln, center_writing_weights, dtype, device).
     """
+    options = BuildOptions(**build_options)
     preprocess: dict[str, Any] | None = None
     if isinstance(repo_id_or_model, str):
         repo_id = repo_id_or_model
@@ -196,7 +194,4 @@ def hooked_vit_from_hf(
         state_dict["visual_projection.weight"].shape[0] if "visual_projection.weight" in state_dict else None
     )
     cfg = vision_config(vcfg, d_embed, model_spec, preprocess or preprocess_dict(size=vcfg.image_size))
-    return build_hooked_vit(
-        cfg, vision_state_dict(state_dict, cfg), text=text, fold_ln=fold_ln,
-        center_writing_weights=center_writing_weights, dtype=dtype, device=device, model_cls=model_cls,
-    )  # fmt: skip
+    return build_hooked_vit(cfg, vision_state_dict(state_dict, cfg), text=text, options=options)

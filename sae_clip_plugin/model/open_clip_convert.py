@@ -9,7 +9,7 @@ import torch
 from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from sae_clip_plugin.model.build import build_hooked_vit
+from sae_clip_plugin.model.build import BuildOptions, build_hooked_vit
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.preprocess import preprocess_dict
@@ -159,24 +159,24 @@ def hooked_vit_from_open_clip(
     *,
     model_spec: str | None = None,
     tokenizer: Any = None,
-    fold_ln: bool = False,
-    center_writing_weights: bool = False,
-    dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
-    model_cls: type[HookedViT] = HookedViT,
-    **create_kwargs: Any,
+    **kwargs: Any,
 ) -> HookedViT:
     """Build a HookedViT from an open_clip model object, or create one by name and pretrained tag.
 
     GELU vs QuickGELU is read from the live module, so it is right whichever way the model was made.
-    The text tower (if any) is copied into `model.text` for zero-shot use.
+    The text tower (if any) is copied into `model.text` for zero-shot use. Keyword arguments are
+    BuildOptions (fold_ln, center_writing_weights, dtype, device); the rest go to open_clip.create_model.
     """
+    options = BuildOptions.pop_from(kwargs)
+    create_kwargs = kwargs
     if isinstance(model_or_name, str):
         model, spec = create_open_clip(model_or_name, pretrained, **create_kwargs)
         model_spec = model_spec or spec
         if tokenizer is None:
             tokenizer = open_clip.get_tokenizer(model_or_name)
     else:
+        if create_kwargs:
+            raise TypeError(f"unexpected keyword arguments for a model object: {sorted(create_kwargs)}")
         if pretrained is not None:
             raise ValueError(
                 "pass `pretrained` only with a model name; a model object already has its weights"
@@ -196,7 +196,4 @@ def hooked_vit_from_open_clip(
             context = open_clip.get_model_tokenize_cfg(model).get("context_length", 77)
             tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
         text = open_clip_text_tower(model, tokenizer)
-    return build_hooked_vit(
-        cfg, vision_state_dict(visual, cfg), text=text, fold_ln=fold_ln,
-        center_writing_weights=center_writing_weights, dtype=dtype, device=device, model_cls=model_cls,
-    )  # fmt: skip
+    return build_hooked_vit(cfg, vision_state_dict(visual, cfg), text=text, options=options)
