@@ -82,9 +82,7 @@ class _GroupIds:
         return self.ids.setdefault(group, len(self.ids))
 
 
-def _collate(
-    items: list[Any], transform: Callable | None, group_ids: _GroupIds
-) -> ImageBatch:
+def _collate(items: list[Any], transform: Callable | None, group_ids: _GroupIds) -> ImageBatch:
     images, labels, groups = [], [], []
     for item in items:
         image, label, group = _split_item(item)
@@ -101,7 +99,9 @@ def _collate(
     pixels = torch.stack(images)
     label_t = None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.long)
     group_t = (
-        None if any(g is None for g in groups) else torch.tensor([group_ids(g) for g in groups], dtype=torch.long)
+        None
+        if any(g is None for g in groups)
+        else torch.tensor([group_ids(g) for g in groups], dtype=torch.long)
     )
     return ImageBatch(pixels, label_t, group_t)
 

@@ -29,12 +29,12 @@ class WorldConfig:
     # the rest: a shape with a word written on it
     p_congruent: float = 0.3  # of shape+word images, the word names the shape itself
     p_word_only_caption: float = 0.4  # of shape+word images, the caption names only the word
-    spurious_rate: float = 0.95
+    spurious_rate: float = 0.93
     background_spurious: dict[str, str] = field(default_factory=lambda: {"triangle": "land", "star": "water"})
     colour_spurious: dict[str, str] = field(default_factory=lambda: {"circle": "yellow", "heart": "purple"})
-    min_size: int = 20
-    max_size: int = 34
-    max_rotation: float = 15.0
+    min_size: int = 24
+    max_size: int = 38
+    max_rotation: float = 10.0
     min_word_size: int = 11
     max_word_size: int = 16
 

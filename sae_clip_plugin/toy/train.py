@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +171,3 @@ def train_toy_clip(
         ckpt_path.unlink()
     return {"losses": losses, "seconds": seconds, "path": str(out_path), "model": model, "recipe": recipe}
 
-
-def recipe_dict(**kw: Any) -> dict[str, Any]:
-    return {**DEFAULTS, **kw, "world": asdict(WorldConfig())}

@@ -180,8 +180,8 @@ def render(sample: ToySample) -> Image.Image:
         rot = pts @ np.array([[c, s], [-s, c]])
         xy = rot * (sample.size / 2) + [sample.x, sample.y]
         rgb = COLOURS[sample.colour]
-        edge = tuple(int(v * 0.45) for v in rgb)
-        draw.polygon([tuple(p) for p in xy.tolist()], fill=rgb, outline=edge, width=1)
+        edge = tuple(int(v * 0.4) for v in rgb)
+        draw.polygon([tuple(p) for p in xy.tolist()], fill=rgb, outline=edge, width=2)
     if sample.word is not None:
         ink, halo = (
             ((0, 0, 0), (255, 255, 255)) if sample.word_ink == "black" else ((255, 255, 255), (0, 0, 0))

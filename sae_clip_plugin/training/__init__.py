@@ -20,8 +20,9 @@ from sae_clip_plugin.training.cache import (
 from sae_clip_plugin.training.config import PRESETS, TRAINING_ARCHITECTURES, VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_sae
 from sae_clip_plugin.training.harvest import ActivationHarvester
+from sae_clip_plugin.training.metadata import vision_metadata
 from sae_clip_plugin.training.provider import ActivationProvider, EpochOrder
-from sae_clip_plugin.training.runner import VisionSAETrainingRunner, train_vision_sae, vision_metadata
+from sae_clip_plugin.training.runner import VisionSAETrainingRunner, train_vision_sae
 from sae_clip_plugin.training.sources import (
     FolderSource,
     HFDatasetSource,

@@ -92,7 +92,9 @@ def _features(hook_name: str, storage_dtype: str, context_size: int, d_in: int) 
     from datasets import Array2D, Features
 
     arrow_dtype = "uint16" if storage_dtype == "bfloat16" else storage_dtype
-    return Features({column_name(hook_name, storage_dtype): Array2D(shape=(context_size, d_in), dtype=arrow_dtype)})
+    return Features(
+        {column_name(hook_name, storage_dtype): Array2D(shape=(context_size, d_in), dtype=arrow_dtype)}
+    )
 
 
 def _to_storage(acts: torch.Tensor, storage_dtype: str) -> np.ndarray:
@@ -112,16 +114,33 @@ def _shard_dataset(acts: torch.Tensor, hook_name: str, storage_dtype: str) -> An
     features = _features(hook_name, storage_dtype, context_size, d_in)
     name = column_name(hook_name, storage_dtype)
     values = pa.array(_to_storage(acts, storage_dtype).reshape(-1))
-    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, n * context_size * d_in + 1, d_in, dtype=np.int32)), values)
-    outer = pa.ListArray.from_arrays(pa.array(np.arange(0, n * context_size + 1, context_size, dtype=np.int32)), inner)
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n * context_size * d_in + 1, d_in, dtype=np.int32)), values
+    )
+    outer = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, n * context_size + 1, context_size, dtype=np.int32)), inner
+    )
     column = pa.ExtensionArray.from_storage(features[name](), outer)
-    return Dataset(InMemoryTable(pa.table({name: column})), info=DatasetInfo(features=features))
+    # an explicit fingerprint spares datasets from hashing the whole table (state.json gets its own anyway)
+    return Dataset(
+        InMemoryTable(pa.table({name: column})),
+        info=DatasetInfo(features=features),
+        fingerprint=os.urandom(8).hex(),
+    )
 
 
 def _write_arrow(dataset: Any, target: Path) -> None:
     """Save a one-shard dataset and move its arrow file to `target` (atomic rename)."""
+    import datasets
+
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=target.parent) as tmp:
-        dataset.save_to_disk(tmp, num_shards=1)
+        quiet = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # one bar per shard file would drown the cache's own bar
+        try:
+            dataset.save_to_disk(tmp, num_shards=1)
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
         (arrow,) = Path(tmp).glob("*.arrow")
         if not (target.parent / "dataset_info.json").exists():
             shutil.copy2(Path(tmp) / "dataset_info.json", target.parent / ".tmp-dataset_info.json")
@@ -224,9 +243,15 @@ class ActivationDiskCache:
     def read(self, hook_name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) as a float32 tensor [images, context_size, d_in], straight from the arrow buffers."""
         if not 0 <= start <= stop <= self.n_images:
-            raise IndexError(f"rows [{start}, {stop}) outside the {self.n_images} cached images of {self.path}")
+            raise IndexError(
+                f"rows [{start}, {stop}) outside the {self.n_images} cached images of {self.path}"
+            )
         geom = self.geometry[self._check_hook(hook_name)]
-        column = self._table(hook_name).column(column_name(hook_name, self.storage_dtype)).slice(start, stop - start)
+        column = (
+            self._table(hook_name)
+            .column(column_name(hook_name, self.storage_dtype))
+            .slice(start, stop - start)
+        )
         parts = [chunk.storage.flatten().flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
         flat = np.concatenate(parts) if len(parts) != 1 else parts[0]
         if self.storage_dtype == "bfloat16":
@@ -240,7 +265,9 @@ class ActivationDiskCache:
             tensor = tensor.view(torch.bfloat16)
         return tensor.to(torch.float32).reshape(stop - start, geom["context_size"], geom["d_in"])
 
-    def read_images(self, start: int, stop: int, hook_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def read_images(
+        self, start: int, stop: int, hook_names: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         return {name: self.read(name, start, stop) for name in (hook_names or self.hook_names)}
 
     def activations_store(
@@ -362,7 +389,10 @@ def write_activation_cache(
     harvester = harvester or ActivationHarvester(
         model, hook_names, token_selection, batch_size=batch_size, num_workers=num_workers
     )
-    if list(harvester.hook_names) != list(dict.fromkeys(hook_names)) or harvester.token_selection != token_selection:
+    if (
+        list(harvester.hook_names) != list(dict.fromkeys(hook_names))
+        or harvester.token_selection != token_selection
+    ):
         raise ValueError("the harvester given was built for other hooks or another token selection")
     source.with_transform(source.transform or model.preprocess)
     config, ids = cache_config(model, source, harvester, storage_dtype, shard_images)
@@ -370,8 +400,13 @@ def write_activation_cache(
         raise ValueError(f"image source {source.name!r} is empty; nothing to cache")
     cache = _open_or_create(path, model, source, harvester, config, ids)
     todo = [s for s in range(cache.n_shards) if s not in set(cache.completed_shards)]
-    bar = tqdm(total=cache.n_shards, initial=cache.n_shards - len(todo), desc="Caching activations", unit="shard",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=cache.n_shards,
+        initial=cache.n_shards - len(todo),
+        desc="Caching activations",
+        unit="shard",
+        disable=not progress,
+    )
     try:
         for shard, acts in _shards(harvester, source, todo, shard_images, len(ids)):
             for name in harvester.hook_names:
@@ -412,7 +447,12 @@ def _shards(
 
 
 def _open_or_create(
-    path: Path, model: Any, source: ImageSource, harvester: ActivationHarvester, config: dict[str, Any], ids: list[str]
+    path: Path,
+    model: Any,
+    source: ImageSource,
+    harvester: ActivationHarvester,
+    config: dict[str, Any],
+    ids: list[str],
 ) -> ActivationDiskCache:
     if (path / MANIFEST).is_file():
         cache = ActivationDiskCache(path)

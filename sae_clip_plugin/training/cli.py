@@ -19,10 +19,18 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--token-selection": ("token_selection", str, "all | cls | patches"),
     "--dataset": ("dataset", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
     "--max-images": ("max_images", int, "keep the first N images"),
-    "--architecture": ("architecture", str, "standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated"),
+    "--architecture": (
+        "architecture",
+        str,
+        "standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated",
+    ),
     "--expansion-factor": ("expansion_factor", int, "d_sae = expansion_factor * d_in"),
     "--d-sae": ("d_sae", int, "SAE width (overrides --expansion-factor)"),
-    "--normalize-activations": ("normalize_activations", str, "none | layer_norm | expected_average_only_in | ..."),
+    "--normalize-activations": (
+        "normalize_activations",
+        str,
+        "none | layer_norm | expected_average_only_in | ...",
+    ),
     "--training-tokens": ("training_tokens", int, "training budget in tokens"),
     "--train-batch-size-tokens": ("train_batch_size_tokens", int, "tokens per training batch"),
     "--lr": ("lr", float, "learning rate"),
@@ -101,8 +109,11 @@ def run_train(args: argparse.Namespace) -> int:
     runner.run()
     final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
     for hook, metrics in final.items():
-        summary = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("explained_variance", "l0", "l0_cls", "l0_patches",
-                                                               "dead_fraction_eval") if k in metrics)  # fmt: skip
+        summary = ", ".join(
+            f"{k}={metrics[k]:.4g}"
+            for k in ("explained_variance", "l0", "l0_cls", "l0_patches", "dead_fraction_eval")
+            if k in metrics
+        )
         print(f"{hook}: {summary}")
     print(f"saved to {cfg.output_path}")
     return 0
@@ -117,13 +128,17 @@ def register_commands(subparsers: Any) -> None:
     )
     parser.add_argument("--config", help="YAML or JSON file of VisionSAERunnerConfig fields")
     parser.add_argument("--preset", choices=["vanilla", "topk"], help="start from a preset recipe")
-    parser.add_argument("--hook-name", action="append", help="hook to train on; repeat or comma-separate for several")
+    parser.add_argument(
+        "--hook-name", action="append", help="hook to train on; repeat or comma-separate for several"
+    )
     for flag, (_, kind, help_text) in _FLAGS.items():
         if kind is None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
             parser.add_argument(flag, type=kind, default=None, help=help_text)
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set sae.k=32")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set sae.k=32"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.set_defaults(func=run_train)
 

@@ -20,7 +20,13 @@ from sae_clip_plugin.training.cache import STORAGE_DTYPES
 from sae_clip_plugin.training.tokens import check_token_selection
 
 TRAINING_ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated")
-NORMALIZATIONS = ("none", "expected_average_only_in", "layer_norm", "constant_norm_rescale", "covariance_whitening")
+NORMALIZATIONS = (
+    "none",
+    "expected_average_only_in",
+    "layer_norm",
+    "constant_norm_rescale",
+    "covariance_whitening",
+)
 # architecture-specific defaults for `sae` (the sae_lens TrainingSAEConfig keyword arguments)
 SAE_DEFAULTS: dict[str, dict[str, Any]] = {
     "standard": {"l1_coefficient": 5.0},
@@ -73,7 +79,9 @@ class VisionSAERunnerConfig:
     normalize_activations: str = "layer_norm"
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
-    sae: dict[str, Any] = field(default_factory=dict)  # architecture kwargs: l1_coefficient, k, matryoshka_widths...
+    sae: dict[str, Any] = field(
+        default_factory=dict
+    )  # architecture kwargs: l1_coefficient, k, matryoshka_widths...
     sae_dtype: str = "float32"
 
     # -- training (sae_lens SAETrainerConfig)
@@ -148,17 +156,25 @@ class VisionSAERunnerConfig:
     def validate(self) -> None:
         check_token_selection(self.token_selection)
         if self.architecture not in TRAINING_ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {TRAINING_ARCHITECTURES}, got {self.architecture!r}")
+            raise ValueError(
+                f"architecture must be one of {TRAINING_ARCHITECTURES}, got {self.architecture!r}"
+            )
         if self.normalize_activations not in NORMALIZATIONS:
-            raise ValueError(f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}")
+            raise ValueError(
+                f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}"
+            )
         if self.cache_dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache_dtype must be one of {STORAGE_DTYPES}, got {self.cache_dtype!r}")
         if not self.hook_names:
             raise ValueError("hook_name is empty; name a hook such as 'blocks.6.hook_resid_post'")
-        for name, value in (("train_batch_size_tokens", self.train_batch_size_tokens),
-                            ("harvest_batch_size", self.harvest_batch_size), ("expansion_factor", self.expansion_factor),
-                            ("cache_shard_images", self.cache_shard_images), ("buffer_batches", self.buffer_batches),
-                            ("cache_chunk_images", self.cache_chunk_images)):  # fmt: skip
+        for name, value in (
+            ("train_batch_size_tokens", self.train_batch_size_tokens),
+            ("harvest_batch_size", self.harvest_batch_size),
+            ("expansion_factor", self.expansion_factor),
+            ("cache_shard_images", self.cache_shard_images),
+            ("buffer_batches", self.buffer_batches),
+            ("cache_chunk_images", self.cache_chunk_images),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.training_tokens < self.train_batch_size_tokens:

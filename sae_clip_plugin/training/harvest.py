@@ -60,7 +60,10 @@ class ActivationHarvester:
         pixels = pixels.to(self.device, self.model_dtype, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             _, cache = self.model.run_with_cache(
-                pixels, names_filter=self.hook_names, stop_at_layer=self.stop_at_layer, return_cache_object=False
+                pixels,
+                names_filter=self.hook_names,
+                stop_at_layer=self.stop_at_layer,
+                return_cache_object=False,
             )
         return {
             name: geom.select(cache[name]).to(self.out_device, self.out_dtype)
@@ -72,11 +75,16 @@ class ActivationHarvester:
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Activations for `indices` of `source` (all images by default), in that order."""
         indices = range(len(source)) if indices is None else indices
-        workers = 0 if isinstance(source, TensorSource) else self.num_workers  # tensors need no decoding
         was_training = self.model.training
         self.model.eval()
         try:
-            for pixels in image_loader(source, indices, self.batch_size, workers):
-                yield self.activations(pixels)
+            if isinstance(source, TensorSource) and source.images.is_floating_point():
+                # preprocessed pixels: batch by indexing, no per-image DataLoader round trip
+                order = torch.as_tensor(list(indices), dtype=torch.long)
+                for start in range(0, len(order), self.batch_size):
+                    yield self.activations(source.images[order[start : start + self.batch_size]])
+            else:
+                for pixels in image_loader(source, indices, self.batch_size, self.num_workers):
+                    yield self.activations(pixels)
         finally:
             self.model.train(was_training)

@@ -49,8 +49,13 @@ class EpochOrder:
             self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n_units": self.n_units, "shuffle": self.shuffle, "seed": self.seed,
-                "epoch": self.epoch, "position": self.position}  # fmt: skip
+        return {
+            "n_units": self.n_units,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["n_units"] != self.n_units:
@@ -103,8 +108,14 @@ class ActivationProvider(Iterator[Any]):
     ) -> ActivationProvider:
         """Live activations: images are decoded, preprocessed and run through the model as needed."""
         source.with_transform(source.transform or harvester.model.preprocess)
-        return cls(harvester.hook_names, len(source), lambda _: 1,
-                   lambda units: harvester.iter_batches(source, units), train_batch_size_tokens, **kwargs)  # fmt: skip
+        return cls(
+            harvester.hook_names,
+            len(source),
+            lambda _: 1,
+            lambda units: harvester.iter_batches(source, units),
+            train_batch_size_tokens,
+            **kwargs,
+        )
 
     @classmethod
     def from_cache(
@@ -153,13 +164,35 @@ class ActivationProvider(Iterator[Any]):
         for batch in self.image_activations():
             yield {name: acts.reshape(-1, acts.shape[-1]).to(self.out_device) for name, acts in batch.items()}
 
+    def coalesced_token_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Token batches joined into pieces of one mixing-buffer refill.
+
+        sae_lens' mixing_buffer concatenates its whole storage with every piece it receives, so
+        feeding it one image batch at a time copies the buffer once per image batch; one piece per
+        refill makes that a single copy. The tokens and their order are unchanged.
+        """
+        target = max(self.train_batch_size_tokens, int(self.buffer_tokens * (1 - self.mix_fraction)))
+        pending: list[dict[str, torch.Tensor]] = []
+        count = 0
+        for batch in self.token_batches():
+            pending.append(batch)
+            count += next(iter(batch.values())).shape[0]
+            if count >= target:
+                yield (
+                    pending[0]
+                    if len(pending) == 1
+                    else {name: torch.cat([b[name] for b in pending]) for name in self.hook_names}
+                )
+                pending, count = [], 0
+
     def _build(self) -> Iterator[Any]:
+        pieces = self.coalesced_token_batches()
         if len(self.hook_names) == 1:
             (name,) = self.hook_names
-            tokens = (batch[name] for batch in self.token_batches())
+            tokens = (piece[name] for piece in pieces)
             return mixing_buffer(self.buffer_tokens, self.train_batch_size_tokens, tokens, self.mix_fraction)
         return multi_hook_concat_split_iter(
-            self.buffer_tokens, self.train_batch_size_tokens, self.token_batches(), self.hook_names, self.mix_fraction
+            self.buffer_tokens, self.train_batch_size_tokens, pieces, self.hook_names, self.mix_fraction
         )
 
     def __iter__(self) -> ActivationProvider:

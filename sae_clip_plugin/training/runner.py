@@ -23,10 +23,17 @@ from typing import Any
 
 import torch
 
-from sae_clip_plugin.training.cache import ActivationDiskCache, write_activation_cache
+from sae_clip_plugin.training.cache import (
+    MANIFEST,
+    ActivationDiskCache,
+    CacheMismatchError,
+    images_digest,
+    write_activation_cache,
+)
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_sae
 from sae_clip_plugin.training.harvest import ActivationHarvester
+from sae_clip_plugin.training.metadata import atomic_json, vision_metadata
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
 from sae_clip_plugin.training.tokens import HookGeometry
@@ -36,47 +43,6 @@ logger = logging.getLogger(__name__)
 RUNNER_CONFIG_FILENAME = "runner_config.json"
 PROVIDER_STATE_FILENAME = "provider_state.json"
 EVAL_LOG_FILENAME = "eval_log.json"
-SEQPOS_SLICES = {"all": (None,), "cls": (0, 1), "patches": (1, None)}
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def vision_metadata(
-    cfg: VisionSAERunnerConfig, model_cfg: dict[str, Any], hook_name: str, context_size: int, dataset: dict[str, Any]
-) -> dict[str, Any]:
-    """SAE metadata keys of docs/conventions.md (plus sae_lens' own seqpos_slice for ActivationsStore.from_sae)."""
-    import sae_lens
-
-    return {
-        "model_name": model_cfg.get("model_spec") or cfg.model_spec,
-        "model_class_name": "HookedViT",
-        "hook_name": hook_name,
-        "hook_head_index": None,
-        "context_size": context_size,
-        "prepend_bos": False,
-        "seqpos_slice": SEQPOS_SLICES[cfg.token_selection],
-        "token_selection": cfg.token_selection,
-        "cls_token_index": 0,
-        "image_size": model_cfg["image_size"],
-        "patch_size": model_cfg["patch_size"],
-        "n_tokens": model_cfg.get("n_tokens", 1 + (model_cfg["image_size"] // model_cfg["patch_size"]) ** 2),
-        "weight_processing": {"fold_ln": model_cfg.get("fold_ln", False),
-                              "center_writing_weights": model_cfg.get("center_writing_weights", False)},  # fmt: skip
-        "preprocessing": model_cfg.get("preprocess") or {},
-        "dataset": dataset,
-        "dataset_path": str(dataset.get("root") or dataset.get("name") or cfg.dataset),
-        "sae_lens_version": sae_lens.__version__,
-    }
 
 
 class VisionSAETrainingRunner:
@@ -126,18 +92,57 @@ class VisionSAETrainingRunner:
             )
         return self._model
 
+    def _source_spec(self) -> Any:
+        return self._override_source if self._override_source is not None else self.cfg.dataset
+
+    def _make_source(self) -> ImageSource:
+        cfg, spec = self.cfg, self._source_spec()
+        if isinstance(spec, str) and not spec:
+            raise ValueError(
+                "no images: set dataset (a folder, 'hf:<hub name>', a save_to_disk folder or 'toy')"
+            )
+        return image_source(
+            spec,
+            split=cfg.dataset_split,
+            image_column=cfg.image_column,
+            max_images=cfg.max_images,
+            seed=cfg.seed,
+        )
+
     def _ready_cache(self) -> ActivationDiskCache | None:
-        """A finished cache usable without loading the model (same spec, hooks and token selection)."""
+        """A finished cache usable without loading the model: same spec, hooks, token selection, images.
+
+        With no dataset configured the cache alone defines the images; with one, its image list must
+        be the cache's (checked without the model), else CacheMismatchError.
+        """
         cfg = self.cfg
-        if cfg.cache_path is None or self._model is not None or not (Path(cfg.cache_path) / "sae_clip_cache.json").is_file():
+        if (
+            cfg.cache_path is None
+            or self._model is not None
+            or not (Path(cfg.cache_path) / MANIFEST).is_file()
+        ):
             return None
         cache = ActivationDiskCache(cfg.cache_path)
         c = cache.config
-        if (cache.complete and c["model_spec"] is not None and c["model_spec"] == cfg.model_spec
-                and c["token_selection"] == cfg.token_selection and set(cfg.hook_names) <= set(c["hook_names"])
-                and c["storage_dtype"] == cfg.cache_dtype):  # fmt: skip
-            return cache
-        return None
+        if not (
+            cache.complete
+            and c["model_spec"] is not None
+            and c["model_spec"] == cfg.model_spec
+            and c["token_selection"] == cfg.token_selection
+            and set(cfg.hook_names) <= set(c["hook_names"])
+            and c["storage_dtype"] == cfg.cache_dtype
+        ):
+            return None
+        spec = self._source_spec()
+        if not (isinstance(spec, str) and not spec):
+            ids = self._make_source().image_ids()
+            if len(ids) != c["n_images"] or images_digest(ids) != c["images_sha256"]:
+                raise CacheMismatchError(
+                    f"the activation cache at {cache.path} holds {c['n_images']} other images than the {len(ids)} "
+                    f"of dataset {cfg.dataset!r}; use another cache_path, delete it, or set dataset='' to train "
+                    "on the cached images alone"
+                )
+        return cache
 
     def setup(self) -> None:
         """Load what is needed and check every input; `run` calls it when it was not called before."""
@@ -154,16 +159,16 @@ class VisionSAETrainingRunner:
         else:
             model = self.model
             self.harvester = ActivationHarvester(
-                model, cfg.hook_names, cfg.token_selection, batch_size=cfg.harvest_batch_size,
-                num_workers=cfg.num_workers, autocast=cfg.autocast_model,
-            )  # fmt: skip
+                model,
+                cfg.hook_names,
+                cfg.token_selection,
+                batch_size=cfg.harvest_batch_size,
+                num_workers=cfg.num_workers,
+                autocast=cfg.autocast_model,
+            )
             self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
             self.model_cfg = model.cfg.to_dict()
-            spec = self._override_source if self._override_source is not None else cfg.dataset
-            if isinstance(spec, str) and not spec:
-                raise ValueError("no images: set dataset (a folder, 'hf:<hub name>', a save_to_disk folder or 'toy')")
-            self.source = image_source(spec, split=cfg.dataset_split, image_column=cfg.image_column,
-                                       max_images=cfg.max_images, seed=cfg.seed)  # fmt: skip
+            self.source = self._make_source()
             self.source.with_transform(self.source.transform or model.preprocess)
             validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
             self.dataset_info = self.source.describe()
@@ -176,7 +181,9 @@ class VisionSAETrainingRunner:
                 stacklevel=2,
             )
         if cfg.resume_from_checkpoint is not None and not Path(cfg.resume_from_checkpoint).is_dir():
-            raise FileNotFoundError(f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder")
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder"
+            )
         self._build_saes()
         self._set_up = True
 
@@ -207,14 +214,22 @@ class VisionSAETrainingRunner:
                 arch_kwargs["matryoshka_widths"] = [w for w in (d_sae // 16, d_sae // 4) if w > 0] + [d_sae]
             k = arch_kwargs.get("k")
             if k is not None and k > d_sae:
-                raise ValueError(f"k={k} exceeds d_sae={d_sae} for hook {name}; lower sae.k or raise expansion_factor")
+                raise ValueError(
+                    f"k={k} exceeds d_sae={d_sae} for hook {name}; lower sae.k or raise expansion_factor"
+                )
             sae_cfg = cfg_cls(
-                d_in=geom["d_in"], d_sae=d_sae, dtype=cfg.sae_dtype, device=self.device,
-                apply_b_dec_to_input=cfg.apply_b_dec_to_input, normalize_activations=cfg.normalize_activations,
+                d_in=geom["d_in"],
+                d_sae=d_sae,
+                dtype=cfg.sae_dtype,
+                device=self.device,
+                apply_b_dec_to_input=cfg.apply_b_dec_to_input,
+                normalize_activations=cfg.normalize_activations,
                 decoder_init_norm=cfg.decoder_init_norm,
-                metadata=SAEMetadata(**vision_metadata(cfg, self.model_cfg, name, geom["context_size"], self.dataset_info)),
+                metadata=SAEMetadata(
+                    **vision_metadata(self.model_cfg, geom, self.dataset_info, model_spec=cfg.model_spec)
+                ),
                 **arch_kwargs,
-            )  # fmt: skip
+            )
             sae_cls = get_sae_training_class(cfg.architecture)[0]
             self.saes[name] = sae_cls(sae_cfg).to(self.device)
 
@@ -233,9 +248,15 @@ class VisionSAETrainingRunner:
         if cfg.cache_path is not None and self.cache is None:
             assert self.harvester is not None and self.source is not None
             self.cache = write_activation_cache(
-                cfg.cache_path, self.model, self.source, cfg.hook_names, cfg.token_selection,
-                storage_dtype=cfg.cache_dtype, shard_images=cfg.cache_shard_images, harvester=self.harvester,
-            )  # fmt: skip
+                cfg.cache_path,
+                self.model,
+                self.source,
+                cfg.hook_names,
+                cfg.token_selection,
+                storage_dtype=cfg.cache_dtype,
+                shard_images=cfg.cache_shard_images,
+                harvester=self.harvester,
+            )
         n_eval = cfg.n_eval_images
         if self.cache is not None:
             self.provider = ActivationProvider.from_cache(
@@ -275,15 +296,22 @@ class VisionSAETrainingRunner:
             checkpoint_path=cfg.checkpoint_path,
             save_final_checkpoint=cfg.save_final_checkpoint,
             logger=LoggingConfig(
-                log_to_wandb=cfg.log_to_wandb, wandb_project=cfg.wandb_project, wandb_entity=cfg.wandb_entity,
-                run_name=cfg.run_name or self._run_name(), wandb_log_frequency=cfg.wandb_log_frequency,
+                log_to_wandb=cfg.log_to_wandb,
+                wandb_project=cfg.wandb_project,
+                wandb_entity=cfg.wandb_entity,
+                run_name=cfg.run_name or self._run_name(),
+                wandb_log_frequency=cfg.wandb_log_frequency,
                 eval_every_n_wandb_logs=cfg.eval_every_n_wandb_logs,
-            ),  # fmt: skip
+            ),
             n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         )
 
     def _run_name(self) -> str:
-        hooks = "+".join(self.cfg.hook_names) if len(self.cfg.hook_names) <= 2 else f"{len(self.cfg.hook_names)}hooks"
+        hooks = (
+            "+".join(self.cfg.hook_names)
+            if len(self.cfg.hook_names) <= 2
+            else f"{len(self.cfg.hook_names)}hooks"
+        )
         return f"{self.cfg.architecture}-{hooks}-{self.cfg.token_selection}-lr{self.cfg.lr}"
 
     @property
@@ -303,14 +331,21 @@ class VisionSAETrainingRunner:
         trainer_cfg = self._trainer_config()
         if self._multi:
             self.trainer = MultiSAETrainer(
-                cfg=trainer_cfg, saes=self.saes, hook_names={n: n for n in self.saes}, data_provider=data_provider,
-                evaluator=self._multi_wandb_evaluator, save_checkpoint_fn=self._save_checkpoint,
-            )  # fmt: skip
+                cfg=trainer_cfg,
+                saes=self.saes,
+                hook_names={n: n for n in self.saes},
+                data_provider=data_provider,
+                evaluator=self._multi_wandb_evaluator,
+                save_checkpoint_fn=self._save_checkpoint,
+            )
         else:
             self.trainer = SAETrainer(
-                cfg=trainer_cfg, sae=next(iter(self.saes.values())), data_provider=data_provider,
-                evaluator=self._wandb_evaluator, save_checkpoint_fn=self._save_checkpoint,
-            )  # fmt: skip
+                cfg=trainer_cfg,
+                sae=next(iter(self.saes.values())),
+                data_provider=data_provider,
+                evaluator=self._wandb_evaluator,
+                save_checkpoint_fn=self._save_checkpoint,
+            )
         if self.cfg.checkpoint_every_tokens:
             every = self.cfg.checkpoint_every_tokens
             self.trainer.checkpoint_thresholds = list(range(every, self.cfg.training_tokens, every))
@@ -367,8 +402,12 @@ class VisionSAETrainingRunner:
             return None
         import wandb
 
-        return wandb.init(project=self.cfg.wandb_project, entity=self.cfg.wandb_entity,
-                          config=self.cfg.to_dict(), name=self.cfg.run_name or self._run_name())  # fmt: skip
+        return wandb.init(
+            project=self.cfg.wandb_project,
+            entity=self.cfg.wandb_entity,
+            config=self.cfg.to_dict(),
+            name=self.cfg.run_name or self._run_name(),
+        )
 
     @contextmanager
     def _interruptible(self):
@@ -382,7 +421,9 @@ class VisionSAETrainingRunner:
             yield
         except (KeyboardInterrupt, InterruptedException):
             if self.cfg.checkpoint_path is not None:
-                logger.warning("interrupted: saving a checkpoint at %d tokens", self.trainer.n_training_samples)
+                logger.warning(
+                    "interrupted: saving a checkpoint at %d tokens", self.trainer.n_training_samples
+                )
                 self.trainer.save_checkpoint(checkpoint_name=str(self.trainer.n_training_samples))
             raise
         finally:
@@ -392,7 +433,9 @@ class VisionSAETrainingRunner:
     # ------------------------------------------------------------------------------------------
     # checkpoints and evaluation
 
-    def evaluate(self, saes: dict[str, Any] | None = None, scalers: dict[str, Any] | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, saes: dict[str, Any] | None = None, scalers: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Vision metrics per hook on the eval images, in raw model units.
 
         By default the training SAEs with their trainers' activation scalers; pass `saes` (and
@@ -404,10 +447,15 @@ class VisionSAETrainingRunner:
             scalers = {name: t.activation_scaler for name, t in trainers.items()}
         out: dict[str, Any] = {}
         for name, sae in saes.items():
-            geometry = HookGeometry(**{k: self.geometry[name][k] for k in
-                                       ("hook_name", "token_selection", "n_tokens", "has_cls", "d_in")})  # fmt: skip
-            metrics = evaluate_sae(sae, self.eval_acts[name], geometry.token_kinds,
-                                   activation_scaler=(scalers or {}).get(name))  # fmt: skip
+            geometry = HookGeometry(
+                **{
+                    k: self.geometry[name][k]
+                    for k in ("hook_name", "token_selection", "n_tokens", "has_cls", "d_in")
+                }
+            )
+            metrics = evaluate_sae(
+                sae, self.eval_acts[name], geometry.token_kinds, activation_scaler=(scalers or {}).get(name)
+            )
             if name in trainers and trainers[name].n_training_steps > 0:
                 metrics["dead_fraction_train"] = float(trainers[name].dead_neurons.float().mean())
                 metrics["dead_window_train_steps"] = self.cfg.dead_feature_window
@@ -424,28 +472,37 @@ class VisionSAETrainingRunner:
         }
         self.eval_log.append(record)
         if self.cfg.checkpoint_path is not None:
-            _atomic_json(Path(self.cfg.checkpoint_path) / EVAL_LOG_FILENAME, self.eval_log)
+            atomic_json(Path(self.cfg.checkpoint_path) / EVAL_LOG_FILENAME, self.eval_log)
         return record
 
     def _save_checkpoint(self, checkpoint_path: Path | None) -> None:
         """Called by sae_lens after it wrote the SAE and trainer state: add ours, evaluate, log."""
         if checkpoint_path is None:
             return
-        _atomic_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+        atomic_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
         assert self.provider is not None
-        _atomic_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
+        atomic_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
         self._record("checkpoint", self.evaluate(), checkpoint_path)
 
-    def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:  # noqa: ARG002
+    def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
         name = next(iter(self.saes))
         metrics = self.evaluate({name: sae}, {name: activation_scaler})[name]
         return {f"vision/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
 
-    def _multi_wandb_evaluator(self, saes: dict[str, Any], data_provider: Any, activation_scalers: dict[str, Any],
-                               hook_names: dict[str, str]) -> dict[str, Any]:  # noqa: ARG002  # fmt: skip
+    def _multi_wandb_evaluator(
+        self,
+        saes: dict[str, Any],
+        data_provider: Any,
+        activation_scalers: dict[str, Any],
+        hook_names: dict[str, str],
+    ) -> dict[str, Any]:
         results = self.evaluate(saes, activation_scalers)
-        return {f"{name}/vision/{k}": v for name, m in results.items() for k, v in m.items()
-                if isinstance(v, (int, float))}  # fmt: skip
+        return {
+            f"{name}/vision/{k}": v
+            for name, m in results.items()
+            for k, v in m.items()
+            if isinstance(v, (int, float))
+        }
 
     # ------------------------------------------------------------------------------------------
     # output
@@ -456,9 +513,9 @@ class VisionSAETrainingRunner:
 
     def _save_outputs(self) -> None:
         """Each SAE in sae_lens' inference format, written to a temp folder, evaluated, then renamed."""
-        from safetensors.torch import save_file
         from sae_lens import SAE
         from sae_lens.constants import SPARSITY_FILENAME
+        from safetensors.torch import save_file
 
         final: dict[str, Any] = {}
         trainers = self._trainers()
@@ -472,10 +529,12 @@ class VisionSAETrainingRunner:
                 sae.cfg.metadata.sae_lens_version = sae_lens.__version__
                 sae.save_inference_model(tmp)
                 save_file({"sparsity": trainers[name].log_feature_sparsity}, tmp / SPARSITY_FILENAME)
-                _atomic_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+                atomic_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
                 loaded = SAE.load_from_disk(tmp, device=self.device)
                 final[name] = self.evaluate({name: loaded}, {})[name]  # what users will load, as they load it
-                _atomic_json(tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)])
+                atomic_json(
+                    tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)]
+                )
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(tmp, target)
@@ -484,8 +543,13 @@ class VisionSAETrainingRunner:
         self._record("final", final, Path(self.cfg.output_path))
 
     def _final_record(self, name: str, metrics: dict[str, Any], target: Path) -> dict[str, Any]:
-        return {"kind": "final", "n_training_samples": self.trainer.n_training_samples,
-                "n_training_steps": self.trainer.n_training_steps, "path": str(target), "metrics": {name: metrics}}  # fmt: skip
+        return {
+            "kind": "final",
+            "n_training_samples": self.trainer.n_training_samples,
+            "n_training_steps": self.trainer.n_training_steps,
+            "path": str(target),
+            "metrics": {name: metrics},
+        }
 
 
 def train_vision_sae(cfg: VisionSAERunnerConfig | dict[str, Any], **overrides: Any) -> Any:

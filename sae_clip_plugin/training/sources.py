@@ -69,7 +69,9 @@ class ImageSource(Dataset):
                 f"image {self.image_id(index)} is a {type(image).__name__}; sources must give PIL images or tensors"
             )
         if self.transform is None:
-            raise RuntimeError("set the model's preprocess with source.with_transform(model.preprocess) first")
+            raise RuntimeError(
+                "set the model's preprocess with source.with_transform(model.preprocess) first"
+            )
         return self.transform(image.convert("RGB") if image.mode != "RGB" else image)
 
 
@@ -248,7 +250,9 @@ def image_source(
     return source
 
 
-def _make_source(spec: Any, *, split: str, image_column: str | None, max_images: int | None, seed: int) -> ImageSource:
+def _make_source(
+    spec: Any, *, split: str, image_column: str | None, max_images: int | None, seed: int
+) -> ImageSource:
     if isinstance(spec, ImageSource):
         return spec
     if isinstance(spec, torch.Tensor):
@@ -266,7 +270,9 @@ def _make_source(spec: Any, *, split: str, image_column: str | None, max_images:
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
-                    raise KeyError(f"{path} has splits {list(loaded)}, not {split!r}; set dataset_split to one of them")
+                    raise KeyError(
+                        f"{path} has splits {list(loaded)}, not {split!r}; set dataset_split to one of them"
+                    )
                 loaded = loaded[split]
             return HFDatasetSource(loaded, image_column, name=path.name)
         if path.is_dir():

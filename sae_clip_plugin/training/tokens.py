@@ -97,9 +97,13 @@ def hook_geometry(model: Any, hook_names: Sequence[str], token_selection: str) -
     model.check_hook_names(hook_names)
     cfg = model.cfg
     param = next(model.parameters())
-    probe = torch.zeros(1, cfg.n_channels, cfg.image_size, cfg.image_size, dtype=param.dtype, device=param.device)
+    probe = torch.zeros(
+        1, cfg.n_channels, cfg.image_size, cfg.image_size, dtype=param.dtype, device=param.device
+    )
     with torch.no_grad():
-        _, cache = model.run_with_cache(probe, names_filter=hook_names, stop_at_layer=stop_at_layer_for(hook_names))
+        _, cache = model.run_with_cache(
+            probe, names_filter=hook_names, stop_at_layer=stop_at_layer_for(hook_names)
+        )
     out = {}
     for name in hook_names:
         shape = tuple(cache[name].shape)

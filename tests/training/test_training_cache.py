@@ -16,7 +16,12 @@ import pytest
 import torch
 from sae_lens import ActivationsStore
 
-from sae_clip_plugin.training import ActivationDiskCache, CacheMismatchError, TensorSource, write_activation_cache
+from sae_clip_plugin.training import (
+    ActivationDiskCache,
+    CacheMismatchError,
+    TensorSource,
+    write_activation_cache,
+)
 from sae_clip_plugin.training import cache as cache_module
 from tests.training.conftest import tiny_model
 
@@ -26,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write(path, model, pixels, **kwargs):
     kwargs = {"shard_images": 8, "batch_size": 5, "progress": False, **kwargs}
-    return write_activation_cache(path, model, TensorSource(pixels), HOOKS, kwargs.pop("selection", "all"), **kwargs)
+    return write_activation_cache(
+        path, model, TensorSource(pixels), HOOKS, kwargs.pop("selection", "all"), **kwargs
+    )
 
 
 def reference(model, pixels, hook):
@@ -52,7 +59,10 @@ def snapshot(path: Path) -> dict[str, bytes]:
 def test_cache_holds_the_selected_activations(model, pixels, tmp_path, storage, atol):
     cache = write(tmp_path / "c", model, pixels[:20], selection="patches", storage_dtype=storage)
     assert cache.complete and cache.n_images == 20 and cache.context_size == 16
-    assert cache.image_ids()[:2] == [f"{TensorSource(pixels[:20]).name}[0]", f"{TensorSource(pixels[:20]).name}[1]"]
+    assert cache.image_ids()[:2] == [
+        f"{TensorSource(pixels[:20]).name}[0]",
+        f"{TensorSource(pixels[:20]).name}[1]",
+    ]
     for hook in HOOKS:
         expected = reference(model, pixels[:20], hook)[:, 1:]
         got = cache.read(hook, 0, 20)
@@ -70,9 +80,21 @@ def test_layout_is_sae_lens_cached_activations(model, pixels, tmp_path):
     assert ds.column_names == [hook] and len(ds) == 20
     assert isinstance(ds.features[hook], datasets.Array2D) and ds.features[hook].shape == (17, 64)
     store = ActivationsStore(
-        model=None, dataset=None, streaming=False, hook_name=hook, hook_head_index=None, context_size=17, d_in=64,
-        n_batches_in_buffer=4, total_training_tokens=340, store_batch_size_prompts=4, train_batch_size_tokens=17,
-        prepend_bos=False, normalize_activations="none", device=torch.device("cpu"), dtype="float32",
+        model=None,
+        dataset=None,
+        streaming=False,
+        hook_name=hook,
+        hook_head_index=None,
+        context_size=17,
+        d_in=64,
+        n_batches_in_buffer=4,
+        total_training_tokens=340,
+        store_batch_size_prompts=4,
+        train_batch_size_tokens=17,
+        prepend_bos=False,
+        normalize_activations="none",
+        device=torch.device("cpu"),
+        dtype="float32",
         cached_activations_path=str(tmp_path / "c" / hook),
     )
     acts, token_ids = store.get_raw_llm_batch()
@@ -87,12 +109,27 @@ def test_bfloat16_cache_is_refused_by_sae_lens_loudly(model, pixels, tmp_path):
     cache = write(tmp_path / "c", model, pixels[:8], storage_dtype="bfloat16")
     with pytest.raises(ValueError, match="bfloat16"):
         cache.activations_store(HOOKS[0])
-    with pytest.raises(ValueError, match="not in the dataset"):  # sae_lens itself: no column named after the hook
-        ActivationsStore(model=None, dataset=None, streaming=False, hook_name=HOOKS[0], hook_head_index=None,
-                         context_size=17, d_in=64, n_batches_in_buffer=2, total_training_tokens=10,
-                         store_batch_size_prompts=2, train_batch_size_tokens=17, prepend_bos=False,
-                         normalize_activations="none", device=torch.device("cpu"), dtype="float32",
-                         cached_activations_path=str(tmp_path / "c" / HOOKS[0]))  # fmt: skip
+    with pytest.raises(
+        ValueError, match="not in the dataset"
+    ):  # sae_lens itself: no column named after the hook
+        ActivationsStore(
+            model=None,
+            dataset=None,
+            streaming=False,
+            hook_name=HOOKS[0],
+            hook_head_index=None,
+            context_size=17,
+            d_in=64,
+            n_batches_in_buffer=2,
+            total_training_tokens=10,
+            store_batch_size_prompts=2,
+            train_batch_size_tokens=17,
+            prepend_bos=False,
+            normalize_activations="none",
+            device=torch.device("cpu"),
+            dtype="float32",
+            cached_activations_path=str(tmp_path / "c" / HOOKS[0]),
+        )
 
 
 class Boom(RuntimeError):

@@ -38,8 +38,11 @@ def test_evaluate_sae_matches_a_hand_computation(scale):
         recon = sae.decode(sae.encode(sae_in)).numpy() / (scale or 1.0)
     x = acts.numpy().astype(np.float64)
     for suffix, positions in (("", slice(None)), ("_cls", slice(0, 1)), ("_patches", slice(1, None))):
-        ref = reference_metrics(x[:, positions].reshape(-1, 6), recon[:, positions].reshape(-1, 6),
-                                feats[:, positions].reshape(-1, 10))  # fmt: skip
+        ref = reference_metrics(
+            x[:, positions].reshape(-1, 6),
+            recon[:, positions].reshape(-1, 6),
+            feats[:, positions].reshape(-1, 10),
+        )
         for key, value in ref.items():
             assert got[key + suffix] == pytest.approx(value, rel=1e-5, abs=1e-6), key + suffix
     assert got["dead_fraction_eval"] == pytest.approx((feats.reshape(-1, 10) != 0).any(0).__invert__().mean())
@@ -52,11 +55,25 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
     if not toy.WEIGHTS_PATH.is_file():
         pytest.skip("the toy CLIP's trained weights are not bundled yet")
     cfg = VisionSAERunnerConfig.from_preset(
-        "topk", model_spec="toy", dataset="toy", max_images=400, hook_name="blocks.2.hook_resid_post",
-        sae={"k": 32}, expansion_factor=4, training_tokens=400 * 65 * 4, train_batch_size_tokens=1024,
-        lr_warm_up_steps=10, lr=2e-3, device="cpu", num_workers=0, n_eval_images=64, checkpoint_path=None,
-        output_path=str(tmp_path / "out"), cache_path=str(tmp_path / "cache"), prefetch_batches=0,
-    )  # fmt: skip
+        "topk",
+        model_spec="toy",
+        dataset="toy",
+        max_images=400,
+        hook_name="blocks.2.hook_resid_post",
+        sae={"k": 32},
+        expansion_factor=4,
+        training_tokens=400 * 65 * 4,
+        train_batch_size_tokens=1024,
+        lr_warm_up_steps=10,
+        lr=2e-3,
+        device="cpu",
+        num_workers=0,
+        n_eval_images=64,
+        checkpoint_path=None,
+        output_path=str(tmp_path / "out"),
+        cache_path=str(tmp_path / "cache"),
+        prefetch_batches=0,
+    )
     runner = VisionSAETrainingRunner(cfg)
     runner.run()
     final = runner.eval_log[-1]["metrics"]["blocks.2.hook_resid_post"]

@@ -39,7 +39,11 @@ def test_batches_equal_direct_activations_in_order(model, pixels, selection):
     batch = 8 if selection == "cls" else 32
     harvester = ActivationHarvester(model, [HOOK], selection, batch_size=7)
     provider = ActivationProvider.from_harvester(
-        harvester, TensorSource(pixels), train_batch_size_tokens=batch, buffer_tokens=batch, mix_fraction=0.0,
+        harvester,
+        TensorSource(pixels),
+        train_batch_size_tokens=batch,
+        buffer_tokens=batch,
+        mix_fraction=0.0,
         shuffle=False,
     )
     n_batches = len(pixels) * CONTEXT[selection] // batch
@@ -54,8 +58,13 @@ def test_shuffled_epoch_is_the_same_multiset(model, pixels, selection):
     ctx = CONTEXT[selection]
     harvester = ActivationHarvester(model, [HOOK], selection, batch_size=16)
     provider = ActivationProvider.from_harvester(
-        harvester, TensorSource(pixels), train_batch_size_tokens=ctx * 8, buffer_tokens=ctx * 8, mix_fraction=0.0,
-        shuffle=True, seed=3,
+        harvester,
+        TensorSource(pixels),
+        train_batch_size_tokens=ctx * 8,
+        buffer_tokens=ctx * 8,
+        mix_fraction=0.0,
+        shuffle=True,
+        seed=3,
     )
     epoch = torch.cat([next(provider) for _ in range(len(pixels) // 8)])
     expected = direct(model, pixels, HOOK, selection)
@@ -68,7 +77,12 @@ def test_mixing_buffer_keeps_hooks_aligned(model, pixels):
     hooks = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
     harvester = ActivationHarvester(model, hooks, "all", batch_size=8)
     provider = ActivationProvider.from_harvester(
-        harvester, TensorSource(pixels), train_batch_size_tokens=50, buffer_tokens=200, mix_fraction=0.5, seed=1
+        harvester,
+        TensorSource(pixels),
+        train_batch_size_tokens=50,
+        buffer_tokens=200,
+        mix_fraction=0.5,
+        seed=1,
     )
     reference = torch.cat([direct(model, pixels, h, "all") for h in hooks], dim=1)  # row pairs of one token
     for _ in range(30):  # crosses an epoch boundary (680 tokens per epoch)
@@ -80,8 +94,16 @@ def test_mixing_buffer_keeps_hooks_aligned(model, pixels):
 
 def test_cached_provider_gives_the_live_batches(model, pixels, tmp_path):
     harvester = ActivationHarvester(model, [HOOK], "patches", batch_size=8)
-    cache = write_activation_cache(tmp_path / "c", model, TensorSource(pixels), [HOOK], "patches", shard_images=16,
-                                   harvester=harvester, progress=False)  # fmt: skip
+    cache = write_activation_cache(
+        tmp_path / "c",
+        model,
+        TensorSource(pixels),
+        [HOOK],
+        "patches",
+        shard_images=16,
+        harvester=harvester,
+        progress=False,
+    )
     kwargs = dict(train_batch_size_tokens=64, buffer_tokens=64, mix_fraction=0.0, shuffle=False)
     live = ActivationProvider.from_harvester(harvester, TensorSource(pixels), **kwargs)
     cached = ActivationProvider.from_cache(cache, chunk_images=6, **kwargs)

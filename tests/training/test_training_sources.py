@@ -36,11 +36,15 @@ def test_folder_source_flat_and_class_subfolders(model, tmp_path):
         source = image_source(str(root)).with_transform(model.preprocess)
         assert isinstance(source, FolderSource) and len(source) == len(paths)
         order = sorted(paths)
-        torch.testing.assert_close(torch.stack([source[i] for i in range(len(source))]), expected_pixels(model, order))
+        torch.testing.assert_close(
+            torch.stack([source[i] for i in range(len(source))]), expected_pixels(model, order)
+        )
         assert source.image_ids() == [p.relative_to(root).as_posix() for p in order]
-    assert image_source(str(tmp_path / "nested"), max_images=3).image_ids() == ["class_0/img_000.png",
-                                                                               "class_0/img_002.png",
-                                                                               "class_1/img_001.png"]  # fmt: skip
+    assert image_source(str(tmp_path / "nested"), max_images=3).image_ids() == [
+        "class_0/img_000.png",
+        "class_0/img_002.png",
+        "class_1/img_001.png",
+    ]
 
 
 def test_hf_dataset_sources(model, tmp_path):
@@ -63,11 +67,15 @@ def test_hf_dataset_sources(model, tmp_path):
 
 def test_torch_dataset_and_tensor_sources(model, tmp_path):
     paths = write_images(tmp_path / "set", 4, classes=2)
-    labelled = load_image_folder(tmp_path / "set")  # another module's dataset type: items (image, label, group)
+    labelled = load_image_folder(
+        tmp_path / "set"
+    )  # another module's dataset type: items (image, label, group)
     source = image_source(labelled).with_transform(model.preprocess)
     assert isinstance(source, TorchDatasetSource)
     torch.testing.assert_close(source[0], expected_pixels(model, sorted(paths))[0])
-    raw = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths]))  # uint8 [N, H, W, 3]
+    raw = torch.from_numpy(
+        np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    )  # uint8 [N, H, W, 3]
     from_uint8 = image_source(raw).with_transform(model.preprocess)
     torch.testing.assert_close(from_uint8[1], expected_pixels(model, paths)[1])
     pixels = torch.randn(2, 3, 32, 32)
@@ -108,7 +116,7 @@ def test_wrongly_sized_tensors(model):
 def test_hook_and_token_selection_checks(model):
     with pytest.raises(ValueError, match="did you mean"):
         hook_geometry(model, ["blocks.1.hook_resid_pots"], "all")
-    with pytest.raises(ValueError, match="blocks.7.hook_resid_post"):
+    with pytest.raises(ValueError, match=r"blocks\.7\.hook_resid_post"):
         hook_geometry(model, ["blocks.7.hook_resid_post"], "all")  # the model has 2 layers
     with pytest.raises(ValueError, match="no token axis"):
         hook_geometry(model, ["hook_pooled"], "all")
@@ -118,7 +126,9 @@ def test_hook_and_token_selection_checks(model):
         hook_geometry(model, ["hook_patch_embed"], "cls")
     with pytest.raises(ValueError, match="token_selection must be one of"):
         hook_geometry(model, ["blocks.0.hook_resid_post"], "first")
-    geometry = hook_geometry(model, ["hook_patch_embed", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post"], "patches")
+    geometry = hook_geometry(
+        model, ["hook_patch_embed", "blocks.0.attn.hook_z", "blocks.1.mlp.hook_post"], "patches"
+    )
     assert [(g.context_size, g.d_in) for g in geometry.values()] == [(16, 64), (16, 64), (16, 256)]
     assert ActivationHarvester(model, ["blocks.0.hook_resid_post"], "cls").context_size == 1
 
@@ -135,25 +145,51 @@ def test_config_rejects_bad_values_before_loading_anything():
 
 
 def test_runner_setup_fails_early(model, pixels, tmp_path):
-    base = dict(model_spec=TINY_SPEC, dataset="unused", training_tokens=2048, train_batch_size_tokens=256,
-                lr_warm_up_steps=1, expansion_factor=2, device="cpu", output_path=str(tmp_path / "out"),
-                checkpoint_path=None, num_workers=0)  # fmt: skip
+    base = dict(
+        model_spec=TINY_SPEC,
+        dataset="unused",
+        training_tokens=2048,
+        train_batch_size_tokens=256,
+        lr_warm_up_steps=1,
+        expansion_factor=2,
+        device="cpu",
+        output_path=str(tmp_path / "out"),
+        checkpoint_path=None,
+        num_workers=0,
+    )
     bad = [
         (dict(hook_name="blocks.5.hook_resid_post"), pixels, ValueError, "unknown hook"),
         (dict(hook_name="hook_patch_embed", token_selection="cls"), pixels, ValueError, "does not fit"),
         (dict(hook_name="blocks.0.hook_resid_post"), torch.randn(0, 3, 32, 32), ValueError, "is empty"),
         (dict(hook_name="blocks.0.hook_resid_post", sae={"k": 8}), pixels, ValueError, "do not exist"),
-        (dict(hook_name="blocks.0.hook_resid_post", architecture="topk", sae={"k": 1000}), pixels, ValueError,
-         "exceeds d_sae"),
-    ]  # fmt: skip
+        (
+            dict(hook_name="blocks.0.hook_resid_post", architecture="topk", sae={"k": 1000}),
+            pixels,
+            ValueError,
+            "exceeds d_sae",
+        ),
+    ]
     for overrides, source, error, message in bad:
-        runner = VisionSAETrainingRunner(VisionSAERunnerConfig(**{**base, **overrides}), override_model=model,
-                                         override_source=source)  # fmt: skip
+        runner = VisionSAETrainingRunner(
+            VisionSAERunnerConfig(**{**base, **overrides}), override_model=model, override_source=source
+        )
         with pytest.raises(error, match=message):
             runner.setup()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "cfg.json").write_text("{}")
-    runner = VisionSAETrainingRunner(VisionSAERunnerConfig(**base, hook_name="blocks.0.hook_resid_post"),
-                                     override_model=model, override_source=pixels)  # fmt: skip
+    runner = VisionSAETrainingRunner(
+        VisionSAERunnerConfig(**base, hook_name="blocks.0.hook_resid_post"),
+        override_model=model,
+        override_source=pixels,
+    )
     with pytest.raises(FileExistsError, match="overwrite_output"):
         runner.setup()
+
+
+def test_hub_name_offline_names_the_workaround(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="save_to_disk"):
+        image_source("hf:sae-clip-plugin/no-such-dataset")
+    with pytest.raises(FileNotFoundError, match="neither 'toy'"):
+        image_source("/no/such/folder")

@@ -1,0 +1,350 @@
+"""Suppress spurious SAE features and measure zero-shot accuracy per group, with baselines and a layer sweep.
+
+For every SAE (one per layer) the top-k spurious features are chosen on the task's selection split and
+clamped to 0 at the SAE's hook on all tokens, error term kept (`steering.sae_feature_hook`, mode
+"zero"): the activation becomes x - sum_j f_j(x) W_dec[j] (through the SAE's decoder). Rows of the
+result table (one per condition and split):
+
+- `none`: the unmodified model;
+- `sae`: the selected features suppressed (per layer and k);
+- `random`: k random live features suppressed (per layer and k; mean over seeds);
+- `heads`: Dyslexify-style ablation of the heads attending most from CLS to the text (typographic).
+
+The best (layer, k) and the best head count are chosen on the SELECTION split and reported on the
+evaluation split, so no evaluation image influences any choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from sae_clip_plugin.analysis.disentangle_baselines import (
+    cls_text_attention,
+    head_ablation_hooks,
+    random_features,
+    top_heads,
+)
+from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder, hook_layer
+from sae_clip_plugin.analysis.disentangle_select import (
+    METHODS,
+    POOLS,
+    image_feature_acts,
+    separation_scores,
+    steering_scores,
+    top_k,
+)
+from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
+from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
+from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
+
+
+@dataclass
+class DisentangleConfig:
+    """Knobs of one disentanglement run (defaults: the paper's recipe where it has one)."""
+
+    ks: tuple[int, ...] = (4, 8, 16)  # numbers of features suppressed
+    method: str = "auroc"  # auroc | mean_diff | steering
+    select_tokens: str = "all"  # tokens pooled into one activation per image for selection
+    pool: str = "mean"  # mean | max over select_tokens
+    suppress_tokens: str = "all"  # where features are clamped to 0 (the paper: all tokens)
+    use_error_term: bool = True
+    n_random: int = 3  # seeds of the random-feature baseline
+    n_heads: tuple[int, ...] = (1, 2, 4)  # head-ablation baseline sizes (typographic tasks)
+    head_layers: tuple[int, ...] | None = None  # restrict ablated heads to these layers
+    max_clean_drop: float = 0.03  # typographic: clean accuracy a setting may lose and still be chosen
+    steering_candidates: int = 64  # method=steering: features pre-ranked by AUROC then steered
+    steering_scale: float = 1.0  # method=steering: clamp value = scale * the feature's max activation
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(int(k) for k in self.ks)
+        self.n_heads = tuple(int(n) for n in self.n_heads)
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive feature counts, got {self.ks}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.n_random < 0:
+            raise ValueError("n_random must be >= 0")
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+
+
+def split_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, group_names: Sequence[str], kind: str
+) -> dict[str, float]:
+    """top1, ce, per-group accuracy (`acc[<group>]`), worst- and mean-group accuracy; typographic tasks
+    add `clean_acc` / `attacked_acc` (the clean and attacked groups)."""
+    raw = zero_shot_metrics(logits, labels, groups)
+    out = {"top1": raw["top1"], "ce": raw["ce"], "worst_group_acc": raw["worst_group_acc"],
+           "mean_group_acc": raw["mean_group_acc"]}  # fmt: skip
+    for key, value in raw.items():
+        if key.startswith("group_acc_"):
+            g = int(key[len("group_acc_") :])
+            out[f"acc[{group_names[g] if g < len(group_names) else g}]"] = value
+    if kind == "typographic":
+        out["clean_acc"] = raw.get("group_acc_0", float("nan"))
+        out["attacked_acc"] = raw.get("group_acc_1", float("nan"))
+    return out
+
+
+def objective(
+    metrics: Mapping[str, float], base: Mapping[str, float], kind: str, max_clean_drop: float
+) -> tuple:
+    """Sort key of a setting (higher is better): typographic = attacked accuracy among settings losing at
+    most `max_clean_drop` clean accuracy (others ranked after, by attacked gain minus clean loss);
+    groups = worst-group accuracy, then mean-group accuracy."""
+    if kind == "typographic":
+        loss = base["clean_acc"] - metrics["clean_acc"]
+        ok = loss <= max_clean_drop + 1e-9
+        return (ok, metrics["attacked_acc"] if ok else metrics["attacked_acc"] - loss)
+    return (True, metrics["worst_group_acc"], metrics["mean_group_acc"])
+
+
+def typographic_success(
+    before: Mapping[str, float], after: Mapping[str, float], max_clean_drop: float = 0.03
+) -> bool:
+    """The issue's bar: attacked accuracy up by >= 20 points or by >= half the attack's drop, and
+    clean accuracy down by <= `max_clean_drop`."""
+    gain = after["attacked_acc"] - before["attacked_acc"]
+    drop = before["clean_acc"] - before["attacked_acc"]
+    raised = gain >= 0.20 - 1e-9 or (drop > 0 and gain > 0 and gain >= 0.5 * drop - 1e-9)
+    return raised and before["clean_acc"] - after["clean_acc"] <= max_clean_drop + 1e-9
+
+
+def groups_success(before: Mapping[str, float], after: Mapping[str, float]) -> bool:
+    """Worst-group accuracy rises."""
+    return after["worst_group_acc"] > before["worst_group_acc"] + 1e-9
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class DisentangleResult:
+    """All rows (one dict per condition and split), the chosen settings and the must-show verdicts."""
+
+    task: str
+    kind: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def eval_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["split"] == "eval"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Evaluator:
+    """Zero-shot metrics of one split under hooks (the split's clean prefix is cached per layer)."""
+
+    def __init__(
+        self, model: Any, split: ImageSplit, task: SpuriousTask, weights: torch.Tensor, batch_size: int
+    ):
+        self.forward = ImageForwarder(model, split.pixels, batch_size)
+        self.split, self.task, self.weights = split, task, weights.float().cpu()
+        self.scale = float(model.logit_scale)
+
+    def __call__(self, hooks: Sequence[tuple[str, Any]] = ()) -> dict[str, float]:
+        logits = zero_shot_logits(self.forward.embeds(hooks), self.weights, self.scale)
+        return split_metrics(
+            logits, self.split.labels, self.split.groups, self.task.group_names, self.task.kind
+        )
+
+
+def _mean_metrics(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = runs[0].keys()
+    out = {k: sum(r[k] for r in runs) / len(runs) for k in keys}
+    main = "attacked_acc" if "attacked_acc" in out else "worst_group_acc"
+    if len(runs) > 1:
+        mean = out[main]
+        out[f"{main}_std"] = (sum((r[main] - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
+    return out
+
+
+def _select_features(
+    model: Any, sae: Any, task: SpuriousTask, cfg: DisentangleConfig, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feature scores [d_sae], live-feature mask [d_sae]) from the selection split."""
+    acts = image_feature_acts(
+        model, sae, task.select.pixels, tokens=cfg.select_tokens, pool=cfg.pool, batch_size=cfg.batch_size
+    )
+    live = acts.amax(0) > 0
+    method = "auroc" if cfg.method == "steering" else cfg.method
+    scores = separation_scores(acts, task.select.spurious, method=method, reference=task.reference)
+    if cfg.method == "steering":
+        if not task.spurious_prompts:
+            raise ValueError(f"task {task.name!r} has no spurious prompts; method='steering' needs them")
+        candidates = top_k(scores, min(cfg.steering_candidates, int(live.sum())))
+        spurious_w = model.zero_shot_weights(task.spurious_prompts, ["{}"])
+        max_act = acts.amax(0)
+        effect = steering_scores(
+            model, sae, task.select.pixels, spurious_w, weights, candidates,
+            values=[cfg.steering_scale * float(max_act[c]) for c in candidates],
+            tokens=cfg.suppress_tokens, batch_size=cfg.batch_size,
+        )  # fmt: skip
+        scores = torch.full_like(scores, float("-inf"))
+        scores[torch.tensor(candidates)] = effect
+    return scores, live
+
+
+def run_disentangle(
+    model: Any,
+    saes: Mapping[str, Any] | Sequence[Any],
+    task: SpuriousTask,
+    cfg: DisentangleConfig | None = None,
+    progress: bool = True,
+) -> DisentangleResult:
+    """Sweep the SAEs (one per hook, usually one per layer) on `task`; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or DisentangleConfig()
+    sae_map = dict(saes) if isinstance(saes, Mapping) else {sae_hook_name(s): s for s in saes}
+    weights = model.zero_shot_weights(task.classnames, task.templates)
+    evals = {
+        "select": _Evaluator(model, task.select, task, weights, cfg.batch_size),
+        "eval": _Evaluator(model, task.evaluate, task, weights, cfg.batch_size),
+    }
+    result = DisentangleResult(task=task.name, kind=task.kind)
+    base = {split: ev() for split, ev in evals.items()}
+
+    def add(split: str, condition: str, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
+        row = {"task": task.name, "split": split, "condition": condition, "layer": None, "hook": "",
+               "k": None, "n_heads": None, "features": "", "heads": "", **extra, **metrics}  # fmt: skip
+        for key in ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attacked_acc"):
+            if key in metrics:
+                row[f"delta_{key}"] = metrics[key] - base[split][key]
+        result.rows.append(row)
+        return row
+
+    for split in evals:
+        add(split, "none", base[split])
+
+    # Dyslexify-style heads (typographic tasks with known text patches)
+    head_rows: list[dict[str, Any]] = []
+    twins = task.select.twins() if task.kind == "typographic" else None
+    if twins is not None and task.select.text_patches is not None and cfg.n_heads:
+        att, cln = twins
+        scores = cls_text_attention(
+            model,
+            task.select.pixels[att],
+            task.select.text_patches[att],
+            task.select.pixels[cln],
+            cfg.batch_size,
+        )
+        for n in cfg.n_heads:
+            heads = top_heads(scores, n, cfg.head_layers)
+            hooks = head_ablation_hooks(heads)
+            text = " ".join(f"L{layer}H{h}" for layer, h in heads)
+            for split, ev in evals.items():
+                row = add(split, "heads", ev(hooks), n_heads=n, heads=text)
+                if split == "select":
+                    head_rows.append(row)
+
+    # SAE suppression and the random-feature baseline, layer by layer
+    ordered = sorted(
+        sae_map.items(), key=lambda kv: (hook_layer(kv[0]) is None, hook_layer(kv[0]) or 0, kv[0])
+    )
+    sae_rows: list[dict[str, Any]] = []
+    for hook, sae in tqdm(ordered, desc=f"{task.name}: SAEs", disable=not progress):
+        scores, live = _select_features(model, sae, task, cfg, weights)
+        live_idx = torch.nonzero(live).flatten().tolist()
+        layer = hook_layer(hook)
+        for k in cfg.ks:
+            if k > len(live_idx):
+                continue
+            feats = top_k(scores, k)
+            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=cfg.suppress_tokens,
+                                      use_error_term=cfg.use_error_term, hook_name=hook)]  # fmt: skip
+            common = {"layer": layer, "hook": hook, "k": k}
+            for split, ev in evals.items():
+                row = add(split, "sae", ev(hooks), features=" ".join(map(str, feats)), **common)
+                if split == "select":
+                    sae_rows.append(row)
+            if cfg.n_random:
+                runs = []
+                for seed in range(cfg.n_random):
+                    rand = random_features(sae.cfg.d_sae, k, seed, candidates=live_idx)
+                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=cfg.suppress_tokens,
+                                                                use_error_term=cfg.use_error_term, hook_name=hook)]))  # fmt: skip
+                add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
+
+    result.best, result.summary = _choose(result, sae_rows, head_rows, base, task.kind, cfg)
+    return result
+
+
+def _eval_twin(
+    result: DisentangleResult, row: Mapping[str, Any], condition: str | None = None
+) -> dict[str, Any] | None:
+    """The eval-split row of the same setting as a selection-split row."""
+    keys = ("condition", "layer", "hook", "k", "n_heads")
+    want = {k: row[k] for k in keys}
+    if condition is not None:
+        want["condition"] = condition
+    for r in result.rows:
+        if r["split"] == "eval" and all(r[k] == v for k, v in want.items()):
+            return r
+    return None
+
+
+def _choose(
+    result: DisentangleResult,
+    sae_rows: list[dict[str, Any]],
+    head_rows: list[dict[str, Any]],
+    base: Mapping[str, Mapping[str, float]],
+    kind: str,
+    cfg: DisentangleConfig,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    key = lambda r: objective(r, base["select"], kind, cfg.max_clean_drop)  # noqa: E731
+    best: dict[str, Any] = {}
+    summary: dict[str, Any] = {"task": result.task, "kind": kind, "none": _metrics_only(base["eval"])}
+    check = (lambda after: typographic_success(base["eval"], after, cfg.max_clean_drop)) if kind == "typographic" \
+        else (lambda after: groups_success(base["eval"], after))  # fmt: skip
+    if sae_rows:
+        chosen = max(sae_rows, key=key)
+        ev = _eval_twin(result, chosen)
+        rand = _eval_twin(result, chosen, "random")
+        best["sae"] = {
+            "layer": chosen["layer"],
+            "hook": chosen["hook"],
+            "k": chosen["k"],
+            "features": chosen["features"],
+        }
+        summary["sae"] = {**best["sae"], **_metrics_only(ev), "meets_bar": check(ev)}
+        if rand is not None:
+            summary["random"] = {
+                "layer": chosen["layer"],
+                "k": chosen["k"],
+                **_metrics_only(rand),
+                "meets_bar": check(rand),
+            }
+        per_layer = {}
+        for layer in sorted({r["layer"] for r in sae_rows if r["layer"] is not None}):
+            top = max((r for r in sae_rows if r["layer"] == layer), key=key)
+            per_layer[layer] = top["k"]
+        best["k_per_layer"] = per_layer
+    if head_rows:
+        chosen = max(head_rows, key=key)
+        ev = _eval_twin(result, chosen)
+        best["heads"] = {"n_heads": chosen["n_heads"], "heads": chosen["heads"]}
+        summary["heads"] = {**best["heads"], **_metrics_only(ev), "meets_bar": check(ev)}
+    return best, summary
+
+
+_METRIC_KEYS = ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attacked_acc")
+
+
+def _metrics_only(row: Mapping[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {k: row[k] for k in row if k in _METRIC_KEYS or k.startswith("acc[") or k.startswith("delta_")}

@@ -1,0 +1,329 @@
+"""Disentanglement tasks: a selection split and a disjoint evaluation split of group-labelled images.
+
+A task holds model-ready pixels with class labels, group labels and a spurious label per image:
+- typographic (`kind="typographic"`): groups clean / attacked; spurious = the written word's class
+  index, -1 for no text (the reference) — or 1 / 0 for attacked / clean with `spurious_by="attack"`;
+  twins share a pair id, and `text_patches` marks the patches the word covers (for the head baseline);
+- spurious-attribute sets (`kind="groups"`, Waterbirds / CelebA / the toy background and colour
+  sets): groups = (class, attribute) and spurious = the attribute value.
+
+Features are chosen on `select` and everything is reported on `evaluate`; the two never share an
+image (or, for typographic sets, a clean/attacked pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+KINDS = ("typographic", "groups")
+SPURIOUS_BY = ("word", "attack")
+
+
+@dataclass
+class ImageSplit:
+    """Model-ready pixels [N, 3, S, S] with labels, groups and spurious labels (all [N] int64)."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+    spurious: torch.Tensor
+    pair_ids: torch.Tensor | None = None  # typographic twins share an id
+    text_patches: torch.Tensor | None = None  # [N, n_patches] bool, the written word's patches
+
+    def __post_init__(self) -> None:
+        n = int(self.pixels.shape[0])
+        for name in ("labels", "groups", "spurious", "pair_ids", "text_patches"):
+            value = getattr(self, name)
+            if value is not None and int(value.shape[0]) != n:
+                raise ValueError(f"{name} has {int(value.shape[0])} rows but there are {n} images")
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> ImageSplit:
+        idx = torch.as_tensor(index, dtype=torch.long)
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return ImageSplit(
+            self.pixels[idx], self.labels[idx], self.groups[idx], self.spurious[idx],
+            pick(self.pair_ids), pick(self.text_patches),
+        )  # fmt: skip
+
+    def twins(self, attacked_group: int = 1) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(attacked indices, clean twin indices) of pairs present on both sides, else None."""
+        if self.pair_ids is None:
+            return None
+        clean = {
+            int(p): i
+            for i, (p, g) in enumerate(zip(self.pair_ids, self.groups, strict=True))
+            if g != attacked_group
+        }
+        pairs = [(i, clean[int(p)]) for i, (p, g) in enumerate(zip(self.pair_ids, self.groups, strict=True))
+                 if g == attacked_group and int(p) in clean]  # fmt: skip
+        if not pairs:
+            return None
+        att, cln = zip(*pairs, strict=True)
+        return torch.tensor(att), torch.tensor(cln)
+
+
+@dataclass
+class SpuriousTask:
+    """What `run_disentangle` needs: class names and prompts, two disjoint splits, how to read groups."""
+
+    name: str
+    kind: str
+    classnames: list[str]
+    templates: list[str]
+    group_names: list[str]
+    select: ImageSplit
+    evaluate: ImageSplit
+    reference: int | None = None  # spurious value compared against (typographic: -1 = no text)
+    spurious_prompts: list[str] = field(default_factory=list)  # for steering-based selection
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "typographic" and list(self.group_names[:2]) != ["clean", "attacked"]:
+            raise ValueError(
+                f"a typographic task needs groups ['clean', 'attacked'] (0 and 1), got {self.group_names}; "
+                "load the set with group_by='attack'"
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# splitting
+
+
+def disjoint_split(
+    groups: torch.Tensor, fraction: float = 0.5, seed: int = 0, pair_ids: torch.Tensor | None = None
+) -> tuple[list[int], list[int]]:
+    """(selection indices, evaluation indices), stratified by group; twins (same pair id) stay together."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the selection fraction must be in (0, 1), got {fraction}")
+    n = int(groups.shape[0])
+    units = (
+        [[i] for i in range(n)]
+        if pair_ids is None
+        else [list(v) for v in _group_by(pair_ids.tolist()).values()]
+    )
+    rng = np.random.default_rng(seed)
+    strata: dict[tuple[int, ...], list[list[int]]] = {}
+    for unit in units:
+        strata.setdefault(tuple(sorted({int(groups[i]) for i in unit})), []).append(unit)
+    select, evaluate = [], []
+    for key in sorted(strata):
+        members = strata[key]
+        order = rng.permutation(len(members))
+        cut = round(fraction * len(members))
+        for rank, j in enumerate(order):
+            (select if rank < cut else evaluate).extend(members[j])
+    return sorted(select), sorted(evaluate)
+
+
+def _group_by(values: Sequence[Any]) -> dict[Any, list[int]]:
+    out: dict[Any, list[int]] = {}
+    for i, v in enumerate(values):
+        out.setdefault(v, []).append(i)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# LabelledImageDataset (CelebA, Waterbirds, typographic folders and generated sets)
+
+
+def _pixels(
+    model: Any, dataset: Any, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from sae_clip_plugin.analysis.zero_shot import iter_image_batches
+
+    px, labels, groups = [], [], []
+    for batch in iter_image_batches(dataset, batch_size, transform=model.preprocess):
+        px.append(batch.pixels)
+        labels.append(batch.labels)
+        groups.append(batch.groups)
+    return torch.cat(px), torch.cat(labels), torch.cat(groups)
+
+
+def _spurious_from_dataset(dataset: Any, kind: str, spurious_by: str) -> tuple[torch.Tensor, int | None]:
+    groups = dataset.groups.clone()
+    if kind == "typographic":
+        if spurious_by == "attack" or "text_label" not in dataset.extras:
+            return groups, 0
+        text = torch.as_tensor(dataset.extras["text_label"], dtype=torch.long)
+        return torch.where(groups == 1, text, torch.full_like(text, -1)), -1
+    for key in ("spurious", "place", "spurious_label"):
+        if key in dataset.extras:
+            return torch.as_tensor(dataset.extras[key], dtype=torch.long), None
+    if (
+        dataset.n_groups == 2 * dataset.n_classes
+    ):  # group = 2 * class + attribute (CelebA / Waterbirds layout)
+        return groups % 2, None
+    raise ValueError(
+        f"{dataset.name}: cannot tell the spurious attribute of each image; give the dataset an extras column "
+        "'spurious' (0/1) or groups laid out as 2 * class + attribute"
+    )
+
+
+def _pair_ids(dataset: Any) -> torch.Tensor | None:
+    raw = dataset.extras.get("pair_id")
+    if raw is None:
+        return None
+    ids: dict[Any, int] = {}
+    out = []
+    for i, value in enumerate(raw):
+        key = ("unpaired", i) if value is None or value == "" else value
+        out.append(ids.setdefault(key, len(ids)))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _twin_text_patches(split: ImageSplit, patch_size: int, threshold: float) -> torch.Tensor | None:
+    from sae_clip_plugin.analysis.disentangle_baselines import patch_mask_from_twins
+
+    twins = split.twins()
+    if twins is None:
+        return None
+    att, cln = twins
+    n_patches = (split.pixels.shape[-1] // patch_size) ** 2
+    masks = torch.zeros(len(split), n_patches, dtype=torch.bool)
+    masks[att] = patch_mask_from_twins(split.pixels[att], split.pixels[cln], patch_size, threshold)
+    return masks
+
+
+def task_from_datasets(
+    model: Any,
+    select: Any,
+    evaluate: Any,
+    *,
+    kind: str,
+    name: str | None = None,
+    spurious_by: str = "word",
+    twin_threshold: float = 0.05,
+    spurious_prompts: Sequence[str] = (),
+    batch_size: int = 64,
+) -> SpuriousTask:
+    """A task from two LabelledImageDatasets (e.g. CelebA train / val), images preprocessed by the model."""
+    if spurious_by not in SPURIOUS_BY:
+        raise ValueError(f"spurious_by must be one of {SPURIOUS_BY}, got {spurious_by!r}")
+    if list(select.classnames) != list(evaluate.classnames):
+        raise ValueError("the selection and evaluation sets must have the same class names")
+    splits, reference = [], None
+    for ds in (select, evaluate):
+        pixels, labels, groups = _pixels(model, ds, batch_size)
+        spurious, reference = _spurious_from_dataset(ds, kind, spurious_by)
+        split = ImageSplit(pixels, labels, groups, spurious, _pair_ids(ds))
+        if kind == "typographic":
+            split.text_patches = _twin_text_patches(split, model.cfg.patch_size, twin_threshold)
+        splits.append(split)
+    return SpuriousTask(
+        name=name or evaluate.name, kind=kind, classnames=list(evaluate.classnames),
+        templates=list(evaluate.templates), group_names=list(evaluate.group_names), select=splits[0],
+        evaluate=splits[1], reference=reference, spurious_prompts=list(spurious_prompts),
+        info={"select": repr(select), "evaluate": repr(evaluate)},
+    )  # fmt: skip
+
+
+def task_from_dataset(
+    model: Any, dataset: Any, *, kind: str, fraction: float = 0.5, seed: int = 0, **kwargs: Any
+) -> SpuriousTask:
+    """Split one LabelledImageDataset into disjoint selection / evaluation halves (stratified, twin-aware)."""
+    sel, ev = disjoint_split(dataset.groups, fraction, seed, _pair_ids(dataset))
+    return task_from_datasets(
+        model, dataset.subset(sel, name=f"{dataset.name}[select]"), dataset.subset(ev, name=dataset.name),
+        kind=kind, **kwargs,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+# the toy world
+
+
+TOY_TASKS = ("toy-typographic", "toy-background", "toy-colour")
+
+
+def _toy_pixels(model: Any, dataset: Any) -> torch.Tensor:
+    from sae_clip_plugin.toy.world import render
+
+    return torch.stack([model.preprocess(render(s)) for s in dataset.samples])
+
+
+def _toy_word_boxes(dataset: Any, model_size: int) -> list[tuple[float, float, float, float] | None]:
+    from sae_clip_plugin.toy.world import IMAGE_SIZE, word_box
+
+    scale = model_size / IMAGE_SIZE
+    boxes: list[tuple[float, float, float, float] | None] = []
+    for s in dataset.samples:
+        if s.word is None:
+            boxes.append(None)
+            continue
+        w, h = word_box(s.word, s.word_size)
+        boxes.append((s.word_x * scale, s.word_y * scale, (s.word_x + w) * scale, (s.word_y + h) * scale))
+    return boxes
+
+
+def _toy_split(model: Any, dataset: Any, kind: str, spurious_by: str) -> ImageSplit:
+    from sae_clip_plugin.analysis.disentangle_baselines import patch_mask_from_boxes
+
+    pixels = _toy_pixels(model, dataset)
+    meta = dataset.labels
+    labels = torch.tensor([m["label"] for m in meta])
+    if kind == "typographic":
+        groups = torch.tensor([int(m["variant"] == "attacked") for m in meta])
+        words = torch.tensor([m["word_label"] for m in meta])
+        spurious = groups.clone() if spurious_by == "attack" else words
+        boxes = _toy_word_boxes(dataset, model.cfg.image_size)
+        text = patch_mask_from_boxes(boxes, model.cfg.image_size, model.cfg.patch_size)
+        return ImageSplit(pixels, labels, groups, spurious, torch.tensor([m["pair_id"] for m in meta]), text)
+    groups = torch.tensor([m["group_id"] for m in meta])
+    return ImageSplit(pixels, labels, groups, torch.tensor([m["spurious_label"] for m in meta]))
+
+
+def toy_task(
+    model: Any,
+    task: str,
+    *,
+    n_select: int = 300,
+    n_eval: int = 300,
+    seed: int = 0,
+    spurious_by: str = "word",
+) -> SpuriousTask:
+    """A toy-world task with disjoint splits drawn from different seeds.
+
+    `n_select` / `n_eval`: clean/attacked pairs (typographic) or images per group (spurious sets).
+    Seeds are chosen away from the toy CLIP's own evaluation seeds (1234..1236).
+    """
+    from sae_clip_plugin.toy import (
+        background_spurious_set,
+        colour_spurious_set,
+        toy_templates,
+        typographic_set,
+    )
+
+    if task not in TOY_TASKS:
+        raise ValueError(f"unknown toy task {task!r}; choose one of {TOY_TASKS}")
+    if spurious_by not in SPURIOUS_BY:
+        raise ValueError(f"spurious_by must be one of {SPURIOUS_BY}, got {spurious_by!r}")
+    base = 5000 + 10 * seed
+    if task == "toy-typographic":
+        sets = [typographic_set(n, seed=base + i) for i, n in enumerate((n_select, n_eval))]
+        kind, group_names = "typographic", ["clean", "attacked"]
+        reference = 0 if spurious_by == "attack" else -1
+        prompts = [f"the word {c}." for c in sets[0].classnames]
+    else:
+        make = background_spurious_set if task == "toy-background" else colour_spurious_set
+        sets = [make(n, seed=base + i) for i, n in enumerate((n_select, n_eval))]
+        kind, reference = "groups", None
+        names: dict[int, str] = {m["group_id"]: m["group"] for m in sets[1].labels}
+        group_names = [names[g] for g in sorted(names)]
+        values = sorted({m["group"].split("/")[1] for m in sets[1].labels})
+        prompts = [f"a photo of {v}." if task == "toy-background" else f"something {v}." for v in values]
+    splits = [_toy_split(model, ds, kind, spurious_by) for ds in sets]
+    return SpuriousTask(
+        name=task, kind=kind, classnames=list(sets[1].classnames), templates=toy_templates(),
+        group_names=group_names, select=splits[0], evaluate=splits[1], reference=reference,
+        spurious_prompts=prompts, info={"seeds": [base, base + 1], "n_select": n_select, "n_eval": n_eval},
+    )  # fmt: skip

@@ -1,0 +1,457 @@
+"""What a vision researcher reads off an SAE: reconstruction, sparsity by token type, downstream zero-shot.
+
+    from sae_clip_plugin.analysis.metrics import evaluate_sae, evaluate_saes
+    row = evaluate_sae(model, sae, images, classnames=names, templates=["a photo of a {}."])
+    df = evaluate_saes(model, {"L3": sae3, "L5": "out/saes/L5"}, images, classnames=names)
+
+Everything is streamed over the image source and summed in float64 (definitions in
+`metrics_stats`). The SAE is evaluated on the token positions its metadata `token_selection`
+names (as `HookedSAEViT` splices it); CLS and patch tokens are reported separately where the SAE
+acts on them, NaN where it does not. Downstream numbers come from five forward passes per batch:
+clean, SAE spliced without and with its error term, and the hook zero- and mean-ablated at the
+SAE's positions (the mean is the per-position mean over the same images).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sae_lens import SAE
+
+from sae_clip_plugin.analysis.metrics_stats import (
+    GROUPS,
+    DownstreamStats,
+    ReconstructionStats,
+    SparsityStats,
+    token_groups,
+)
+from sae_clip_plugin.analysis.zero_shot import (
+    ImageBatch,
+    class_weights,
+    dataset_classnames,
+    iter_image_batches,
+    zero_shot_logits,
+)
+
+ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
+SAESpec = SAE[Any] | str | os.PathLike
+
+
+# ------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def as_sae_model(model: Any) -> Any:
+    """A HookedSAEViT for `model` (a HookedViT is copied into one; its weights are shared by value)."""
+    from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
+    from sae_clip_plugin.model.hooked_vit import HookedViT
+
+    if isinstance(model, HookedSAEViT):
+        return model
+    if isinstance(model, HookedViT):
+        return HookedSAEViT.from_hooked_vit(model)
+    raise TypeError(
+        f"expected a HookedSAEViT (or HookedViT), got {type(model).__name__}; "
+        "build one with HookedSAEViT.from_pretrained(spec)"
+    )
+
+
+def hook_layer(hook_name: str) -> int | None:
+    """The block index in `blocks.{L}.…`, None for hooks outside the blocks."""
+    match = re.match(r"blocks\.(\d+)\.", hook_name)
+    return int(match.group(1)) if match else None
+
+
+def hook_type(hook_name: str) -> str:
+    """The hook name without its block prefix (`hook_resid_post`, `mlp.hook_post`, ...)."""
+    return re.sub(r"^blocks\.\d+\.", "", hook_name)
+
+
+def _stop_layer(hook_name: str) -> int | None:
+    """The stop_at_layer after which `hook_name` has fired (None: the whole forward pass)."""
+    layer = hook_layer(hook_name)
+    if layer is not None:
+        return layer + 1
+    if hook_name.startswith(("hook_patch_embed", "hook_embed", "hook_pos_embed", "ln_pre")):
+        return 0
+    return None
+
+
+def sae_token_positions(sae: SAE[Any], n_tokens: int) -> list[int]:
+    """The token positions the SAE acts on, from its metadata token_selection (CLS is 0)."""
+    from sae_clip_plugin.model.sae_splice import check_token_selection, token_positions
+
+    hook = sae.cfg.metadata.hook_name
+    positions = token_positions(check_token_selection(sae, n_tokens, hook, None), n_tokens)
+    return list(range(n_tokens)) if positions is None else positions
+
+
+def describe_sae(sae: SAE[Any]) -> dict[str, Any]:
+    """Columns that identify an SAE in a sweep table."""
+    meta, cfg = sae.cfg.metadata, sae.cfg
+    hook = meta.hook_name or ""
+    return {
+        "hook_name": hook,
+        "layer": hook_layer(hook),
+        "hook_type": hook_type(hook),
+        "token_selection": meta.get("token_selection") or "all",
+        "architecture": cfg.architecture(),
+        "d_in": int(cfg.d_in),
+        "d_sae": int(cfg.d_sae),
+        "k": getattr(cfg, "k", None),
+        "l1_coefficient": meta.get("l1_coefficient"),
+    }
+
+
+def scalar_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A result dict without its array entries (what goes into a CSV row)."""
+    return {k: v for k, v in row.items() if k not in ARRAY_KEYS}
+
+
+def _check_reiterable(images: Any) -> None:
+    if isinstance(images, (torch.Tensor, tuple)):
+        return
+    if iter(images) is images:
+        raise TypeError(
+            "the image source is a one-shot iterator, but the metrics read it more than once (mean for "
+            "mean-ablation, several SAEs); pass a tensor, a Dataset or a DataLoader, or pass ablation_mean="
+        )
+
+
+def _batches(model: Any, images: Any, batch_size: int, max_images: int | None, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    total = None
+    try:
+        n = len(images) if not isinstance(images, torch.Tensor) else images.shape[0]
+        n = min(n, max_images) if max_images is not None else n
+        total = math.ceil(n / batch_size)
+    except TypeError:
+        pass
+    batches = iter_image_batches(images, batch_size, transform=model.preprocess, max_images=max_images)
+    return tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)
+
+
+def _device(model: Any) -> torch.device:
+    return model.embed.W_E.device
+
+
+# ------------------------------------------------------------------------------------------------
+# the per-hook mean used for mean-ablation
+
+
+@torch.no_grad()
+def hook_mean(
+    model: Any,
+    hook_name: str,
+    images: Any,
+    batch_size: int = 32,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Per-position mean activation at `hook_name` over the images ([n_tokens, ...], float64, CPU)."""
+    total, n = None, 0
+    stop = _stop_layer(hook_name)
+    for batch in _batches(model, images, batch_size, max_images, progress, f"mean of {hook_name}"):
+        _, cache = model.run_with_cache(
+            batch.pixels.to(_device(model)), names_filter=[hook_name], stop_at_layer=stop
+        )
+        act = cache[hook_name].double()
+        total = act.sum(0).cpu() if total is None else total + act.sum(0).cpu()
+        n += act.shape[0]
+    if total is None:
+        raise ValueError("the image source yielded no images")
+    return total / n
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation of one SAE
+
+
+def _replace_at(positions: torch.Tensor | None, value: torch.Tensor | float):
+    """A hook that overwrites the activation at `positions` (all when None) with `value`."""
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = act.clone()
+        v = value if isinstance(value, float) else value.to(act.device, act.dtype)
+        if positions is None:
+            out[:] = v
+        else:
+            out[:, positions] = v if isinstance(v, float) else v[positions]
+        return out
+
+    return hook
+
+
+def _batch_key(pixels: torch.Tensor) -> tuple[Any, ...]:
+    """A cheap fingerprint of a batch, so cached clean embeddings are only reused for the same images."""
+    flat = pixels.detach().double().reshape(pixels.shape[0], -1)
+    return (tuple(pixels.shape), round(float(flat.sum()), 4), round(float(flat[:, ::97].abs().sum()), 4))
+
+
+@torch.no_grad()
+def evaluate_sae(
+    model: Any,
+    sae: SAE[Any],
+    images: Any,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    *,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    weights: torch.Tensor | None = None,
+    logit_scale: float | None = None,
+    downstream: bool = True,
+    ablation_mean: torch.Tensor | None = None,
+    batch_size: int = 32,
+    max_images: int | None = None,
+    check_model: bool = True,
+    clean_cache: dict[int, Any] | None = None,
+    progress: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """All metrics of `sae` spliced into `model` over `images`, as one flat dict.
+
+    images: a pixel tensor, a torch Dataset or a DataLoader (see `zero_shot.iter_image_batches`);
+        labels come from the source unless `labels` (one per image, in order) is given.
+    classnames / templates: the zero-shot classifier (class names default to the data set's
+        `classnames`); or pass `weights` [d_embed, n_classes]. Without any, or without labels,
+        top-1/CE are NaN (KL and embedding cosine need only the classifier).
+    downstream: False skips the four extra forward passes (and stops at the SAE's layer).
+    ablation_mean: the per-position mean at the hook for mean-ablation (default: measured on `images`).
+    clean_cache: pass the same dict to several calls on the same images to run the clean model once.
+
+    Keys: reconstruction `{explained_variance,fvu,mse,cos_sim,l2_ratio}_{all,cls,patches}`; sparsity
+    `l0_*`, `l1_*`, `dead_fraction`, `dense_fraction_10/50`, `dead_window_images/tokens`; downstream
+    `top1_*`, `ce_*` for clean/spliced/spliced_err/zero_abl/mean_abl, `{ce,top1}_recovered_{zero,mean}`,
+    `embed_cos_*`, `kl_*` (KL(clean || variant)); arrays `l0_by_position` [n_tokens] (NaN where the
+    SAE does not act), `l0_patch_grid` [side, side], `feature_density` [d_sae].
+    """
+    model = as_sae_model(model)
+    hook = sae.cfg.metadata.hook_name
+    if not hook:
+        raise ValueError("the SAE has no metadata.hook_name; set sae.cfg.metadata.hook_name")
+    n_tokens = model.cfg.n_tokens
+    positions = sae_token_positions(sae, n_tokens)
+    groups = token_groups(positions)
+    pos_index = None if len(positions) == n_tokens else torch.tensor(positions)
+    _check_reiterable(images)
+
+    # the zero-shot classifier
+    scale = logit_scale
+    if downstream and weights is None:
+        names = list(classnames) if classnames else dataset_classnames(images)
+        if names and model.text is not None:
+            weights = class_weights(model, names, templates)
+    if weights is not None and scale is None:
+        scale = float(model.logit_scale)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if downstream and ablation_mean is None:
+        ablation_mean = hook_mean(model, hook, images, batch_size, max_images, progress)
+
+    recon = {g: ReconstructionStats(sae.cfg.d_in) for g in groups}
+    sparsity = SparsityStats(positions, n_tokens, sae.cfg.d_sae)
+    down = DownstreamStats()
+    cache_names = [f"{hook}.hook_sae_input", f"{hook}.hook_sae_acts_post", f"{hook}.hook_sae_output"]
+    device = _device(model)
+    offset = 0
+    for index, batch in enumerate(_batches(model, images, batch_size, max_images, progress, f"eval {hook}")):
+        pixels = batch.pixels.to(device)
+        b = pixels.shape[0]
+        spliced, cache = model.run_with_cache_with_saes(
+            pixels,
+            saes=[sae],
+            use_error_term=False,
+            check_model=check_model,
+            names_filter=cache_names,
+            stop_at_layer=None if downstream else _stop_layer(hook),
+        )
+        x, feats, x_hat = (cache[n] for n in cache_names)
+        if x.ndim < 3 or x.shape[1] != n_tokens:
+            raise ValueError(
+                f"hook {hook!r} has activations of shape {tuple(x.shape)}, without a token axis of "
+                f"{n_tokens}; token metrics need a per-token hook (resid, mlp_out, attn_out, ...)"
+            )
+        x, x_hat = x.reshape(b, n_tokens, -1)[:, positions], x_hat.reshape(b, n_tokens, -1)[:, positions]
+        feats = feats[:, positions]
+        for g, idx in groups.items():
+            recon[g].add(x[:, idx].reshape(-1, x.shape[-1]), x_hat[:, idx].reshape(-1, x.shape[-1]))
+        sparsity.add(feats)
+        if downstream:
+            embeds = {"spliced": spliced}
+            key = _batch_key(pixels)
+            if clean_cache is not None and clean_cache.get(index, (None,))[0] == key:
+                embeds["clean"] = clean_cache[index][1].to(device)
+            else:
+                embeds["clean"] = model(pixels)
+                if clean_cache is not None:
+                    clean_cache[index] = (key, embeds["clean"].cpu())
+            embeds["spliced_err"] = model.run_with_saes(
+                pixels, saes=[sae], use_error_term=True, check_model=check_model
+            )
+            embeds["zero_abl"] = model.run_with_hooks(pixels, fwd_hooks=[(hook, _replace_at(pos_index, 0.0))])
+            embeds["mean_abl"] = model.run_with_hooks(
+                pixels, fwd_hooks=[(hook, _replace_at(pos_index, ablation_mean))]
+            )
+            batch_labels = _labels_for(batch, labels, offset)
+            logits = (
+                {k: zero_shot_logits(e.double(), weights.double(), scale) for k, e in embeds.items()}
+                if weights is not None
+                else None
+            )
+            down.add(embeds, logits, batch_labels)
+        offset += b
+    if offset == 0:
+        raise ValueError("the image source yielded no images")
+    if labels is not None and len(labels) < offset:
+        raise ValueError(f"got {len(labels)} labels for {offset} images; pass one label per image")
+
+    out: dict[str, Any] = {"name": name or hook, **describe_sae(sae), "n_images": offset}
+    for g in GROUPS:
+        out.update(recon[g].result(g) if g in recon else ReconstructionStats(1).result(g))
+    arrays = sparsity.result()
+    out.update({k: v for k, v in arrays.items() if k not in ARRAY_KEYS})
+    out["n_classes"] = int(weights.shape[1]) if weights is not None else None
+    out["logit_scale"] = scale
+    out.update(down.result() if downstream else {})
+    out.update({k: arrays[k] for k in ARRAY_KEYS})
+    return out
+
+
+def _labels_for(batch: ImageBatch, labels: torch.Tensor | None, offset: int) -> torch.Tensor | None:
+    if labels is not None:
+        part = labels[offset : offset + len(batch)]
+        if len(part) != len(batch):
+            raise ValueError(f"got {len(labels)} labels, fewer than the images; pass one label per image")
+        return part
+    return batch.labels
+
+
+# ------------------------------------------------------------------------------------------------
+# sweeps
+
+
+def find_sae_folders(root: str | os.PathLike) -> list[Path]:
+    """`root` itself if it is an SAE folder (has cfg.json), else its SAE sub-folders (any depth), sorted."""
+    root = Path(root)
+    if (root / "cfg.json").is_file():
+        return [root]
+    found = sorted(
+        {p.parent for p in root.rglob("cfg.json") if (p.parent / "sae_weights.safetensors").exists()}
+    )
+    if not found:
+        raise FileNotFoundError(
+            f"no SAE folders under {root}: expected folders with cfg.json + sae_weights.safetensors "
+            "(sae_lens format, as save_sae / the training runner write them)"
+        )
+    return found
+
+
+def _load(spec: SAESpec, device: torch.device) -> SAE[Any]:
+    if isinstance(spec, SAE):
+        return spec
+    return SAE.load_from_disk(str(spec), device=str(device)).eval()
+
+
+def _training_info(folder: Path) -> dict[str, Any]:
+    """Sparsity settings from the training runner's `runner_config.json` beside the SAE, when present."""
+    path = folder / "runner_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        sae_kwargs = json.loads(path.read_text()).get("sae") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: sae_kwargs[k] for k in ("l1_coefficient", "k") if k in sae_kwargs}
+
+
+def evaluate_saes(
+    model: Any,
+    saes: Mapping[str, SAESpec] | Iterable[SAESpec],
+    images: Any,
+    classnames: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """`evaluate_sae` for each SAE (objects or sae_lens folders) into one pandas DataFrame, a row each.
+
+    SAEs are loaded one at a time; the zero-shot classifier, the clean model's embeddings and the
+    mean activation per hook are computed once and shared. `kwargs` go to `evaluate_sae`.
+    Rows are sorted by hook type, layer and name.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    model = as_sae_model(model)
+    items = list(saes.items()) if isinstance(saes, Mapping) else [(None, s) for s in saes]
+    if not items:
+        raise ValueError("no SAEs to evaluate")
+    _check_reiterable(images)
+    downstream = kwargs.get("downstream", True)
+    if downstream and kwargs.get("weights") is None:
+        names = list(classnames) if classnames else dataset_classnames(images)
+        if names and model.text is not None:
+            kwargs["weights"] = class_weights(model, names, templates)
+    clean_cache: dict[int, Any] = kwargs.pop("clean_cache", None) or {}
+    means: dict[str, torch.Tensor] = {}
+    rows = []
+    for label, spec in tqdm(items, desc="SAEs", disable=not progress):
+        sae = _load(spec, _device(model))
+        name = label or (Path(spec).name if not isinstance(spec, SAE) else sae.cfg.metadata.hook_name)
+        hook = sae.cfg.metadata.hook_name
+        extra = dict(kwargs)
+        if downstream and extra.get("ablation_mean") is None and hook:
+            if hook not in means:
+                means[hook] = hook_mean(
+                    model, hook, images, kwargs.get("batch_size", 32), kwargs.get("max_images"), progress
+                )
+            extra["ablation_mean"] = means[hook]
+        row = evaluate_sae(
+            model,
+            sae,
+            images,
+            classnames,
+            templates,
+            clean_cache=clean_cache,
+            progress=progress,
+            name=name,
+            **extra,
+        )
+        if not isinstance(spec, SAE):
+            row["path"] = str(spec)
+            row.update({k: v for k, v in _training_info(Path(spec)).items() if row.get(k) is None})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    order = df.assign(_layer=df["layer"].fillna(-1)).sort_values(["hook_type", "_layer", "name"]).index
+    return df.loc[order].reset_index(drop=True)
+
+
+def metrics_table(df: Any) -> Any:
+    """The scalar columns of a sweep DataFrame (arrays dropped), ready for CSV / markdown."""
+    return df.drop(columns=[c for c in ARRAY_KEYS if c in df.columns])
+
+
+def to_markdown(df: Any, columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """A GitHub markdown table of `df` (no tabulate dependency); floats to `digits` significant digits."""
+    cols = [c for c in (columns or df.columns) if c in df.columns]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{digits}g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+    for _, row in df[cols].iterrows():
+        lines.append("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"

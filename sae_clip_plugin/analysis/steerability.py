@@ -1,0 +1,314 @@
+"""The paper's steerability metric (arXiv 2504.08729; REFERENCE §1.3), for SAE features, neurons or directions.
+
+For feature j clamped to strength s at every selected token (error term kept), with the readout
+p = softmax(100 * e_img . T^T) over a vocabulary of bare words (e_img, rows of T L2-normalised):
+    delta_bar = mean over images of (p_steered - p_clean)                  (a V-vector)
+    S = sum_v delta_bar_v^2          (steerability)
+    P = max_v delta_bar_v            (steering power)
+    top concept = vocabulary[argmax_v delta_bar_v]
+    steerable = S > threshold        (paper: 0.10 at s = 150)
+    polysemanticity = || delta_bar . T - (sum_v t_v) / ||sum_v t_v|| ||_2
+Summary: steerable fraction, and coverage = number of distinct top concepts over steerable features.
+The neuron baseline (sae=None, hook_name=...) and the random-model control
+(`random_vision_model(model)`) run through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from sae_lens import SAE
+
+from sae_clip_plugin.analysis.steerability_engine import fast_mean_shift, naive_mean_shift
+from sae_clip_plugin.analysis.steering_bases import Basis, make_basis
+from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+
+PAPER_STRENGTH = 150.0
+PAPER_THRESHOLD = 0.10
+READOUT_SCALE = 100.0
+METHODS = ("fast", "naive")
+
+
+def select_features(n: int, features: Any = None, seed: int = 0) -> list[int]:
+    """None: all n; a float in (0, 1]: that fraction at random (paper: 1/20); an int: that many at random;
+    a sequence: those indices."""
+    if features is None:
+        return list(range(n))
+    if isinstance(features, bool):
+        raise TypeError("features must be None, a fraction, a count or a list of indices")
+    if isinstance(features, numbers.Integral):
+        features = int(features)
+    elif isinstance(features, numbers.Real):
+        features = float(features)
+    if isinstance(features, float):
+        if not 0 < features <= 1:
+            raise ValueError(f"a fraction of features must be in (0, 1], got {features}")
+        features = max(1, round(n * features))
+    if isinstance(features, int):
+        if not 0 < features <= n:
+            raise ValueError(f"cannot sample {features} of {n} features")
+        gen = torch.Generator().manual_seed(seed)
+        return sorted(torch.randperm(n, generator=gen)[:features].tolist())
+    chosen = [int(f) for f in features]
+    bad = [f for f in chosen if not 0 <= f < n]
+    if bad or not chosen:
+        raise ValueError(f"feature indices {bad or chosen} are out of range for a dictionary of {n}")
+    return chosen
+
+
+def as_pixels(model: Any, images: Any) -> torch.Tensor:
+    """A [N, 3, S, S] tensor, a list of PIL images / tensors, or an ImageSource -> pixel tensor."""
+    if isinstance(images, torch.Tensor):
+        model.check_pixel_values(images)
+        return images
+    items = [images[i] for i in range(len(images))] if hasattr(images, "__getitem__") else list(images)
+    if not items:
+        raise ValueError("steerability needs at least one image")
+    tensors = [item if isinstance(item, torch.Tensor) else model.preprocess(item) for item in items]
+    pixels = torch.stack(tensors)
+    model.check_pixel_values(pixels)
+    return pixels
+
+
+def metrics_from_shift(
+    delta_bar: torch.Tensor, text: torch.Tensor, vocabulary: Sequence[str], threshold: float
+) -> pd.DataFrame:
+    """S, P, top concept, steerable flag and polysemanticity per row of delta_bar ([F, V])."""
+    delta = delta_bar.double()
+    t = text.double().cpu()
+    mean_dir = t.sum(0) / t.sum(0).norm()
+    S = (delta**2).sum(-1)
+    P, top = delta.max(-1)
+    poly = (delta @ t - mean_dir).norm(dim=-1)
+    return pd.DataFrame(
+        {
+            "S": S.numpy(),
+            "P": P.numpy(),
+            "top_concept": [vocabulary[i] for i in top.tolist()],
+            "steerable": (threshold < S).numpy(),
+            "polysemanticity": poly.numpy(),
+        }
+    )
+
+
+def summarise(table: pd.DataFrame, **context: Any) -> dict[str, Any]:
+    steerable = table[table["steerable"]]
+    counts = Counter(steerable["top_concept"])
+    return {
+        "n_features": len(table),
+        "n_steerable": len(steerable),
+        "steerable_fraction": float(len(steerable) / max(1, len(table))),
+        "coverage": len(counts),
+        "top_concepts": dict(counts.most_common(20)),
+        "mean_S": float(table["S"].mean()) if len(table) else float("nan"),
+        **context,
+    }
+
+
+@dataclass
+class SteerabilityResult:
+    """Per-feature table, summary dict and the raw delta_bar [F, V] (rows follow table['feature'])."""
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    delta_bar: torch.Tensor
+    vocabulary: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        s = self.summary
+        lines = [
+            f"# Steerability: {s.get('basis')} at {s.get('hook_name')}",
+            "",
+            f"- model: {s.get('model_spec')}",
+            f"- features: {s['n_features']} of {s.get('dictionary_size')}, images: {s.get('n_images')}, "
+            f"vocabulary: {s.get('vocabulary_size')} words",
+            f"- strength {s.get('strength')} ({s.get('mode')}, tokens {s.get('tokens')}, error term "
+            f"{s.get('use_error_term')}), threshold S > {s.get('threshold')}, readout scale {s.get('readout_scale')}",
+            f"- steerable: {s['n_steerable']} / {s['n_features']} = {100 * s['steerable_fraction']:.1f}%",
+            f"- coverage (distinct top concepts of steerable features): {s['coverage']}",
+            "",
+            "| top concept | steerable features |",
+            "| --- | --- |",
+            *[f"| {k} | {v} |" for k, v in s["top_concepts"].items()],
+            "",
+            "Top features by S:",
+            "",
+            markdown_table(self.table.sort_values("S", ascending=False).head(20)),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def save(self, out_dir: str | os.PathLike, prefix: str = "steerability") -> dict[str, Path]:
+        """Write `<prefix>.csv`, `<prefix>_summary.json` and `<prefix>_summary.md` atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {
+            "table": (out / f"{prefix}.csv", self.table.to_csv(index=False)),
+            "summary": (out / f"{prefix}_summary.json", json.dumps(self.summary, indent=2, default=str)),
+            "markdown": (out / f"{prefix}_summary.md", self.to_markdown()),
+        }
+        for path, text in files.values():
+            atomic_write_text(path, text)
+        return {key: path for key, (path, _) in files.items()}
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A plain markdown table (pandas' to_markdown needs the optional tabulate package)."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
+    rows += [" | ".join(cell(v) for v in record) for record in frame.itertuples(index=False)]
+    return "\n".join(f"| {row} |" for row in rows)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _basis_for(model: Any, sae: SAE[Any] | torch.Tensor | None, hook_name: str | None) -> Basis:
+    width = None
+    if sae is None and hook_name is not None:
+        model.check_hook_names([hook_name])
+        width = model._hook_shape(hook_name)[-1] if hasattr(model, "_hook_shape") else None
+        if width is None:
+            width = _probe_width(model, hook_name)
+    return make_basis(sae, hook_name, width)
+
+
+@torch.no_grad()
+def _probe_width(model: Any, hook_name: str) -> int:
+    s = model.cfg.image_size
+    pixels = torch.zeros(1, model.cfg.n_channels, s, s, device=model.embed.W_E.device)
+    _, cache = model.run_with_cache(pixels, names_filter=[hook_name])
+    return int(cache[hook_name].shape[-1])
+
+
+def _shift(model, basis, pixels, text, edits, *, method, **kwargs) -> torch.Tensor:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "naive":
+        kwargs.pop("batch_size", None)
+        return naive_mean_shift(model, basis, pixels, text, edits, **kwargs)
+    return fast_mean_shift(model, basis, pixels, text, edits, **kwargs)
+
+
+def steerability(
+    model: Any,
+    sae: SAE[Any] | torch.Tensor | None,
+    images: Any,
+    vocabulary: str | os.PathLike | Sequence[str] | None = None,
+    features: Any = None,
+    strength: float = PAPER_STRENGTH,
+    threshold: float = PAPER_THRESHOLD,
+    *,
+    hook_name: str | None = None,
+    tokens: Any = "all",
+    mode: str = "set",
+    use_error_term: bool = True,
+    means: torch.Tensor | None = None,
+    readout_scale: float = READOUT_SCALE,
+    text: torch.Tensor | None = None,
+    method: str = "fast",
+    batch_size: int = 256,
+    image_batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+) -> SteerabilityResult:
+    """Steer each chosen feature to `strength` and measure the readout shift (REFERENCE §1.3).
+
+    sae: a sae_lens SAE (its features at its hook), None (the neurons at `hook_name`), or a [n, d]
+        tensor of directions at `hook_name`.
+    features: None (all), a fraction (paper: 1/20), a count (random, `seed`) or a list of indices.
+    text: precomputed normalised vocabulary embeddings (reuse across runs); else computed once here.
+    method: "fast" (cached prefix, batched suffix) or "naive" (one full forward per feature); equal results.
+    """
+    pixels = as_pixels(model, images)
+    words = load_vocabulary(vocabulary)
+    text = text_embeddings(model, words) if text is None else text
+    if text.shape[0] != len(words):
+        raise ValueError(f"text has {text.shape[0]} rows but the vocabulary has {len(words)} words")
+    basis = _basis_for(model, sae, hook_name)
+    chosen = select_features(basis.size, features, seed)
+    edits = [(f, float(strength)) for f in chosen]
+    delta_bar = _shift(
+        model,
+        basis,
+        pixels,
+        text,
+        edits,
+        method=method,
+        mode=mode,
+        tokens=tokens,
+        use_error_term=use_error_term,
+        means=means,
+        readout_scale=readout_scale,
+        batch_size=batch_size,
+        image_batch_size=image_batch_size,
+        progress=progress,
+    )
+    table = metrics_from_shift(delta_bar, text, words, threshold)
+    table.insert(0, "feature", chosen)
+    table.insert(1, "strength", float(strength))
+    summary = summarise(
+        table,
+        **basis.describe(),
+        model_spec=model.cfg.model_spec,
+        strength=float(strength),
+        threshold=threshold,
+        mode=mode,
+        tokens=tokens if isinstance(tokens, str) else list(tokens),
+        use_error_term=use_error_term,
+        readout_scale=readout_scale,
+        n_images=len(pixels),
+        vocabulary_size=len(words),
+        seed=seed,
+        method=method,
+    )
+    return SteerabilityResult(table, summary, delta_bar, words)
+
+
+def steering_curves(
+    model: Any,
+    sae: SAE[Any] | torch.Tensor | None,
+    images: Any,
+    vocabulary: str | os.PathLike | Sequence[str] | None = None,
+    features: Any = 8,
+    strengths: Sequence[float] = (0.0, 10.0, 25.0, 50.0, 100.0, 150.0, 200.0, 300.0),
+    threshold: float = PAPER_THRESHOLD,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """S, P, top concept and steerable flag per (feature, strength): the steering curves.
+
+    All (feature, strength) pairs share one cached prefix and run in the same batches.
+    """
+    pixels = as_pixels(model, images)
+    words = load_vocabulary(vocabulary)
+    text = kwargs.pop("text", None)
+    text = text_embeddings(model, words) if text is None else text
+    basis = _basis_for(model, sae, kwargs.pop("hook_name", None))
+    chosen = select_features(basis.size, features, kwargs.pop("seed", 0))
+    edits = [(f, float(s)) for f in chosen for s in strengths]
+    method = kwargs.pop("method", "fast")
+    delta_bar = _shift(model, basis, pixels, text, edits, method=method, **kwargs)
+    table = metrics_from_shift(delta_bar, text, words, threshold)
+    table.insert(0, "feature", [f for f, _ in edits])
+    table.insert(1, "strength", [s for _, s in edits])
+    return table

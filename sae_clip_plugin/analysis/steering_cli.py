@@ -1,0 +1,188 @@
+"""`sae-clip steerability`: the paper's steerability metric for an SAE, the neurons at a hook, or a random model.
+
+    sae-clip steerability --sae out/sae --images toy --n-images 192 --vocabulary toy --features 0.05 --out out/steer
+    sae-clip steerability --model toy --neurons --hook blocks.3.hook_resid_post --images toy --out out/steer_neurons
+    sae-clip steerability --sae out/sae --random-model ...        # the random-model control
+    ... --strengths 0,25,50,100,150,200 --curve-features 8        # also steering curves (CSV + PNG)
+
+Writes <out>/<prefix>.csv (per-feature S, P, top concept, steerable, polysemanticity),
+<prefix>_summary.json and <prefix>_summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "steerability",
+        help="steerability of SAE features / neurons (arXiv 2504.08729 metric)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_argument_group("what to steer")
+    what.add_argument("--model", help="model spec (default: the SAE's metadata model_name)")
+    what.add_argument(
+        "--sae", help="SAE folder (sae_lens format), a Prisma .pt file/folder, or a sae_lens release"
+    )
+    what.add_argument("--sae-id", help="SAE id within the release given by --sae")
+    what.add_argument("--neurons", action="store_true", help="steer the neurons at --hook instead (baseline)")
+    what.add_argument("--hook", help="hook name (neurons; overrides the SAE's hook)")
+    what.add_argument(
+        "--random-model", action="store_true", help="randomly re-initialise the image tower (control)"
+    )
+    what.add_argument("--random-seed", type=int, default=0, help="seed of the random image tower")
+    data = p.add_argument_group("images and readout")
+    data.add_argument("--images", default=None, help="image source: folder, hf:<name>, datasets folder, toy")
+    data.add_argument("--split", default="validation", help="split of a hub / datasets source")
+    data.add_argument("--n-images", type=int, default=192, help="images to average over (paper: 192)")
+    data.add_argument(
+        "--vocabulary", default=None, help="imagenet | toy | toy,imagenet | word-per-line file | JSON list"
+    )
+    data.add_argument(
+        "--readout-scale", type=float, default=100.0, help="softmax scale of the readout (paper: 100)"
+    )
+    run = p.add_argument_group("steering")
+    run.add_argument(
+        "--features", default="0.05", help="fraction (0.05), count (200) or comma list (3,17,42)"
+    )
+    run.add_argument("--strength", type=float, default=150.0)
+    run.add_argument("--threshold", type=float, default=0.10)
+    run.add_argument("--tokens", default="all", help="all | cls | patches | comma list of positions")
+    run.add_argument("--mode", default="set", choices=["set", "add", "scale"])
+    run.add_argument("--no-error-term", action="store_true", help="drop the SAE error term when steering")
+    run.add_argument("--strengths", help="comma list of strengths: also write steering curves")
+    run.add_argument("--curve-features", type=int, default=8, help="features for the steering curves")
+    run.add_argument("--method", default="fast", choices=["fast", "naive"])
+    run.add_argument("--batch-size", type=int, default=256, help="rows (features x images) per forward")
+    run.add_argument("--seed", type=int, default=0, help="feature sampling seed")
+    run.add_argument("--device", default="cpu")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, help="output folder")
+    out.add_argument("--prefix", default="steerability")
+    p.set_defaults(func=run_steerability)
+
+
+def parse_features(text: str) -> Any:
+    text = text.strip()
+    if "," in text:
+        return [int(x) for x in text.split(",") if x.strip()]
+    if "." in text or "e" in text.lower():
+        return float(text)
+    return int(text)
+
+
+def parse_tokens(text: str) -> Any:
+    return (
+        [int(x) for x in text.split(",") if x.strip()] if text[:1].isdigit() or text.startswith("-") else text
+    )
+
+
+def load_sae(args: argparse.Namespace) -> Any:
+    from sae_lens import SAE
+
+    if args.sae_id:
+        return SAE.from_pretrained(args.sae, args.sae_id, device=args.device)
+    path = Path(args.sae)
+    if path.is_dir() and (path / "cfg.json").is_file():
+        return SAE.load_from_disk(path, device=args.device)
+    if path.suffix == ".pt" or (path.is_dir() and any(path.glob("*.pt"))):
+        from sae_clip_plugin.pretrained import load_prisma_sae
+
+        return load_prisma_sae(path, device=args.device)
+    raise SystemExit(
+        f"--sae {args.sae!r}: not a sae_lens folder (with cfg.json) nor a Prisma .pt; for a release pass --sae-id"
+    )
+
+
+def load_model(spec: str, device: str) -> Any:
+    from sae_clip_plugin import HookedViT
+
+    return HookedViT.from_pretrained(spec, device=device)
+
+
+def load_images(args: argparse.Namespace, model: Any) -> Any:
+    from sae_clip_plugin.training.sources import image_source
+
+    spec = args.images or ("toy" if model.cfg.model_spec == "toy" else None)
+    if spec is None:
+        raise SystemExit("--images is required (an image folder, hf:<name>, a datasets folder, or toy)")
+    source = image_source(spec, split=args.split, max_images=args.n_images, seed=args.seed + 1)
+    source.with_transform(model.preprocess)
+    return source
+
+
+def run_steerability(args: argparse.Namespace) -> int:
+    import torch
+
+    from sae_clip_plugin.analysis.steerability import as_pixels, steerability, steering_curves
+    from sae_clip_plugin.analysis.steerability_controls import random_vision_model
+    from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+
+    if not args.sae and not args.neurons:
+        raise SystemExit("pass --sae PATH (SAE features) or --neurons --hook NAME (neuron baseline)")
+    sae = None if args.neurons else load_sae(args)
+    spec = args.model or (sae.cfg.metadata.get("model_name") if sae is not None else None)
+    if not spec:
+        raise SystemExit("--model is required (the SAE's metadata names no model_name)")
+    model = load_model(spec, args.device)
+    hook = args.hook or (sae.cfg.metadata.hook_name if sae is not None else None)
+    if hook is None:
+        raise SystemExit("--neurons needs --hook (e.g. blocks.6.hook_resid_post)")
+    vocabulary = load_vocabulary(args.vocabulary or ("toy" if spec == "toy" else None))
+    pixels = as_pixels(model, load_images(args, model))
+    with torch.inference_mode():
+        text = text_embeddings(model, vocabulary)  # the text tower is kept by the random control
+        if args.random_model:
+            model = random_vision_model(model, seed=args.random_seed)
+        common: dict[str, Any] = dict(
+            hook_name=hook,
+            tokens=parse_tokens(args.tokens),
+            mode=args.mode,
+            use_error_term=not args.no_error_term,
+            readout_scale=args.readout_scale,
+            text=text,
+            method=args.method,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        result = steerability(
+            model,
+            sae,
+            pixels,
+            vocabulary,
+            parse_features(args.features),
+            args.strength,
+            args.threshold,
+            progress=True,
+            **common,
+        )
+        result.summary["random_model"] = bool(args.random_model)
+        result.summary["images"] = str(args.images)
+        paths = result.save(args.out, args.prefix)
+        if args.strengths:
+            strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
+            curves = steering_curves(
+                model, sae, pixels, vocabulary, args.curve_features, strengths, args.threshold, **common
+            )
+            paths.update(save_curves(curves, Path(args.out), args.prefix, args.threshold))
+    print(json.dumps({k: v for k, v in result.summary.items() if k != "top_concepts"}, default=str))
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
+def save_curves(curves: Any, out: Path, prefix: str, threshold: float) -> dict[str, Path]:
+    from sae_clip_plugin.analysis.steerability import atomic_write_text
+    from sae_clip_plugin.viz.steering_figures import plot_steering_curves, save_figure
+
+    csv = out / f"{prefix}_curves.csv"
+    atomic_write_text(csv, curves.to_csv(index=False))
+    png = out / f"{prefix}_curves.png"
+    fig = plot_steering_curves(curves, threshold)
+    save_figure(fig, png)
+    return {"curves": csv, "curves_figure": png}

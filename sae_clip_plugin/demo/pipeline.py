@@ -1,0 +1,362 @@
+"""`sae-clip demo`: harvest, train, measure, steer, disentangle, dashboard, report; each step resumable.
+
+    from sae_clip_plugin.demo import DemoConfig, run_demo
+    run_demo(DemoConfig.make("out/demo", fast=True))
+
+Outputs (DIR = cfg.out):
+
+    cache/                       activations at the trained hooks (sae_lens cached-activation layout)
+    saes/<arch>/<hook>/          trained SAEs in sae_lens format (topk and standard)
+    metrics/                     metrics.csv, metrics.md, figures/*.png (sae-clip eval's outputs)
+    steerability/                per-run tables, summary.csv/.md, steering curves and S-vs-P figures
+    disentangle/                 disentangle.csv/.md, summary.json, accuracy_by_layer_<task>.png
+    dashboard.html, figures/     feature dashboards (self-contained page) and their card figures
+    report.md, report.html       the report of everything above
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sae_clip_plugin.demo.config import DemoConfig
+from sae_clip_plugin.demo.data import DemoData
+from sae_clip_plugin.demo.state import DemoState, write_json
+from sae_clip_plugin.viz.dashboard_html import write_text_atomic
+
+STEPS = (
+    ("harvest", "harvest activations"),
+    ("train_topk", "train TopK SAEs"),
+    ("train_standard", "train standard (ReLU + L1) SAEs"),
+    ("metrics", "SAE metrics"),
+    ("steerability", "steerability"),
+    ("disentangle", "disentanglement"),
+    ("dashboard", "feature dashboards"),
+    ("report", "report"),
+)
+CURVE_STRENGTHS = (0.0, 25.0, 50.0, 100.0, 150.0, 200.0, 300.0)
+
+
+class DemoRun:
+    """One demo folder: the model is loaded only when a step that needs it has not run yet."""
+
+    def __init__(self, cfg: DemoConfig, model: Any = None, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.root = Path(cfg.out)
+        self.state = DemoState(cfg, log)
+        self.log = log
+        self._model = model
+        self._data: DemoData | None = None
+
+    # -- lazily loaded ---------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """A HookedSAEViT (metrics splice SAEs into it; every other step uses it as a HookedViT)."""
+        from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
+
+        if self._model is None:
+            self.log(f"loading model {self.cfg.model_spec} ...")
+            self._model = HookedSAEViT.from_pretrained(self.cfg.model_spec, device=self.cfg.device)
+        elif not isinstance(self._model, HookedSAEViT):
+            self._model = HookedSAEViT.from_hooked_vit(self._model)
+        return self._model.eval()
+
+    @property
+    def data(self) -> DemoData:
+        if self._data is None:
+            self._data = DemoData(self.cfg, self.model)
+        return self._data
+
+    @property
+    def layers(self) -> list[int]:
+        if self.state.done("harvest"):
+            return list(self.state.result("harvest")["layers"])
+        return self.cfg.choose_layers(self.model.cfg.n_layers)
+
+    @property
+    def hooks(self) -> list[str]:
+        return [f"blocks.{layer}.{self.cfg.hook_type}" for layer in self.layers]
+
+    @property
+    def middle_hook(self) -> str:
+        hooks = self.hooks
+        return hooks[(len(hooks) - 1) // 2]
+
+    def sae_dir(self, arch: str, hook: str) -> Path:
+        return self.root / "saes" / arch / hook
+
+    def load_sae(self, arch: str, hook: str) -> Any:
+        from sae_lens import SAE
+
+        return SAE.load_from_disk(str(self.sae_dir(arch, hook)), device=self.cfg.device).eval()
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self, force: bool = False) -> dict[str, Path]:
+        self.state.open(force=force)
+        steps = [(n, t) for n, t in STEPS if not n.startswith("train_") or n[6:] in self.cfg.architectures]
+        start = time.perf_counter()
+        for i, (name, title) in enumerate(steps, 1):
+            self.state.step(name, title, getattr(self, f"step_{name}"), i, len(steps))
+        self.log(f"demo finished in {time.perf_counter() - start:.1f} s: {self.root / 'report.md'}")
+        return {"report": self.root / "report.md", "html": self.root / "report.html",
+                "dashboard": self.root / "dashboard.html"}  # fmt: skip
+
+    # -- steps -----------------------------------------------------------------------------------
+    def step_harvest(self) -> dict[str, Any]:
+        from sae_clip_plugin.training.cache import write_activation_cache
+        from sae_clip_plugin.training.harvest import ActivationHarvester
+
+        layers = self.cfg.choose_layers(self.model.cfg.n_layers)
+        hooks = [f"blocks.{layer}.{self.cfg.hook_type}" for layer in layers]
+        source = self.data.train_source()
+        harvester = ActivationHarvester(self.model, hooks, "all", batch_size=64, num_workers=0)
+        cache = write_activation_cache(
+            self.root / "cache", self.model, source, hooks, "all", storage_dtype="float16",
+            shard_images=self._shard_images(), harvester=harvester,
+        )  # fmt: skip
+        return {"layers": layers, "hooks": hooks, "n_images": cache.n_images, "dataset": source.describe(),
+                "tokens_per_image": cache.context_size}  # fmt: skip
+
+    def _shard_images(self) -> int:
+        return max(16, min(512, self.cfg["n_train_images"] // 4))
+
+    def _output_path(self, arch: str) -> Path:
+        """The runner saves one SAE at output_path itself, several at output_path/<hook>."""
+        hooks = self.hooks
+        return self.sae_dir(arch, hooks[0]) if len(hooks) == 1 else self.root / "saes" / arch
+
+    def _runner_config(self, arch: str) -> Any:
+        from sae_clip_plugin.training.config import VisionSAERunnerConfig
+
+        b = self.cfg.budgets
+        common = dict(
+            model_spec=self.cfg.model_spec, hook_name=self.hooks, token_selection="all",
+            dataset=self.data.dataset_spec, max_images=b["n_train_images"], harvest_batch_size=64, num_workers=0,
+            cache_path=str(self.root / "cache"), cache_dtype="float16", cache_shard_images=self._shard_images(),
+            expansion_factor=b["expansion_factor"], training_tokens=b["training_tokens"],
+            train_batch_size_tokens=b["train_batch_size_tokens"], lr=b["lr"], lr_warm_up_steps=b["lr_warm_up_steps"],
+            device=self.cfg.device, output_path=str(self._output_path(arch)), overwrite_output=True,
+            checkpoint_path=None, n_eval_images=min(64, b["n_train_images"]), seed=self.cfg.seed,
+            prefetch_batches=0, buffer_batches=4,
+        )  # fmt: skip
+        if arch == "topk":
+            return VisionSAERunnerConfig.from_preset("topk", sae={"k": b["topk_k"]}, **common)
+        return VisionSAERunnerConfig.from_dict({**common, "sae": {"l1_coefficient": b["l1_coefficient"]}})
+
+    def _train(self, arch: str) -> dict[str, Any]:
+        from sae_clip_plugin.training.runner import VisionSAETrainingRunner
+
+        cfg = self._runner_config(arch)
+        runner = VisionSAETrainingRunner(cfg, override_model=self.model)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*exceeds the .* tokens of one pass.*")
+            runner.run()
+        final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
+        out = {}
+        for hook in cfg.hook_names:
+            target = runner.output_dir(hook)
+            metrics = final.get(hook, {})
+            out[hook] = {"path": str(target), **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        return {"architecture": arch, "saes": out, "training_tokens": cfg.training_tokens,
+                "d_sae": cfg.d_sae or cfg.expansion_factor * self.model.cfg.d_model, "sae": cfg.sae_kwargs()}  # fmt: skip
+
+    def step_train_topk(self) -> dict[str, Any]:
+        return self._train("topk")
+
+    def step_train_standard(self) -> dict[str, Any]:
+        return self._train("standard")
+
+    def step_metrics(self) -> dict[str, Any]:
+        import numpy as np
+
+        from sae_clip_plugin.analysis.metrics import ARRAY_KEYS, evaluate_saes, metrics_table, to_markdown
+        from sae_clip_plugin.analysis.metrics_cli import SUMMARY_COLUMNS
+
+        images, classnames, templates = self.data.metric_images()
+        saes = {f"{arch}/L{layer}": self.sae_dir(arch, hook) for arch in self.cfg.architectures
+                for layer, hook in zip(self.layers, self.hooks, strict=True)}  # fmt: skip
+        df = evaluate_saes(self.model, saes, images, classnames=classnames, templates=templates,
+                           batch_size=64, max_images=self.cfg["n_metric_images"], progress=True)  # fmt: skip
+        out = self.root / "metrics"
+        table = metrics_table(df)
+        write_text_atomic(out / "metrics.csv", table.to_csv(index=False))
+        columns = ["name", "architecture", *[c for c in SUMMARY_COLUMNS if c != "name"]]
+        write_text_atomic(out / "metrics.md", f"# SAE metrics ({self.cfg.model_spec})\n\n{to_markdown(table, columns)}")
+        arrays = {f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
+                  for _, row in df.iterrows() for key in ARRAY_KEYS if row[key] is not None}  # fmt: skip
+        tmp = out / ".arrays.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(out / "arrays.npz")
+        figures = _metric_figures(df, out / "figures")
+        return {"n_saes": len(saes), "n_images": int(df["n_images"].iloc[0]),
+                "figures": [str(p.relative_to(self.root)) for p in figures]}  # fmt: skip
+
+    def step_steerability(self) -> dict[str, Any]:
+        from sae_clip_plugin.analysis.steerability import steerability, steering_curves
+        from sae_clip_plugin.analysis.steerability_controls import random_vision_model
+        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+        from sae_clip_plugin.viz.steering_figures import plot_steerability_scatter, plot_steering_curves
+
+        out = self.root / "steerability"
+        hook = self.middle_hook
+        pixels = self.data.steer_pixels()
+        words = load_vocabulary(self.data.vocabulary)
+        n = self.cfg["n_steer_features"]
+        common = dict(strength=self.cfg.steer_strength, seed=self.cfg.seed, progress=True)
+        runs: dict[str, Any] = {}
+        with torch.inference_mode():
+            text = text_embeddings(self.model, words)
+            for arch in self.cfg.architectures:
+                sae = self.load_sae(arch, hook)
+                runs[f"{arch} SAE"] = steerability(self.model, sae, pixels, words, min(n, sae.cfg.d_sae), text=text,
+                                                   **common)  # fmt: skip
+            runs["neurons"] = steerability(self.model, None, pixels, words, min(n, self.model.cfg.d_model),
+                                           hook_name=hook, text=text, **common)  # fmt: skip
+            first = self.cfg.architectures[0]
+            random_model = random_vision_model(self.model, seed=self.cfg.seed)
+            runs[f"{first} SAE on a random model"] = steerability(
+                random_model, self.load_sae(first, hook), pixels, words, min(n, self.load_sae(first, hook).cfg.d_sae),
+                text=text, **common,
+            )  # fmt: skip
+            del random_model
+            top = runs[f"{first} SAE"].table.sort_values("S", ascending=False)["feature"].head(self.cfg["n_curve_features"])
+            curves = steering_curves(self.model, self.load_sae(first, hook), pixels, words, top.tolist(),
+                                     CURVE_STRENGTHS, text=text)  # fmt: skip
+        rows = []
+        for name, result in runs.items():
+            result.summary["run"] = name
+            result.save(out, prefix=_slug(name))
+            s = result.summary
+            top_concepts = ", ".join(f"{k} ({v})" for k, v in list(s["top_concepts"].items())[:5])
+            rows.append({"run": name, "hook": hook, "n_features": s["n_features"], "n_steerable": s["n_steerable"],
+                         "steerable_fraction": s["steerable_fraction"], "coverage": s["coverage"], "mean_S": s["mean_S"],
+                         "top_concepts": top_concepts})  # fmt: skip
+        import pandas as pd
+
+        summary = pd.DataFrame(rows)
+        write_text_atomic(out / "summary.csv", summary.to_csv(index=False))
+        write_text_atomic(out / "curves.csv", curves.to_csv(index=False))
+        _save_pyplot(plot_steering_curves(curves, 0.10), out / "steering_curves.png")
+        _save_pyplot(plot_steerability_scatter({k: r.table for k, r in runs.items()}, 0.10), out / "s_vs_p.png")
+        return {"hook": hook, "rows": rows, "n_images": len(pixels), "vocabulary_size": len(words),
+                "strength": self.cfg.steer_strength}  # fmt: skip
+
+    def step_disentangle(self) -> dict[str, Any]:
+        from sae_clip_plugin.analysis.disentangle_cli import write_outputs
+        from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
+
+        names = self.data.task_names()
+        if not names:
+            return {"tasks": [], "note": "no task: the image folder has no class subfolders"}
+        arch = self.cfg.disentangle_architecture
+        saes = {hook: self.load_sae(arch, hook) for hook in self.hooks}
+        b = self.cfg.budgets
+        dcfg = DisentangleConfig(ks=tuple(b["disentangle_ks"]), n_random=b["n_random"], n_heads=tuple(b["n_heads"]),
+                                 batch_size=64)  # fmt: skip
+        results = []
+        with torch.inference_mode():
+            for name in names:
+                task = self.data.task(name)
+                results.append((run_disentangle(self.model, saes, task, dcfg, progress=True), task))
+        command = f"sae-clip demo --out {self.cfg.out}" + (" --fast" if self.cfg.fast else "")
+        write_outputs(results, self.root / "disentangle", command)
+        return {"architecture": arch, "tasks": [{"task": r.task, "kind": r.kind, "summary": r.summary,
+                                                  "best": r.best} for r, _ in results]}  # fmt: skip
+
+    def _dashboard_features(self) -> list[tuple[str, str, list[int], list[str]]]:
+        """(hook, title, features, labels) per dashboard section."""
+        import pandas as pd
+
+        first = self.cfg.architectures[0]
+        hook = self.middle_hook
+        table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE')}.csv").sort_values("S", ascending=False)
+        k = self.cfg["n_dashboard_features"]
+        top = table.head(k)
+        sections = [(hook, f"Most steerable {first} SAE features at {hook}", [int(f) for f in top["feature"]],
+                     [f"steers to '{c}'" for c in top["top_concept"]])]  # fmt: skip
+        for task in self.state.result("disentangle").get("tasks", []):
+            sae = task["summary"].get("sae")
+            if task["kind"] == "typographic" and sae and sae.get("features"):
+                feats = [int(f) for f in str(sae["features"]).split()][:k]
+                arch = self.state.result("disentangle")["architecture"]
+                if arch == first:
+                    sections.append((sae["hook"], f"Features suppressed against typographic attacks ({task['task']})",
+                                     feats, ["text feature"] * len(feats)))  # fmt: skip
+        return sections
+
+    def step_dashboard(self) -> dict[str, Any]:
+        from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
+        from sae_clip_plugin.viz.metrics_figures import save_figure
+
+        images = self.data.dashboard_images()
+        first = self.cfg.architectures[0]
+        dashboards, figures = [], []
+        for hook, title, feats, labels in self._dashboard_features():
+            with torch.inference_mode():
+                data = collect_dashboard_data(
+                    self.model, self.load_sae(first, hook), images, feats, labels=labels,
+                    n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength=self.cfg.steer_strength,
+                    n_steer_images=self.cfg["n_steer_images"], title=title,
+                )  # fmt: skip
+            dashboards.append(data)
+            path = self.root / "figures" / f"feature_{_slug(hook)}_{feats[0]}.png"
+            save_figure(plot_feature(data.features[0]), path)
+            figures.append(str(path.relative_to(self.root)))
+        write_dashboard(dashboards, self.root / "dashboard.html", title="sae-clip demo: feature dashboards")
+        return {"sections": [{"hook": d.hook_name, "title": d.title, "features": [f.feature for f in d.features]}
+                             for d in dashboards], "figures": figures}  # fmt: skip
+
+    def step_report(self) -> dict[str, Any]:
+        from sae_clip_plugin.demo.report import build_report
+
+        timings = {name: self.state.timings.get(name) for name, _ in STEPS}
+        report = build_report(self.root, self.cfg, self.state, timings)
+        md, page = report.write(self.root)
+        write_json(self.root / "state" / "timings.json", timings)
+        return {"report": str(md), "html": str(page)}
+
+
+def _metric_figures(df: Any, out: Path) -> list[Path]:
+    """The sweep-level metrics figures (sae-clip eval also draws one L0 heatmap per SAE; the report needs none)."""
+    from sae_clip_plugin.viz import metrics_figures as F
+
+    rows = df.to_dict("records")
+    figures = [("l0_by_layer.png", F.plot_l0_by_layer), ("l0_position_heatmaps.png", F.plot_l0_heatmaps),
+               ("density_histogram.png", F.plot_density_histogram), ("ev_vs_l0.png", F.plot_ev_vs_l0)]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*loc=\"best\".*")
+        return [F.save_figure(plot(rows), out / name) for name, plot in figures]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+
+
+def _save_pyplot(fig: Any, path: Path) -> None:
+    from sae_clip_plugin.viz.metrics_figures import save_figure
+
+    save_figure(fig, path)
+    with contextlib.suppress(Exception):
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def run_demo(
+    cfg: DemoConfig, model: Any = None, force: bool = False, log: Callable[[str], None] | None = None
+) -> dict[str, Path]:
+    """Run (or resume) the demo described by `cfg`; `model` replaces loading `cfg.model_spec`."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    return DemoRun(cfg, model=model, log=log).run(force=force)
+
+
+def describe(cfg: DemoConfig) -> str:
+    return json.dumps(cfg.fingerprint(), indent=1)

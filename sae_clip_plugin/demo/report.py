@@ -1,0 +1,146 @@
+"""The demo's report: what each step produced, as tables and figures, from the files in the demo folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sae_clip_plugin.demo.config import DemoConfig
+from sae_clip_plugin.demo.state import DemoState
+from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table
+
+METRIC_COLUMNS = ("name", "layer", "d_sae", "explained_variance_all", "explained_variance_cls",
+                  "explained_variance_patches", "l0_cls", "l0_patches", "dead_fraction", "top1_clean",
+                  "top1_spliced", "top1_spliced_err", "top1_mean_abl", "ce_recovered_mean", "kl_spliced")  # fmt: skip
+METRIC_FIGURES = (
+    ("l0_by_layer.png", "L0 of the CLS token vs patch tokens across layers (the paper's sparsity figure)"),
+    ("ev_vs_l0.png", "Explained variance against L0"),
+    ("density_histogram.png", "Feature firing density (log10); dead features in the legend"),
+    ("l0_position_heatmaps.png", "L0 per patch position (CLS L0 in the titles)"),
+)
+DISENTANGLE_KEYS = {
+    "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
+    "groups": ("worst_group_acc", "mean_group_acc", "delta_worst_group_acc", "delta_mean_group_acc"),
+}
+
+
+def _intro(root: Path, cfg: DemoConfig, state: DemoState) -> list[str]:
+    harvest = state.result("harvest")
+    images = "the toy world (rendered shapes, colours, backgrounds and words)" if cfg.is_toy_world else f"`{cfg.images}`"
+    mode = "`--fast` (tiny budgets: a smoke test, not meaningful numbers)" if cfg.fast else "full"
+    return [
+        f"Model `{cfg.model_spec}`; images: {images}; budgets: {mode}. SAEs at "
+        + ", ".join(f"`{h}`" for h in harvest.get("hooks", []))
+        + f", trained on {harvest.get('n_images')} images x {harvest.get('tokens_per_image')} tokens (CLS + patches).",
+        "Everything here was computed offline on this machine. Feature dashboards: [dashboard.html](dashboard.html); "
+        "tables as CSV under `metrics/`, `steerability/` and `disentangle/`; SAEs (sae_lens format) under `saes/`.",
+    ]
+
+
+def _training(cfg: DemoConfig, state: DemoState) -> Section:
+    rows = []
+    for arch in cfg.architectures:
+        result = state.result(f"train_{arch}")
+        setting = ", ".join(f"{k}={v}" for k, v in result.get("sae", {}).items())
+        for hook, info in result.get("saes", {}).items():
+            rows.append([arch, hook, result.get("d_sae"), setting, result.get("training_tokens"),
+                         info.get("explained_variance"), info.get("l0"), info.get("dead_fraction_eval")])  # fmt: skip
+    return Section(
+        "SAEs trained",
+        text=["Trained with sae_lens' trainer on the cached activations (`saes/<architecture>/<hook>/`); the numbers "
+              "are the runner's own evaluation on held images, in the model's units."],  # fmt: skip
+        tables=[Table(["architecture", "hook", "d_sae", "setting", "training tokens", "explained variance", "L0",
+                       "dead fraction"], rows)],  # fmt: skip
+    )
+
+
+def _metrics(root: Path) -> Section:
+    import pandas as pd
+
+    df = pd.read_csv(root / "metrics" / "metrics.csv")
+    figures = [FigureRef(f"metrics/figures/{name}", caption) for name, caption in METRIC_FIGURES
+               if (root / "metrics" / "figures" / name).is_file()]  # fmt: skip
+    n = int(df["n_images"].iloc[0]) if len(df) else 0
+    return Section(
+        "Metrics",
+        text=[f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
+              "(`metrics/metrics.csv` has every column). `top1_spliced_err` keeps the SAE error term (equals clean); "
+              "`ce_recovered_mean` = (mean-ablated CE - spliced CE) / (mean-ablated CE - clean CE)."],  # fmt: skip
+        tables=[Table.from_frame(df, METRIC_COLUMNS)],
+        figures=figures,
+    )
+
+
+def _steerability(root: Path, state: DemoState) -> Section:
+    result = state.result("steerability")
+    rows = [[r["run"], r["n_features"], r["n_steerable"], r["steerable_fraction"], r["coverage"], r["mean_S"],
+             r["top_concepts"]] for r in result.get("rows", [])]  # fmt: skip
+    return Section(
+        "Steerability",
+        text=[f"Each feature (or neuron) at `{result.get('hook')}` clamped to s = {result.get('strength'):g} on all "
+              f"tokens, error term kept; readout over {result.get('vocabulary_size')} words on "
+              f"{result.get('n_images')} images (REFERENCE §1.3). Steerable: S > 0.10. The random model is the same "
+              "architecture re-initialised (control)."],  # fmt: skip
+        tables=[Table(["run", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"], rows)],
+        figures=[FigureRef("steerability/s_vs_p.png", "S against P per feature"),
+                 FigureRef("steerability/steering_curves.png", "S against strength for the most steerable features")],  # fmt: skip
+    )
+
+
+def _disentangle(root: Path, state: DemoState) -> Section:
+    result = state.result("disentangle")
+    tasks = result.get("tasks", [])
+    if not tasks:
+        return Section("Disentanglement", text=[result.get("note", "no task ran")])
+    tables, figures = [], []
+    for task in tasks:
+        keys = DISENTANGLE_KEYS[task["kind"]]
+        s = task["summary"]
+        rows = [["none", "", "", *[s["none"].get(k) for k in keys]]]
+        if "sae" in s:
+            rows.append([f"SAE features suppressed ({'meets' if s['sae'].get('meets_bar') else 'misses'} the bar)",
+                         s["sae"]["layer"], f"k={s['sae']['k']}", *[s["sae"].get(k) for k in keys]])  # fmt: skip
+        if "random" in s:
+            rows.append(["random features", s["random"]["layer"], f"k={s['random']['k']}",
+                         *[s["random"].get(k) for k in keys]])  # fmt: skip
+        if "heads" in s:
+            rows.append(["attention heads ablated (CLS)", "", s["heads"]["heads"], *[s["heads"].get(k) for k in keys]])
+        tables.append(Table(["condition", "layer", "setting", *keys], rows, caption=f"{task['task']} ({task['kind']})"))
+        png = f"disentangle/accuracy_by_layer_{task['task'].replace('/', '_')}.png"
+        if (root / png).is_file():
+            figures.append(FigureRef(png, f"{task['task']}: accuracy by layer"))
+    return Section(
+        "Disentanglement",
+        text=[f"Spurious {result.get('architecture')} SAE features (ranked by AUROC on a selection split) clamped to 0 "
+              "at one layer, error term kept; layer and k chosen on the selection split, numbers on a disjoint "
+              "evaluation split. Baselines: k random live features; Dyslexify-style head ablation for typographic "
+              "attacks. Details per layer: [disentangle/disentangle.md](disentangle/disentangle.md)."],  # fmt: skip
+        tables=tables,
+        figures=figures,
+    )
+
+
+def _dashboard(state: DemoState) -> Section:
+    result = state.result("dashboard")
+    text = [f"[dashboard.html](dashboard.html): {s['title']} (features {', '.join(map(str, s['features']))})"
+            for s in result.get("sections", [])]  # fmt: skip
+    figures = [FigureRef(p, "A dashboard card: top images with the patch heatmap, activation histogram, concepts "
+                            "gained when steered") for p in result.get("figures", [])]  # fmt: skip
+    return Section("Feature dashboards", text=text, figures=figures)
+
+
+def _timing(timings: dict[str, Any]) -> Section:
+    rows = [[name, seconds] for name, seconds in timings.items() if seconds is not None]
+    total = sum(s for _, s in rows)
+    return Section("Timing", tables=[Table(["step", "seconds"], [*rows, ["total (before the report)", total]], digits=3)])
+
+
+def build_report(root: Path, cfg: DemoConfig, state: DemoState, timings: dict[str, Any]) -> Report:
+    report = Report("sae-clip demo", intro=_intro(root, cfg, state))
+    report.add(_training(cfg, state))
+    report.add(_metrics(root))
+    report.add(_steerability(root, state))
+    report.add(_disentangle(root, state))
+    report.add(_dashboard(state))
+    report.add(_timing(timings))
+    return report

@@ -1,0 +1,279 @@
+"""What a feature dashboard shows, computed once: top images with patch heatmaps, activation histogram, steering.
+
+    data = collect_dashboard_data(model, sae, images, features=[12, 40], vocabulary="toy")
+    write_dashboard(data, "dashboard.html")          # viz.dashboard_html
+    plot_feature(data.features[0])                   # viz.dashboard_figures (notebooks)
+
+Activations are the SAE's features at its hook on the token positions its metadata selects (CLS is
+token 0, patches follow row-major, so patch p sits at grid row p // side, column p % side). Images are
+shown as the model saw them: the preprocessed pixels with the normalisation undone. The steering
+effect is the steerability module's mean readout shift for the feature clamped to `strength`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
+DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class TopImage:
+    """One top-activating image: its pixels as shown, the patch grid of the feature, and scores."""
+
+    index: int  # position in the image set
+    image: np.ndarray  # [S, S, 3] uint8, what the model saw
+    heatmap: np.ndarray | None  # [side, side] patch activations (None when the SAE reads no patch)
+    max_activation: float  # max over the SAE's token positions
+    cls_activation: float | None  # at token 0, None when the SAE does not read CLS
+
+
+@dataclass
+class FeatureData:
+    """Everything the dashboard shows for one feature."""
+
+    feature: int
+    hook_name: str
+    top: list[TopImage]
+    activations: np.ndarray  # the feature's activations on every token it was read at (zeros included)
+    n_tokens_seen: int
+    n_images: int
+    density: float  # fraction of tokens where the feature fires (> 0)
+    max_activation: float
+    steering: dict[str, Any] = field(default_factory=dict)  # strength, S, P, gained, lost
+    label: str = ""  # why the feature was chosen (free text)
+
+    @property
+    def nonzero(self) -> np.ndarray:
+        return self.activations[self.activations > 0]
+
+
+@dataclass
+class DashboardData:
+    """Features of one SAE, plus what identifies the SAE and the image set."""
+
+    hook_name: str
+    model_spec: str | None
+    d_sae: int
+    token_selection: str
+    patch_side: int
+    n_images: int
+    features: list[FeatureData]
+    title: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def patch_side(n_tokens: int) -> int:
+    """Side of the patch grid for a ViT with a CLS token: n_tokens = 1 + side**2."""
+    side = math.isqrt(n_tokens - 1)
+    if side * side != n_tokens - 1:
+        raise ValueError(f"{n_tokens} tokens is not 1 CLS + a square grid of patches")
+    return side
+
+
+def patch_grid(token_values: np.ndarray | torch.Tensor, n_tokens: int) -> np.ndarray:
+    """[n_tokens] per-token values (CLS first) -> [side, side] patch grid, row-major."""
+    values = np.asarray(token_values, dtype=np.float64).reshape(-1)
+    if values.shape[0] != n_tokens:
+        raise ValueError(f"expected {n_tokens} token values, got {values.shape[0]}")
+    side = patch_side(n_tokens)
+    return values[1:].reshape(side, side)
+
+
+def display_images(pixels: torch.Tensor, preprocess_cfg: dict[str, Any] | None) -> np.ndarray:
+    """Normalised pixel tensors [B, 3, S, S] -> uint8 images [B, S, S, 3] (mean/std undone)."""
+    cfg = preprocess_cfg or {}
+    mean = torch.tensor(cfg.get("mean") or DEFAULT_MEAN, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.get("std") or DEFAULT_STD, dtype=torch.float32).view(1, -1, 1, 1)
+    x = pixels.detach().float().cpu() * std + mean
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _pixels(model: Any, images: Any) -> torch.Tensor:
+    from sae_clip_plugin.analysis.steerability import as_pixels
+
+    return as_pixels(model, images)
+
+
+def _device(model: Any) -> torch.device:
+    return model.embed.W_E.device
+
+
+def _stop_layer(hook_name: str) -> int | None:
+    from sae_clip_plugin.analysis.metrics import hook_layer
+
+    layer = hook_layer(hook_name)
+    return None if layer is None else layer + 1
+
+
+@torch.no_grad()
+def feature_activations(
+    model: Any, sae: Any, pixels: torch.Tensor, features: Sequence[int], batch_size: int = 64
+) -> torch.Tensor:
+    """SAE activations of `features` at every token: [n_images, n_tokens, n_features] (float32, CPU).
+
+    Tokens outside the SAE's token selection are NaN (the SAE never reads them).
+    """
+    from sae_clip_plugin.analysis.metrics import sae_token_positions
+
+    hook = sae.cfg.metadata.hook_name
+    if not hook:
+        raise ValueError("the SAE has no metadata.hook_name; set sae.cfg.metadata.hook_name")
+    n_tokens = model.cfg.n_tokens
+    positions = sae_token_positions(sae, n_tokens)
+    idx = torch.as_tensor(list(features), dtype=torch.long)
+    out = torch.full((len(pixels), n_tokens, len(idx)), float("nan"))
+    device = _device(model)
+    for start in range(0, len(pixels), batch_size):
+        batch = pixels[start : start + batch_size].to(device)
+        _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=_stop_layer(hook))
+        acts = cache[hook]
+        if acts.ndim != 3 or acts.shape[1] != n_tokens:
+            raise ValueError(f"hook {hook!r} has no token axis of {n_tokens}; dashboards need a per-token hook")
+        feats = sae.encode(acts[:, positions].to(sae.dtype))
+        out[start : start + len(batch), positions] = feats[..., idx.to(feats.device)].float().cpu()
+    return out
+
+
+def steering_effect(
+    model: Any,
+    sae: Any,
+    pixels: torch.Tensor,
+    features: Sequence[int],
+    vocabulary: Any = None,
+    strength: float = 150.0,
+    n_concepts: int = 5,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module)."""
+    from sae_clip_plugin.analysis.steerability import steerability
+
+    result = steerability(model, sae, pixels, vocabulary, features=list(features), strength=strength, **kwargs)
+    out = []
+    words = result.vocabulary
+    for row, delta in zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True):
+        order = torch.argsort(delta, descending=True).tolist()
+        gained = [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0]
+        lost = [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0]
+        out.append(
+            {
+                "strength": float(strength),
+                "S": float(row.S),
+                "P": float(row.P),
+                "top_concept": row.top_concept,
+                "steerable": bool(row.steerable),
+                "gained": gained,
+                "lost": lost,
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the collection
+
+
+def top_images_for(
+    acts: torch.Tensor, images: np.ndarray, n_tokens: int, n_top: int, has_patches: bool, has_cls: bool
+) -> list[TopImage]:
+    """The `n_top` images with the largest max activation (acts: [n_images, n_tokens] with NaN where unread)."""
+    filled = torch.nan_to_num(acts, nan=float("-inf"))
+    best = filled.max(dim=1).values
+    order = torch.argsort(best, descending=True, stable=True)[:n_top].tolist()
+    top = []
+    for i in order:
+        row = acts[i]
+        top.append(
+            TopImage(
+                index=int(i),
+                image=images[i],
+                heatmap=patch_grid(torch.nan_to_num(row, nan=0.0), n_tokens) if has_patches else None,
+                max_activation=float(best[i]),
+                cls_activation=float(row[0]) if has_cls else None,
+            )
+        )
+    return top
+
+
+def collect_dashboard_data(
+    model: Any,
+    sae: Any,
+    images: Any,
+    features: Sequence[int],
+    *,
+    n_top: int = 6,
+    vocabulary: Any = "toy",
+    strength: float = 150.0,
+    n_steer_images: int = 32,
+    steer: bool = True,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 64,
+    title: str = "",
+) -> DashboardData:
+    """Gather the dashboard of `features` of `sae` over `images` (tensor, list of PIL images or dataset).
+
+    steer: also measure the steering effect on the first `n_steer_images` images over `vocabulary`.
+    labels: one free-text note per feature (e.g. "most steerable").
+    """
+    from sae_clip_plugin.analysis.metrics import sae_token_positions
+
+    features = [int(f) for f in features]
+    if not features:
+        raise ValueError("no features to show: pass at least one feature index")
+    bad = [f for f in features if not 0 <= f < sae.cfg.d_sae]
+    if bad:
+        raise ValueError(f"features {bad} are out of range for an SAE with d_sae={sae.cfg.d_sae}")
+    if labels is not None and len(labels) != len(features):
+        raise ValueError(f"{len(labels)} labels for {len(features)} features; pass one label per feature")
+    pixels = _pixels(model, images)
+    n_tokens = model.cfg.n_tokens
+    positions = sae_token_positions(sae, n_tokens)
+    has_cls, has_patches = 0 in positions, any(p > 0 for p in positions)
+    acts = feature_activations(model, sae, pixels, features, batch_size)
+    shown = display_images(pixels, getattr(model.cfg, "preprocess", None))
+    effects = (
+        steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength)
+        if steer
+        else [{} for _ in features]
+    )
+    out = []
+    for j, feature in enumerate(features):
+        a = acts[:, :, j]
+        read = a[:, positions].reshape(-1).numpy()
+        out.append(
+            FeatureData(
+                feature=feature,
+                hook_name=sae.cfg.metadata.hook_name,
+                top=top_images_for(a, shown, n_tokens, n_top, has_patches, has_cls),
+                activations=read,
+                n_tokens_seen=int(read.size),
+                n_images=len(pixels),
+                density=float((read > 0).mean()),
+                max_activation=float(read.max()),
+                steering=effects[j],
+                label=labels[j] if labels is not None else "",
+            )
+        )
+    meta = sae.cfg.metadata
+    return DashboardData(
+        hook_name=meta.hook_name,
+        model_spec=meta.get("model_name") or model.cfg.model_spec,
+        d_sae=int(sae.cfg.d_sae),
+        token_selection=meta.get("token_selection") or "all",
+        patch_side=patch_side(n_tokens),
+        n_images=len(pixels),
+        features=out,
+        title=title or f"SAE features at {meta.hook_name}",
+        info={"architecture": sae.cfg.architecture(), "n_top": n_top},
+    )

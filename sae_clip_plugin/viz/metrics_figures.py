@@ -1,0 +1,216 @@
+"""Figures of SAE metrics (PNG, matplotlib's Agg canvas; pyplot's global state is never touched).
+
+Inputs are the rows / DataFrame of `analysis.metrics.evaluate_sae(s)`:
+- `plot_l0_by_layer`: L0 of CLS vs patch tokens across layers (the paper's sparsity figure);
+- `plot_l0_heatmap`: L0 per patch position as the image grid, CLS L0 in the title;
+- `plot_density_histogram`: log10 feature firing density, dead features counted in the legend;
+- `plot_ev_vs_l0`: explained variance against L0 across SAEs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+Row = Mapping[str, Any]
+SERIES_KEYS = ("hook_type", "token_selection", "architecture", "d_sae", "k", "l1_coefficient")
+
+
+def _figure(width: float = 6.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as PNG atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _rows(data: Any) -> list[Row]:
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):
+        return data.to_dict("records")
+    if isinstance(data, Mapping):
+        return [data]
+    return list(data)
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, (int, float, np.number)) and math.isfinite(float(v))
+
+
+def _series(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Rows grouped into lines by the identifying keys that vary (hook type, selection, width, sparsity)."""
+    varying = [k for k in SERIES_KEYS if len({repr(r.get(k)) for r in rows}) > 1]
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        label = ", ".join(f"{r.get(k)}" if k == "hook_type" else f"{k}={r.get(k)}" for k in varying)
+        groups.setdefault(label, []).append(r)
+    return groups
+
+
+def plot_l0_by_layer(data: Any, path: str | os.PathLike | None = None, log: bool = True) -> Figure:
+    """L0 per token of CLS (solid) and patches (dashed) against layer, one colour per SAE family.
+
+    The y axis is logarithmic (as in the paper) when `log` and the values span at least a decade.
+    """
+    rows = [r for r in _rows(data) if _finite(r.get("layer"))]
+    if not rows:
+        raise ValueError("no SAE with a layer (hooks blocks.{L}.…) to plot")
+    fig = _figure()
+    ax = fig.add_subplot()
+    colours = itertools.cycle(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
+    for label, members in _series(rows).items():
+        members = sorted(members, key=lambda r: r["layer"])
+        colour = next(colours)
+        for key, style, name in (("l0_cls", "-o", "CLS"), ("l0_patches", "--s", "patches")):
+            pts = [(r["layer"], r[key]) for r in members if _finite(r.get(key))]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, color=colour, label=f"{name}" + (f" ({label})" if label else ""))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("L0 (active features per token)")
+    values = [r[k] for r in rows for k in ("l0_cls", "l0_patches") if _finite(r.get(k)) and r[k] > 0]
+    if log and values and max(values) / min(values) >= 10:  # log only when the values span a decade
+        ax.set_yscale("log")
+    ax.set_title("SAE sparsity by layer: CLS vs patch tokens")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_l0_heatmap(row: Row, path: str | os.PathLike | None = None, ax: Any = None) -> Figure:
+    """The L0 of each patch position as the image's patch grid; CLS L0 in the title."""
+    grid = row.get("l0_patch_grid")
+    fig = ax.figure if ax is not None else _figure(4.2, 3.6)
+    ax = ax if ax is not None else fig.add_subplot()
+    name = row.get("name") or row.get("hook_name") or "SAE"
+    if grid is None or not np.isfinite(np.asarray(grid, dtype=float)).any():
+        ax.text(0.5, 0.5, "no patch tokens", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        image = ax.imshow(np.asarray(grid, dtype=float), cmap="viridis")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="L0")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cls = row.get("l0_cls")
+    ax.set_title(f"{name}\nCLS L0 = {cls:.1f}" if _finite(cls) else str(name), fontsize=8)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_l0_heatmaps(data: Any, path: str | os.PathLike | None = None, cols: int = 4) -> Figure:
+    """`plot_l0_heatmap` for every SAE, one panel each."""
+    rows = _rows(data)
+    n_cols = min(cols, len(rows))
+    n_rows = math.ceil(len(rows) / n_cols)
+    fig = _figure(3.4 * n_cols, 3.0 * n_rows)
+    for i, row in enumerate(rows):
+        plot_l0_heatmap(row, ax=fig.add_subplot(n_rows, n_cols, i + 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def density_bins(densities: Iterable[np.ndarray], n_bins: int = 40) -> np.ndarray:
+    """Shared log10 bin edges covering every live feature's density."""
+    live = [np.log10(d[d > 0]) for d in densities if np.any(np.asarray(d) > 0)]
+    low = min((float(x.min()) for x in live), default=-6.0)
+    return np.linspace(math.floor(min(low, -1.0)), 0.0, n_bins + 1)
+
+
+def plot_density_histogram(data: Any, path: str | os.PathLike | None = None, n_bins: int = 40) -> Figure:
+    """Histogram of log10(feature firing density) per SAE; dead features (never fired) in the legend."""
+    rows = [r for r in _rows(data) if r.get("feature_density") is not None]
+    if not rows:
+        raise ValueError("no feature_density to plot; pass rows of evaluate_sae(s)")
+    densities = [np.asarray(r["feature_density"], dtype=float) for r in rows]
+    bins = density_bins(densities, n_bins)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for row, d in zip(rows, densities, strict=True):
+        dead = int((d == 0).sum())
+        label = f"{row.get('name') or row.get('hook_name')} (dead {dead}/{d.size})"
+        ax.hist(np.log10(d[d > 0]), bins=bins, histtype="step", label=label)
+    window = rows[0].get("dead_window_images")
+    ax.set_xlabel("log10 firing density (fraction of tokens)")
+    ax.set_ylabel("features")
+    ax.set_title("feature density" + (f" over {window} images" if window else ""))
+    ax.legend(fontsize=6)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_ev_vs_l0(data: Any, path: str | os.PathLike | None = None) -> Figure:
+    """Explained variance (all evaluated tokens) against L0, one point per SAE, labelled by layer."""
+    rows = [r for r in _rows(data) if _finite(r.get("l0_all")) and _finite(r.get("explained_variance_all"))]
+    if not rows:
+        raise ValueError("no SAE with finite l0_all and explained_variance_all to plot")
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, members in _series(rows).items():
+        xs = [r["l0_all"] for r in members]
+        ys = [r["explained_variance_all"] for r in members]
+        ax.scatter(xs, ys, label=label or None)
+        for r, x, y in zip(members, xs, ys, strict=True):
+            tag = f"L{r['layer']}" if _finite(r.get("layer")) else str(r.get("name"))
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if min(r["l0_all"] for r in rows) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("L0 (active features per token)")
+    ax.set_ylabel("explained variance")
+    ax.set_title("reconstruction vs sparsity")
+    ax.grid(alpha=0.3)
+    if any(_series(rows)):  # a legend only when there is more than one family
+        ax.legend(fontsize=7)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "sae"
+
+
+def write_metrics_figures(data: Any, out_dir: str | os.PathLike) -> list[Path]:
+    """Every metrics figure for a sweep into `out_dir`; returns the paths written."""
+    out_dir = Path(out_dir)
+    rows = _rows(data)
+    written = []
+    if any(_finite(r.get("layer")) for r in rows):
+        written.append(save_figure(plot_l0_by_layer(rows), out_dir / "l0_by_layer.png"))
+    written.append(save_figure(plot_l0_heatmaps(rows), out_dir / "l0_position_heatmaps.png"))
+    for row in rows:
+        name = _slug(str(row.get("name") or row.get("hook_name")))
+        written.append(save_figure(plot_l0_heatmap(row), out_dir / f"l0_heatmap_{name}.png"))
+    written.append(save_figure(plot_density_histogram(rows), out_dir / "density_histogram.png"))
+    if any(_finite(r.get("explained_variance_all")) for r in rows):
+        written.append(save_figure(plot_ev_vs_l0(rows), out_dir / "ev_vs_l0.png"))
+    return written

@@ -1,0 +1,69 @@
+"""Figures for steering: S against strength per feature (steering curves), and S vs P per feature."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_steering_curves(
+    curves: pd.DataFrame, threshold: float | None = 0.10, ax: Any = None, max_features: int = 12
+) -> Any:
+    """Steerability S against strength, one line per feature (from `steering_curves`), labelled by the
+    top concept at the largest strength; a dashed line marks the steerable threshold."""
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for feature, group in list(curves.groupby("feature", sort=False))[:max_features]:
+        group = group.sort_values("strength")
+        label = f"{feature}: {group['top_concept'].iloc[-1]}"
+        ax.plot(group["strength"], group["S"], marker="o", ms=3, label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("steering strength s")
+    ax.set_ylabel("steerability S")
+    ax.legend(fontsize=7, ncol=2)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_steerability_scatter(
+    tables: dict[str, pd.DataFrame], threshold: float | None = 0.10, ax: Any = None
+) -> Any:
+    """S vs P per feature for several runs (e.g. {"SAE": ..., "neurons": ..., "random model": ...})."""
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    for name, table in tables.items():
+        frac = table["steerable"].mean() if len(table) else 0.0
+        ax.scatter(table["P"], table["S"], s=8, alpha=0.6, label=f"{name} ({100 * frac:.0f}% steerable)")
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1)
+    ax.set_xlabel("steering power P = max delta_bar")
+    ax.set_ylabel("steerability S = sum delta_bar^2")
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Save atomically (temp name in the same folder, then rename)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
