@@ -10,7 +10,7 @@ vocabulary. All methods run in this process on the same inputs, one after the ot
   sae_lens user writes it (its error term costs a second encode).
 It checks that they give the same S / P / flags and prints the time ratios (goal >= 10x).
 
-    python benchmarks/steerability.py [--width 256] [--layers 12] [--layer 6] [--features 16] [--images 32]
+    python benchmarks/steerability.py [--width 256] [--layers 12] [--layer 6] [--features 24] [--images 32]
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from sae_lens import SAE
+from torch.utils.data import DataLoader
 
 from sae_clip_plugin.analysis.metrics_stats import (
     GROUPS,
@@ -131,7 +132,11 @@ def _batches(model: Any, images: Any, batch_size: int, max_images: int | None, p
 
     total = None
     try:
-        n = len(images) if not isinstance(images, torch.Tensor) else images.shape[0]
+        first = images[0] if isinstance(images, tuple) else images
+        if isinstance(first, DataLoader):  # batches are the loader's own
+            n, batch_size = len(first.dataset), first.batch_size or 1
+        else:
+            n = first.shape[0] if isinstance(first, torch.Tensor) else len(first)
         n = min(n, max_images) if max_images is not None else n
         total = math.ceil(n / batch_size)
     except TypeError:

@@ -2,7 +2,8 @@
 
     sae-clip steerability --sae out/sae --images toy --n-images 192 --vocabulary toy --features 0.05 --out out/steer
     sae-clip steerability --model toy --neurons --hook blocks.3.hook_resid_post --images toy --out out/steer_neurons
-    sae-clip steerability --sae out/sae --random-model ...        # the random-model control
+    sae-clip steerability --model toy --neurons --hook ... --random-model ...  # the random-model control
+    sae-clip steerability --sae out/sae_on_random_toy ...        # SAE trained on random_vision_model (random:toy)
     ... --strengths 0,25,50,100,150,200 --curve-features 8        # also steering curves (CSV + PNG)
 
 Writes <out>/<prefix>.csv (per-feature S, P, top concept, steerable, polysemanticity),
@@ -129,6 +130,8 @@ def run_steerability(args: argparse.Namespace) -> int:
     spec = args.model or (sae.cfg.metadata.get("model_name") if sae is not None else None)
     if not spec:
         raise SystemExit("--model is required (the SAE's metadata names no model_name)")
+    if spec.startswith("random:"):  # an SAE trained on random_vision_model(<spec>, seed=--random-seed)
+        spec, args.random_model = spec.removeprefix("random:"), True
     model = load_model(spec, args.device)
     hook = args.hook or (sae.cfg.metadata.hook_name if sae is not None else None)
     if hook is None:

@@ -185,6 +185,28 @@ def iter_image_batches(
             break
 
 
+def materialize_images(
+    images: Any,
+    transform: Callable | None = None,
+    max_images: int | None = None,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, ...]:
+    """Read an image source once into tensors: (pixels,) or (pixels, labels) or (pixels, labels, groups).
+
+    Worth it when the same images are read many times (several SAEs, the mean pass) and decoding or
+    rendering them costs more than holding them in memory.
+    """
+    batches = list(iter_image_batches(images, batch_size, transform=transform, max_images=max_images))
+    if not batches:
+        raise ValueError("the image source yielded no images")
+    out = [torch.cat([b.pixels for b in batches])]
+    if all(b.labels is not None for b in batches):
+        out.append(torch.cat([b.labels for b in batches]))
+        if all(b.groups is not None for b in batches):
+            out.append(torch.cat([b.groups for b in batches]))
+    return tuple(out)
+
+
 def dataset_classnames(images: Any) -> list[str] | None:
     """The class names a data set carries (`classnames` attribute), if any."""
     names = getattr(images, "classnames", None)

@@ -28,10 +28,14 @@ def register_commands(subparsers: Any) -> None:
                    help="image folder (class subfolders give zero-shot labels and a typographic task); "
                         "default: the toy world")  # fmt: skip
     p.add_argument("--fast", action="store_true", help="tiny budgets (smoke test)")
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="blocks to train SAEs on (default: 3 spread)")
+    p.add_argument(
+        "--layers", type=int, nargs="+", default=None, help="blocks to train SAEs on (default: 3 spread)"
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="delete this demo's previous outputs in --out and start over")
+    p.add_argument(
+        "--force", action="store_true", help="delete this demo's previous outputs in --out and start over"
+    )
     p.set_defaults(func=run_demo_command)
 
 

@@ -14,22 +14,22 @@ from typing import Any
 # the budgets that differ between the full demo and --fast
 FULL: dict[str, Any] = {
     "n_layers_trained": 3,
-    "n_train_images": 3000,
-    "expansion_factor": 8,
+    "n_train_images": 2000,
+    "expansion_factor": 4,
     "topk_k": 16,
-    "l1_coefficient": 2.0,
-    "training_tokens": 1_024_000,
-    "train_batch_size_tokens": 4096,
+    "l1_coefficient": 5.0,
+    "training_tokens": 409_600,
+    "train_batch_size_tokens": 2048,
     "lr": 1e-3,
     "lr_warm_up_steps": 20,
-    "n_metric_images": 256,
+    "n_metric_images": 128,
     "n_steer_images": 48,
     "n_steer_features": 128,
     "n_curve_features": 6,
-    "n_disentangle": 120,
-    "disentangle_ks": (4, 8, 16),
-    "n_random": 2,
-    "n_heads": (1, 2, 4),
+    "n_disentangle": 48,
+    "disentangle_ks": (4, 16),
+    "n_random": 1,
+    "n_heads": (2,),
     "n_dashboard_images": 192,
     "n_dashboard_features": 4,
     "n_top_images": 6,
@@ -79,7 +79,9 @@ class DemoConfig:
     budgets: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, out: str, fast: bool = False, budgets: dict[str, Any] | None = None, **kwargs: Any) -> DemoConfig:
+    def make(
+        cls, out: str, fast: bool = False, budgets: dict[str, Any] | None = None, **kwargs: Any
+    ) -> DemoConfig:
         base = dict(FAST if fast else FULL)
         unknown = sorted(set(budgets or {}) - set(base))
         if unknown:
@@ -94,7 +96,9 @@ class DemoConfig:
         self.architectures = tuple(self.architectures)
         bad = [a for a in self.architectures if a not in ARCHITECTURES]
         if bad or not self.architectures:
-            raise ValueError(f"architectures must be a non-empty subset of {ARCHITECTURES}, got {self.architectures}")
+            raise ValueError(
+                f"architectures must be a non-empty subset of {ARCHITECTURES}, got {self.architectures}"
+            )
         if self.disentangle_architecture not in self.architectures:
             self.disentangle_architecture = self.architectures[0]
 

@@ -76,7 +76,9 @@ class DemoData:
 
         n = self.cfg["n_steer_images"]
         if self.cfg.is_toy_world:
-            source = image_source("toy", max_images=n, seed=self.cfg.seed + 1).with_transform(self.model.preprocess)
+            source = image_source("toy", max_images=n, seed=self.cfg.seed + 1).with_transform(
+                self.model.preprocess
+            )
         else:
             source = self._folder(n)
         return as_pixels(self.model, source)
@@ -120,6 +122,8 @@ class DemoData:
             if len(base) > 2 * n:
                 step = len(base) / (2 * n)
                 base = base.subset([int(i * step) for i in range(2 * n)])
-            ds = make_typographic_dataset(base, TypographicConfig(size=self.model.cfg.image_size, seed=self.cfg.seed))
+            ds = make_typographic_dataset(
+                base, TypographicConfig(size=self.model.cfg.image_size, seed=self.cfg.seed)
+            )
             return T.task_from_dataset(self.model, ds, kind="typographic", seed=self.cfg.seed, name=name)
         raise ValueError(f"unknown demo task {name!r}")

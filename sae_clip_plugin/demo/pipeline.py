@@ -164,7 +164,10 @@ class DemoRun:
         for hook in cfg.hook_names:
             target = runner.output_dir(hook)
             metrics = final.get(hook, {})
-            out[hook] = {"path": str(target), **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+            out[hook] = {
+                "path": str(target),
+                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
         return {"architecture": arch, "saes": out, "training_tokens": cfg.training_tokens,
                 "d_sae": cfg.d_sae or cfg.expansion_factor * self.model.cfg.d_model, "sae": cfg.sae_kwargs()}  # fmt: skip
 
@@ -189,7 +192,9 @@ class DemoRun:
         table = metrics_table(df)
         write_text_atomic(out / "metrics.csv", table.to_csv(index=False))
         columns = ["name", "architecture", *[c for c in SUMMARY_COLUMNS if c != "name"]]
-        write_text_atomic(out / "metrics.md", f"# SAE metrics ({self.cfg.model_spec})\n\n{to_markdown(table, columns)}")
+        write_text_atomic(
+            out / "metrics.md", f"# SAE metrics ({self.cfg.model_spec})\n\n{to_markdown(table, columns)}"
+        )
         arrays = {f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
                   for _, row in df.iterrows() for key in ARRAY_KEYS if row[key] is not None}  # fmt: skip
         tmp = out / ".arrays.tmp.npz"
@@ -214,22 +219,21 @@ class DemoRun:
         runs: dict[str, Any] = {}
         with torch.inference_mode():
             text = text_embeddings(self.model, words)
-            for arch in self.cfg.architectures:
-                sae = self.load_sae(arch, hook)
+            saes = {arch: self.load_sae(arch, hook) for arch in self.cfg.architectures}
+            for arch, sae in saes.items():
                 runs[f"{arch} SAE"] = steerability(self.model, sae, pixels, words, min(n, sae.cfg.d_sae), text=text,
                                                    **common)  # fmt: skip
             runs["neurons"] = steerability(self.model, None, pixels, words, min(n, self.model.cfg.d_model),
                                            hook_name=hook, text=text, **common)  # fmt: skip
             first = self.cfg.architectures[0]
-            random_model = random_vision_model(self.model, seed=self.cfg.seed)
+            control = random_vision_model(self.model, seed=self.cfg.seed)
             runs[f"{first} SAE on a random model"] = steerability(
-                random_model, self.load_sae(first, hook), pixels, words, min(n, self.load_sae(first, hook).cfg.d_sae),
-                text=text, **common,
-            )  # fmt: skip
-            del random_model
-            top = runs[f"{first} SAE"].table.sort_values("S", ascending=False)["feature"].head(self.cfg["n_curve_features"])
-            curves = steering_curves(self.model, self.load_sae(first, hook), pixels, words, top.tolist(),
-                                     CURVE_STRENGTHS, text=text)  # fmt: skip
+                control, saes[first], pixels, words, min(n, saes[first].cfg.d_sae), text=text, **common
+            )
+            del control
+            table = runs[f"{first} SAE"].table.sort_values("S", ascending=False)
+            top = table["feature"].head(self.cfg["n_curve_features"]).tolist()
+            curves = steering_curves(self.model, saes[first], pixels, words, top, CURVE_STRENGTHS, text=text)
         rows = []
         for name, result in runs.items():
             result.summary["run"] = name
@@ -245,7 +249,9 @@ class DemoRun:
         write_text_atomic(out / "summary.csv", summary.to_csv(index=False))
         write_text_atomic(out / "curves.csv", curves.to_csv(index=False))
         _save_pyplot(plot_steering_curves(curves, 0.10), out / "steering_curves.png")
-        _save_pyplot(plot_steerability_scatter({k: r.table for k, r in runs.items()}, 0.10), out / "s_vs_p.png")
+        _save_pyplot(
+            plot_steerability_scatter({k: r.table for k, r in runs.items()}, 0.10), out / "s_vs_p.png"
+        )
         return {"hook": hook, "rows": rows, "n_images": len(pixels), "vocabulary_size": len(words),
                 "strength": self.cfg.steer_strength}  # fmt: skip
 
@@ -271,45 +277,63 @@ class DemoRun:
         return {"architecture": arch, "tasks": [{"task": r.task, "kind": r.kind, "summary": r.summary,
                                                   "best": r.best} for r, _ in results]}  # fmt: skip
 
-    def _dashboard_features(self) -> list[tuple[str, str, list[int], list[str]]]:
-        """(hook, title, features, labels) per dashboard section."""
+    def _dashboard_features(self, pixels: torch.Tensor) -> list[tuple[str, str, list[int], list[str]]]:
+        """(hook, title, features, labels) per dashboard section: the most steerable features that fire on
+        the dashboard images (a dead feature steers too, through its decoder row, but shows no image), and
+        the features suppressed against typographic attacks."""
         import pandas as pd
+
+        from sae_clip_plugin.viz.dashboard import feature_activations
 
         first = self.cfg.architectures[0]
         hook = self.middle_hook
-        table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE')}.csv").sort_values("S", ascending=False)
         k = self.cfg["n_dashboard_features"]
-        top = table.head(k)
-        sections = [(hook, f"Most steerable {first} SAE features at {hook}", [int(f) for f in top["feature"]],
-                     [f"steers to '{c}'" for c in top["top_concept"]])]  # fmt: skip
-        for task in self.state.result("disentangle").get("tasks", []):
+        table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE')}.csv")
+        table = table.sort_values("S", ascending=False).head(4 * k)
+        candidates = [int(f) for f in table["feature"]]
+        peaks = torch.nan_to_num(
+            feature_activations(self.model, self.load_sae(first, hook), pixels, candidates), nan=0.0
+        )
+        live = [f for f, peak in zip(candidates, peaks.amax(dim=(0, 1)).tolist(), strict=True) if peak > 0]
+        chosen = (live or candidates)[:k]
+        concept = dict(zip(table["feature"], table["top_concept"], strict=True))
+        strength = f"{self.cfg.steer_strength:g}"
+        sections = [(hook, f"Most steerable {first} SAE features at {hook} (that fire on these images)", chosen,
+                     [f"at s={strength} steers to '{concept[f]}'" for f in chosen])]  # fmt: skip
+        disentangle = self.state.result("disentangle")
+        for task in disentangle.get("tasks", []):
             sae = task["summary"].get("sae")
-            if task["kind"] == "typographic" and sae and sae.get("features"):
+            if (
+                task["kind"] == "typographic"
+                and sae
+                and sae.get("features")
+                and disentangle["architecture"] == first
+            ):
                 feats = [int(f) for f in str(sae["features"]).split()][:k]
-                arch = self.state.result("disentangle")["architecture"]
-                if arch == first:
-                    sections.append((sae["hook"], f"Features suppressed against typographic attacks ({task['task']})",
-                                     feats, ["text feature"] * len(feats)))  # fmt: skip
+                sections.append((sae["hook"], f"Features suppressed against typographic attacks ({task['task']})",
+                                 feats, ["suppressed (text)"] * len(feats)))  # fmt: skip
         return sections
 
     def step_dashboard(self) -> dict[str, Any]:
+        from sae_clip_plugin.analysis.steerability import as_pixels
         from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
         from sae_clip_plugin.viz.metrics_figures import save_figure
 
-        images = self.data.dashboard_images()
+        pixels = as_pixels(self.model, self.data.dashboard_images())
         first = self.cfg.architectures[0]
         dashboards, figures = [], []
-        for hook, title, feats, labels in self._dashboard_features():
-            with torch.inference_mode():
+        with torch.inference_mode():
+            sections = self._dashboard_features(pixels)
+            for hook, title, feats, labels in sections:
                 data = collect_dashboard_data(
-                    self.model, self.load_sae(first, hook), images, feats, labels=labels,
-                    n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength=self.cfg.steer_strength,
+                    self.model, self.load_sae(first, hook), pixels, feats, labels=labels,
+                    n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength="auto",
                     n_steer_images=self.cfg["n_steer_images"], title=title,
                 )  # fmt: skip
-            dashboards.append(data)
-            path = self.root / "figures" / f"feature_{_slug(hook)}_{feats[0]}.png"
-            save_figure(plot_feature(data.features[0]), path)
-            figures.append(str(path.relative_to(self.root)))
+                dashboards.append(data)
+                path = self.root / "figures" / f"feature_{_slug(hook)}_{feats[0]}.png"
+                save_figure(plot_feature(data.features[0]), path)
+                figures.append(str(path.relative_to(self.root)))
         write_dashboard(dashboards, self.root / "dashboard.html", title="sae-clip demo: feature dashboards")
         return {"sections": [{"hook": d.hook_name, "title": d.title, "features": [f.feature for f in d.features]}
                              for d in dashboards], "figures": figures}  # fmt: skip
@@ -332,7 +356,7 @@ def _metric_figures(df: Any, out: Path) -> list[Path]:
     figures = [("l0_by_layer.png", F.plot_l0_by_layer), ("l0_position_heatmaps.png", F.plot_l0_heatmaps),
                ("density_histogram.png", F.plot_density_histogram), ("ev_vs_l0.png", F.plot_ev_vs_l0)]  # fmt: skip
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*loc=\"best\".*")
+        warnings.filterwarnings("ignore", message='.*loc="best".*')
         return [F.save_figure(plot(rows), out / name) for name, plot in figures]
 
 

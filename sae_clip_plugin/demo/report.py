@@ -7,6 +7,7 @@ from typing import Any
 
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.state import DemoState
+from sae_clip_plugin.viz.dashboard_data import AUTO_STRENGTH
 from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table
 
 METRIC_COLUMNS = ("name", "layer", "d_sae", "explained_variance_all", "explained_variance_cls",
@@ -26,7 +27,11 @@ DISENTANGLE_KEYS = {
 
 def _intro(root: Path, cfg: DemoConfig, state: DemoState) -> list[str]:
     harvest = state.result("harvest")
-    images = "the toy world (rendered shapes, colours, backgrounds and words)" if cfg.is_toy_world else f"`{cfg.images}`"
+    images = (
+        "the toy world (rendered shapes, colours, backgrounds and words)"
+        if cfg.is_toy_world
+        else f"`{cfg.images}`"
+    )
     mode = "`--fast` (tiny budgets: a smoke test, not meaningful numbers)" if cfg.fast else "full"
     return [
         f"Model `{cfg.model_spec}`; images: {images}; budgets: {mode}. SAEs at "
@@ -47,10 +52,25 @@ def _training(cfg: DemoConfig, state: DemoState) -> Section:
                          info.get("explained_variance"), info.get("l0"), info.get("dead_fraction_eval")])  # fmt: skip
     return Section(
         "SAEs trained",
-        text=["Trained with sae_lens' trainer on the cached activations (`saes/<architecture>/<hook>/`); the numbers "
-              "are the runner's own evaluation on held images, in the model's units."],  # fmt: skip
-        tables=[Table(["architecture", "hook", "d_sae", "setting", "training tokens", "explained variance", "L0",
-                       "dead fraction"], rows)],  # fmt: skip
+        text=[
+            "Trained with sae_lens' trainer on the cached activations (`saes/<architecture>/<hook>/`); the numbers "
+            "are the runner's own evaluation on held images, in the model's units."
+        ],
+        tables=[
+            Table(
+                [
+                    "architecture",
+                    "hook",
+                    "d_sae",
+                    "setting",
+                    "training tokens",
+                    "explained variance",
+                    "L0",
+                    "dead fraction",
+                ],
+                rows,
+            )
+        ],
     )
 
 
@@ -63,9 +83,11 @@ def _metrics(root: Path) -> Section:
     n = int(df["n_images"].iloc[0]) if len(df) else 0
     return Section(
         "Metrics",
-        text=[f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
-              "(`metrics/metrics.csv` has every column). `top1_spliced_err` keeps the SAE error term (equals clean); "
-              "`ce_recovered_mean` = (mean-ablated CE - spliced CE) / (mean-ablated CE - clean CE)."],  # fmt: skip
+        text=[
+            f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
+            "(`metrics/metrics.csv` has every column). `top1_spliced_err` keeps the SAE error term (equals clean); "
+            "`ce_recovered_mean` = (mean-ablated CE - spliced CE) / (mean-ablated CE - clean CE)."
+        ],
         tables=[Table.from_frame(df, METRIC_COLUMNS)],
         figures=figures,
     )
@@ -77,13 +99,24 @@ def _steerability(root: Path, state: DemoState) -> Section:
              r["top_concepts"]] for r in result.get("rows", [])]  # fmt: skip
     return Section(
         "Steerability",
-        text=[f"Each feature (or neuron) at `{result.get('hook')}` clamped to s = {result.get('strength'):g} on all "
-              f"tokens, error term kept; readout over {result.get('vocabulary_size')} words on "
-              f"{result.get('n_images')} images (REFERENCE §1.3). Steerable: S > 0.10. The random model is the same "
-              "architecture re-initialised (control)."],  # fmt: skip
-        tables=[Table(["run", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"], rows)],
-        figures=[FigureRef("steerability/s_vs_p.png", "S against P per feature"),
-                 FigureRef("steerability/steering_curves.png", "S against strength for the most steerable features")],  # fmt: skip
+        text=[
+            f"Each feature (or neuron) at `{result.get('hook')}` clamped to s = {result.get('strength'):g} on all "
+            f"tokens, error term kept; readout over {result.get('vocabulary_size')} words on "
+            f"{result.get('n_images')} images (REFERENCE §1.3). Steerable: S > 0.10. The random model is the same "
+            "architecture re-initialised (control)."
+        ],
+        tables=[
+            Table(
+                ["run", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"],
+                rows,
+            )
+        ],
+        figures=[
+            FigureRef("steerability/s_vs_p.png", "S against P per feature"),
+            FigureRef(
+                "steerability/steering_curves.png", "S against strength for the most steerable features"
+            ),
+        ],
     )
 
 
@@ -104,17 +137,23 @@ def _disentangle(root: Path, state: DemoState) -> Section:
             rows.append(["random features", s["random"]["layer"], f"k={s['random']['k']}",
                          *[s["random"].get(k) for k in keys]])  # fmt: skip
         if "heads" in s:
-            rows.append(["attention heads ablated (CLS)", "", s["heads"]["heads"], *[s["heads"].get(k) for k in keys]])
-        tables.append(Table(["condition", "layer", "setting", *keys], rows, caption=f"{task['task']} ({task['kind']})"))
+            rows.append(
+                ["attention heads ablated (CLS)", "", s["heads"]["heads"], *[s["heads"].get(k) for k in keys]]
+            )
+        tables.append(
+            Table(["condition", "layer", "setting", *keys], rows, caption=f"{task['task']} ({task['kind']})")
+        )
         png = f"disentangle/accuracy_by_layer_{task['task'].replace('/', '_')}.png"
         if (root / png).is_file():
             figures.append(FigureRef(png, f"{task['task']}: accuracy by layer"))
     return Section(
         "Disentanglement",
-        text=[f"Spurious {result.get('architecture')} SAE features (ranked by AUROC on a selection split) clamped to 0 "
-              "at one layer, error term kept; layer and k chosen on the selection split, numbers on a disjoint "
-              "evaluation split. Baselines: k random live features; Dyslexify-style head ablation for typographic "
-              "attacks. Details per layer: [disentangle/disentangle.md](disentangle/disentangle.md)."],  # fmt: skip
+        text=[
+            f"Spurious {result.get('architecture')} SAE features (ranked by AUROC on a selection split) clamped to 0 "
+            "at one layer, error term kept; layer and k chosen on the selection split, numbers on a disjoint "
+            "evaluation split. Baselines: k random live features; Dyslexify-style head ablation for typographic "
+            "attacks. Details per layer: [disentangle/disentangle.md](disentangle/disentangle.md)."
+        ],
         tables=tables,
         figures=figures,
     )
@@ -122,17 +161,27 @@ def _disentangle(root: Path, state: DemoState) -> Section:
 
 def _dashboard(state: DemoState) -> Section:
     result = state.result("dashboard")
-    text = [f"[dashboard.html](dashboard.html): {s['title']} (features {', '.join(map(str, s['features']))})"
-            for s in result.get("sections", [])]  # fmt: skip
-    figures = [FigureRef(p, "A dashboard card: top images with the patch heatmap, activation histogram, concepts "
-                            "gained when steered") for p in result.get("figures", [])]  # fmt: skip
-    return Section("Feature dashboards", text=text, figures=figures)
+    text = [
+        f"[dashboard.html](dashboard.html): {s['title']} (features {', '.join(map(str, s['features']))})"
+        for s in result.get("sections", [])
+    ]
+    text.append(
+        "Each card: the top-activating images with the feature's activation on every patch overlaid, the "
+        "activation histogram, and the concepts gained in the readout when the feature is clamped to "
+        f"{AUTO_STRENGTH:g}x its largest activation on these images (error term kept)."
+    )
+    caption = "A dashboard card: top images with the patch heatmap, activation histogram, concepts gained when steered"
+    return Section(
+        "Feature dashboards", text=text, figures=[FigureRef(p, caption) for p in result.get("figures", [])]
+    )
 
 
 def _timing(timings: dict[str, Any]) -> Section:
     rows = [[name, seconds] for name, seconds in timings.items() if seconds is not None]
     total = sum(s for _, s in rows)
-    return Section("Timing", tables=[Table(["step", "seconds"], [*rows, ["total (before the report)", total]], digits=3)])
+    return Section(
+        "Timing", tables=[Table(["step", "seconds"], [*rows, ["total (before the report)", total]], digits=3)]
+    )
 
 
 def build_report(root: Path, cfg: DemoConfig, state: DemoState, timings: dict[str, Any]) -> Report:

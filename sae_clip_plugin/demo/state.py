@@ -83,7 +83,9 @@ class DemoState:
         """What a finished step recorded (its marker's `result`)."""
         return read_json(self.marker(step)).get("result", {})
 
-    def step(self, name: str, title: str, fn: Callable[[], dict[str, Any]], index: int, total: int) -> dict[str, Any]:
+    def step(
+        self, name: str, title: str, fn: Callable[[], dict[str, Any]], index: int, total: int
+    ) -> dict[str, Any]:
         """Run `fn` unless the step is marked done; its returned dict is stored in the marker."""
         head = f"[{index}/{total}] {title}"
         if self.done(name):
@@ -92,10 +94,17 @@ class DemoState:
             self.log(f"{head}: done before, skipped ({self.marker(name)})")
             return record.get("result", {})
         self.log(f"{head} ...")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         self.timings[name] = seconds
-        write_json(self.marker(name), {"step": name, "seconds": seconds, "finished": time.time(), "result": result})
-        self.log(f"{head}: {seconds:.1f} s")
+        record = {
+            "step": name,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "finished": time.time(),
+            "result": result,
+        }
+        write_json(self.marker(name), record)
+        self.log(f"{head}: {seconds:.1f} s ({cpu:.1f} s CPU)")
         return result

@@ -5,7 +5,9 @@ expansion x64, W_enc = W_dec^T with unit-norm decoder rows at init, Adam lr 4e-4
 steps and a cosine schedule, 4096-token batches, per-token layer-norm input normalisation
 (unverified for the vanilla family). The paper's L1 coefficients (1e-5 .. 1e-4) are in vit_prisma's
 loss units and do not carry over to sae_lens' loss; the default here is in sae_lens units. The
-`topk` preset is the released TopK recipe (k=64). sae_lens 6 has no ghost grads.
+`topk` preset is the released TopK recipe (k=64); the TopK family defaults to sae_lens'
+expected-average-norm scaling instead, since sae_lens' TopK auxiliary loss refuses per-token layer
+norm. sae_lens 6 has no ghost grads.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ NORMALIZATIONS = (
     "covariance_whitening",
 )
 # architecture-specific defaults for `sae` (the sae_lens TrainingSAEConfig keyword arguments)
+# sae_lens' TopK auxiliary loss (dead-feature revival) refuses per-token runtime normalisation
+TOPK_AUX_ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk")
+RUNTIME_NORMALIZATIONS = ("layer_norm", "constant_norm_rescale")
 SAE_DEFAULTS: dict[str, dict[str, Any]] = {
     "standard": {"l1_coefficient": 5.0},
     "gated": {"l1_coefficient": 5.0},
@@ -76,7 +81,9 @@ class VisionSAERunnerConfig:
     architecture: str = "standard"  # standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated
     expansion_factor: int = 64
     d_sae: int | None = None  # overrides expansion_factor
-    normalize_activations: str = "layer_norm"
+    normalize_activations: str | None = (
+        None  # None: layer_norm (vanilla), expected_average_only_in (TopK family)
+    )
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
     sae: dict[str, Any] = field(
@@ -113,7 +120,8 @@ class VisionSAERunnerConfig:
     checkpoint_every_tokens: int | None = None  # or every N training tokens
     save_final_checkpoint: bool = False
     resume_from_checkpoint: str | None = None
-    n_eval_images: int = 64  # images of the source (or cache) for the vision evaluation
+    n_eval_images: int = 64  # images for the vision evaluation: the source's first ones (in-sample) ...
+    eval_holdout: bool = False  # ... or its last ones, held out of training (needs the model loaded)
 
     # -- wandb through sae_lens' logger (off by default)
     log_to_wandb: bool = False
@@ -159,9 +167,22 @@ class VisionSAERunnerConfig:
             raise ValueError(
                 f"architecture must be one of {TRAINING_ARCHITECTURES}, got {self.architecture!r}"
             )
+        if self.normalize_activations is None:
+            self.normalize_activations = (
+                "expected_average_only_in" if self.architecture in TOPK_AUX_ARCHITECTURES else "layer_norm"
+            )
         if self.normalize_activations not in NORMALIZATIONS:
             raise ValueError(
                 f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}"
+            )
+        if (
+            self.architecture in TOPK_AUX_ARCHITECTURES
+            and self.normalize_activations in RUNTIME_NORMALIZATIONS
+        ):
+            raise ValueError(
+                f"sae_lens' {self.architecture} auxiliary loss does not support normalize_activations="
+                f"{self.normalize_activations!r} (it fails once features die); use 'expected_average_only_in' "
+                "(the default for this architecture) or 'none'"
             )
         if self.cache_dtype not in STORAGE_DTYPES:
             raise ValueError(f"cache_dtype must be one of {STORAGE_DTYPES}, got {self.cache_dtype!r}")

@@ -63,6 +63,7 @@ class VisionSAETrainingRunner:
         self._override_source = override_source
         self.device = cfg.resolved_device
         self.source: ImageSource | None = None
+        self.eval_source: ImageSource | None = None
         self.cache: ActivationDiskCache | None = None
         self.harvester: ActivationHarvester | None = None
         self.geometry: dict[str, dict[str, Any]] = {}
@@ -119,6 +120,7 @@ class VisionSAETrainingRunner:
         if (
             cfg.cache_path is None
             or self._model is not None
+            or cfg.eval_holdout
             or not (Path(cfg.cache_path) / MANIFEST).is_file()
         ):
             return None
@@ -171,6 +173,15 @@ class VisionSAETrainingRunner:
             self.source = self._make_source()
             self.source.with_transform(self.source.transform or model.preprocess)
             validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
+            if cfg.eval_holdout:
+                n = len(self.source)
+                if n <= cfg.n_eval_images:
+                    raise ValueError(
+                        f"eval_holdout keeps the last n_eval_images={cfg.n_eval_images} of {n} images out of "
+                        "training, leaving none to train on; lower n_eval_images or add images"
+                    )
+                self.eval_source = SubsetSource(self.source, range(n - cfg.n_eval_images, n))
+                self.source = SubsetSource(self.source, range(n - cfg.n_eval_images))
             self.dataset_info = self.source.describe()
         context = next(iter(self.geometry.values()))["context_size"]
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
@@ -258,17 +269,23 @@ class VisionSAETrainingRunner:
                 harvester=self.harvester,
             )
         n_eval = cfg.n_eval_images
+        if self.eval_source is not None:
+            assert self.harvester is not None
+            batches = list(self.harvester.iter_batches(self.eval_source))
+            self.eval_acts = {name: torch.cat([b[name] for b in batches]) for name in cfg.hook_names}
         if self.cache is not None:
             self.provider = ActivationProvider.from_cache(
                 self.cache, hook_names=cfg.hook_names, chunk_images=cfg.cache_chunk_images, **common
             )
-            self.eval_acts = self.cache.read_images(0, min(n_eval, self.cache.n_images), cfg.hook_names)
+            if not self.eval_acts:
+                self.eval_acts = self.cache.read_images(0, min(n_eval, self.cache.n_images), cfg.hook_names)
         else:
             assert self.harvester is not None and self.source is not None
             self.provider = ActivationProvider.from_harvester(self.harvester, self.source, **common)
-            subset = SubsetSource(self.source, range(min(n_eval, len(self.source))))
-            batches = list(self.harvester.iter_batches(subset))
-            self.eval_acts = {name: torch.cat([b[name] for b in batches]) for name in cfg.hook_names}
+            if not self.eval_acts:
+                subset = SubsetSource(self.source, range(min(n_eval, len(self.source))))
+                batches = list(self.harvester.iter_batches(subset))
+                self.eval_acts = {name: torch.cat([b[name] for b in batches]) for name in cfg.hook_names}
 
     # ------------------------------------------------------------------------------------------
     # training

@@ -1,9 +1,9 @@
 """Feature dashboards: one import for the data, the notebook figures and the static HTML page.
 
-    from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
-    data = collect_dashboard_data(model, sae, images, features=[3, 17], vocabulary="toy")
-    plot_feature(data.features[0])              # a matplotlib Figure (shown inline in Jupyter)
-    write_dashboard(data, "dashboard.html")     # self-contained page, images embedded as base64 PNG
+from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
+data = collect_dashboard_data(model, sae, images, features=[3, 17], vocabulary="toy")
+plot_feature(data.features[0])              # a matplotlib Figure (shown inline in Jupyter)
+write_dashboard(data, "dashboard.html")     # self-contained page, images embedded as base64 PNG
 """
 
 from sae_clip_plugin.viz.dashboard_data import (

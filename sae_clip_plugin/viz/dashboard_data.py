@@ -22,6 +22,7 @@ import torch
 
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
+AUTO_STRENGTH = 4.0  # strength="auto": this many times the feature's largest activation
 
 
 @dataclass
@@ -140,7 +141,9 @@ def feature_activations(
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=_stop_layer(hook))
         acts = cache[hook]
         if acts.ndim != 3 or acts.shape[1] != n_tokens:
-            raise ValueError(f"hook {hook!r} has no token axis of {n_tokens}; dashboards need a per-token hook")
+            raise ValueError(
+                f"hook {hook!r} has no token axis of {n_tokens}; dashboards need a per-token hook"
+            )
         feats = sae.encode(acts[:, positions].to(sae.dtype))
         out[start : start + len(batch), positions] = feats[..., idx.to(feats.device)].float().cpu()
     return out
@@ -152,31 +155,42 @@ def steering_effect(
     pixels: torch.Tensor,
     features: Sequence[int],
     vocabulary: Any = None,
-    strength: float = 150.0,
+    strength: float | Sequence[float] = 150.0,
     n_concepts: int = 5,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module)."""
+    """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module).
+
+    `strength`: one value for all features, or one per feature (features sharing a value run together).
+    """
     from sae_clip_plugin.analysis.steerability import steerability
 
-    result = steerability(model, sae, pixels, vocabulary, features=list(features), strength=strength, **kwargs)
-    out = []
-    words = result.vocabulary
-    for row, delta in zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True):
-        order = torch.argsort(delta, descending=True).tolist()
-        gained = [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0]
-        lost = [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0]
-        out.append(
-            {
-                "strength": float(strength),
+    features = [int(f) for f in features]
+    strengths = (
+        [float(strength)] * len(features)
+        if isinstance(strength, (int, float))
+        else [float(s) for s in strength]
+    )
+    if len(strengths) != len(features):
+        raise ValueError(f"{len(strengths)} strengths for {len(features)} features; pass one per feature")
+    out: list[dict[str, Any]] = [{} for _ in features]
+    for value in dict.fromkeys(strengths):
+        slots = [i for i, s in enumerate(strengths) if s == value]
+        chosen = [features[i] for i in slots]
+        result = steerability(model, sae, pixels, vocabulary, features=chosen, strength=value, **kwargs)
+        words = result.vocabulary
+        rows = zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True)
+        for slot, (row, delta) in zip(slots, rows, strict=True):
+            order = torch.argsort(delta, descending=True).tolist()
+            out[slot] = {
+                "strength": value,
                 "S": float(row.S),
                 "P": float(row.P),
                 "top_concept": row.top_concept,
                 "steerable": bool(row.steerable),
-                "gained": gained,
-                "lost": lost,
+                "gained": [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0],
+                "lost": [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0],
             }
-        )
     return out
 
 
@@ -214,7 +228,7 @@ def collect_dashboard_data(
     *,
     n_top: int = 6,
     vocabulary: Any = "toy",
-    strength: float = 150.0,
+    strength: float | str = 150.0,
     n_steer_images: int = 32,
     steer: bool = True,
     labels: Sequence[str] | None = None,
@@ -224,6 +238,8 @@ def collect_dashboard_data(
     """Gather the dashboard of `features` of `sae` over `images` (tensor, list of PIL images or dataset).
 
     steer: also measure the steering effect on the first `n_steer_images` images over `vocabulary`.
+    strength: the clamp value (the paper's 150), or "auto": AUTO_STRENGTH x the feature's largest
+        activation on these images, a push a few times beyond its natural range whatever the model's scale.
     labels: one free-text note per feature (e.g. "most steerable").
     """
     from sae_clip_plugin.analysis.metrics import sae_token_positions
@@ -242,6 +258,11 @@ def collect_dashboard_data(
     has_cls, has_patches = 0 in positions, any(p > 0 for p in positions)
     acts = feature_activations(model, sae, pixels, features, batch_size)
     shown = display_images(pixels, getattr(model.cfg, "preprocess", None))
+    if strength == "auto":
+        peak = torch.nan_to_num(acts, nan=0.0).amax(dim=(0, 1))
+        strength = [AUTO_STRENGTH * float(p) if p > 0 else 1.0 for p in peak]
+    elif isinstance(strength, str):
+        raise ValueError(f"strength must be a number or 'auto', got {strength!r}")
     effects = (
         steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength)
         if steer

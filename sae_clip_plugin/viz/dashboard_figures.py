@@ -102,7 +102,8 @@ def plot_activation_histogram(data: FeatureData, ax=None, n_bins: int = 40) -> F
     ax.set_xlabel("activation (non-zero)")
     ax.set_ylabel("tokens")
     ax.set_title(
-        f"fires on {100 * data.density:.2f}% of {data.n_tokens_seen} tokens ({data.n_images} images)", fontsize=8
+        f"fires on {100 * data.density:.2f}% of {data.n_tokens_seen} tokens ({data.n_images} images)",
+        fontsize=8,
     )
     return fig
 
@@ -123,7 +124,7 @@ def plot_steering_effect(data: FeatureData, ax=None) -> Figure:
     ax.axvline(0, color="black", lw=0.6)
     ax.set_xlabel("mean change in readout probability")
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(f"steered to {s.get('strength', 0):g}: S={s.get('S', float('nan')):.3g}", fontsize=8)
+    ax.set_title(f"steered to {s.get('strength', 0):.3g}: S={s.get('S', float('nan')):.3g}", fontsize=8)
     return fig
 
 

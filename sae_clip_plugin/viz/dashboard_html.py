@@ -68,7 +68,9 @@ def _steering_table(feature: FeatureData) -> str:
     s = feature.steering or {}
     if not s:
         return ""
-    rows = [f'<tr><td class="gain">{html.escape(w)}</td><td>+{d:.3g}</td></tr>' for w, d in s.get("gained", [])]
+    rows = [
+        f'<tr><td class="gain">{html.escape(w)}</td><td>+{d:.3g}</td></tr>' for w, d in s.get("gained", [])
+    ]
     rows += [f'<tr><td class="loss">{html.escape(w)}</td><td>{d:.3g}</td></tr>' for w, d in s.get("lost", [])]
     head = "<tr><th>concept</th><th>&Delta; probability</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
@@ -90,12 +92,14 @@ def feature_card(feature: FeatureData, tile_width: int = 128) -> str:
     ]
     if s:
         stats.append(
-            f"steered to {s.get('strength', 0):g}: S = {_fmt(s.get('S'))}, P = {_fmt(s.get('P'))}, "
+            f"steered to {s.get('strength', 0):.3g}: S = {_fmt(s.get('S'))}, P = {_fmt(s.get('P'))}, "
             f"top concept <b>{html.escape(str(s.get('top_concept', '')))}</b>"
             + (" (steerable)" if s.get("steerable") else "")
         )
     label = f" <small>{html.escape(feature.label)}</small>" if feature.label else ""
-    plots = [img_tag(plot_activation_histogram(feature), f"activation histogram of feature {feature.feature}")]
+    plots = [
+        img_tag(plot_activation_histogram(feature), f"activation histogram of feature {feature.feature}")
+    ]
     if s:
         plots.append(img_tag(plot_steering_effect(feature), f"steering effect of feature {feature.feature}"))
         plots.append(_steering_table(feature))
@@ -122,13 +126,15 @@ def dashboard_section(data: DashboardData) -> str:
 
 def page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
 
 
-def dashboard_html(dashboards: DashboardData | Sequence[DashboardData], title: str = "Feature dashboard") -> str:
+def dashboard_html(
+    dashboards: DashboardData | Sequence[DashboardData], title: str = "Feature dashboard"
+) -> str:
     """A full HTML page with one section per SAE."""
     items = [dashboards] if isinstance(dashboards, DashboardData) else list(dashboards)
     return page(title, "\n".join(dashboard_section(d) for d in items))
@@ -150,7 +156,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_dashboard(
-    dashboards: DashboardData | Sequence[DashboardData], path: str | os.PathLike, title: str = "Feature dashboard"
+    dashboards: DashboardData | Sequence[DashboardData],
+    path: str | os.PathLike,
+    title: str = "Feature dashboard",
 ) -> Path:
     """Write the self-contained dashboard page to `path` (atomically)."""
     return write_text_atomic(path, dashboard_html(dashboards, title))

@@ -29,7 +29,7 @@ SERIES_KEYS = ("hook_type", "token_selection", "architecture", "d_sae", "k", "l1
 
 
 def _figure(width: float = 6.0, height: float = 4.0) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -145,24 +145,43 @@ def density_bins(densities: Iterable[np.ndarray], n_bins: int = 40) -> np.ndarra
     return np.linspace(math.floor(min(low, -1.0)), 0.0, n_bins + 1)
 
 
-def plot_density_histogram(data: Any, path: str | os.PathLike | None = None, n_bins: int = 40) -> Figure:
-    """Histogram of log10(feature firing density) per SAE; dead features (never fired) in the legend."""
+def plot_density_histogram(
+    data: Any, path: str | os.PathLike | None = None, n_bins: int = 40, overlay_max: int = 4, cols: int = 4
+) -> Figure:
+    """Histogram of log10(feature firing density) per SAE; dead features (never fired) in the legend.
+
+    Up to `overlay_max` SAEs share one panel; more get one small panel each (same bins).
+    """
     rows = [r for r in _rows(data) if r.get("feature_density") is not None]
     if not rows:
         raise ValueError("no feature_density to plot; pass rows of evaluate_sae(s)")
     densities = [np.asarray(r["feature_density"], dtype=float) for r in rows]
     bins = density_bins(densities, n_bins)
-    fig = _figure()
-    ax = fig.add_subplot()
-    for row, d in zip(rows, densities, strict=True):
+    overlay = len(rows) <= overlay_max
+    n_cols = 1 if overlay else min(cols, len(rows))
+    n_rows = 1 if overlay else math.ceil(len(rows) / n_cols)
+    fig = _figure(6.0, 4.0) if overlay else _figure(3.2 * n_cols, 2.4 * n_rows)
+    axes = (
+        [fig.add_subplot()] if overlay else [fig.add_subplot(n_rows, n_cols, i + 1) for i in range(len(rows))]
+    )
+    for i, (row, d) in enumerate(zip(rows, densities, strict=True)):
+        ax = axes[0 if overlay else i]
         dead = int((d == 0).sum())
         label = f"{row.get('name') or row.get('hook_name')} (dead {dead}/{d.size})"
         ax.hist(np.log10(d[d > 0]), bins=bins, histtype="step", label=label)
+        if overlay:
+            ax.legend(fontsize=6, loc="upper left")
+        else:
+            ax.set_title(label, fontsize=6)
     window = rows[0].get("dead_window_images")
-    ax.set_xlabel("log10 firing density (fraction of tokens)")
-    ax.set_ylabel("features")
-    ax.set_title("feature density" + (f" over {window} images" if window else ""))
-    ax.legend(fontsize=6)
+    title = "feature density" + (f" over {window} images" if window else "")
+    xlabel, ylabel = "log10 firing density (fraction of tokens)", "features"
+    if overlay:
+        axes[0].set(xlabel=xlabel, ylabel=ylabel, title=title)
+    else:
+        fig.suptitle(title)
+        fig.supxlabel(xlabel)
+        fig.supylabel(ylabel)
     if path is not None:
         save_figure(fig, path)
     return fig

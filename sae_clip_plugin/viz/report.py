@@ -70,7 +70,9 @@ class Table:
     digits: int = 4
 
     @classmethod
-    def from_frame(cls, frame: Any, columns: Sequence[str] | None = None, caption: str = "", digits: int = 4) -> Table:
+    def from_frame(
+        cls, frame: Any, columns: Sequence[str] | None = None, caption: str = "", digits: int = 4
+    ) -> Table:
         """From a pandas DataFrame (only `columns` that exist, in that order)."""
         cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
         rows = [list(r) for r in frame[cols].itertuples(index=False)]
@@ -88,7 +90,9 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.cells())
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.cells()
+        )
         caption = f"<caption>{inline_html(self.caption)}</caption>" if self.caption else ""
         return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

@@ -348,6 +348,7 @@ def test_patch_only_sae_and_streaming(model, pixels) -> None:
 @torch.no_grad()
 def test_labels_and_classifier_are_optional(model, pixels, labels, weights) -> None:
     sae = identity_sae(HOOK0, scale=0.5)
+    pixels, labels = pixels[:3], labels[:3]
     no_labels = evaluate_sae(model, sae, pixels, weights=weights)
     given = evaluate_sae(model, sae, pixels, weights=weights, labels=labels.tolist())
     from_source = evaluate_sae(model, sae, (pixels, labels), weights=weights)

@@ -17,7 +17,7 @@ from sae_clip_plugin.analysis.metrics import (
     metrics_table,
     to_markdown,
 )
-from sae_clip_plugin.analysis.metrics_cli import register_commands
+from sae_clip_plugin.analysis.metrics_cli import load_results, register_commands
 from sae_clip_plugin.data import load_image_folder
 from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 from sae_clip_plugin.pretrained import save_sae
@@ -142,7 +142,9 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     csv = pd.read_csv(out / "metrics.csv")
     assert list(csv["name"]) == ["L0_half", "L1_cls", "sub/L1_topk4"]
     assert (
-        (out / "metrics.md").read_text().startswith("# SAE metrics (open_clip:metrics-test-tiny, 6 images)")
+        (out / "metrics.md")
+        .read_text()
+        .startswith("# SAE metrics (open_clip:metrics-test-tiny, 6 images of ")
     )
     assert (out / "figures" / "l0_by_layer.png").read_bytes()[:8] == PNG
     arrays = np.load(out / "arrays.npz")
@@ -156,6 +158,11 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     for key in ("fvu_all", "l0_cls", "ce_spliced", "top1_clean", "kl_mean_abl", "ce_recovered_mean"):
         assert row[key] == pytest.approx(ref[key], rel=1e-6), key
     assert "| L0_half |" in capsys.readouterr().out
+    reloaded = load_results(out)
+    np.testing.assert_allclose(reloaded["l0_patch_grid"][0], arrays["L0_half/l0_patch_grid"])
+    (out / "figures" / "ev_vs_l0.png").unlink()
+    assert main(["eval", "--replot", "--out", str(out)]) == 0
+    assert (out / "figures" / "ev_vs_l0.png").read_bytes()[:8] == PNG
 
 
 def test_register_commands() -> None:

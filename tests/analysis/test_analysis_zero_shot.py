@@ -19,6 +19,7 @@ from sae_clip_plugin.analysis.zero_shot import (
     group_accuracy,
     iter_image_batches,
     kl_divergence,
+    materialize_images,
     zero_shot_logits,
     zero_shot_metrics,
 )
@@ -88,6 +89,9 @@ def test_image_sources() -> None:
     metas = [(pil, {"label": 2, "group": name}) for name in ("a", "b", "a")]
     out = next(iter_image_batches(_Items(metas), transform=lambda im: torch.ones(3, 2, 2)))
     assert out.labels.tolist() == [2, 2, 2] and out.groups.tolist() == [0, 1, 0]
+    mat = materialize_images(_Items(metas), transform=lambda im: torch.ones(3, 2, 2), max_images=2)
+    assert [t.shape[0] for t in mat] == [2, 2, 2] and mat[2].tolist() == [0, 1]
+    assert len(materialize_images(px, batch_size=2)) == 1
     with pytest.raises(TypeError, match=r"transform=model\.preprocess"):
         next(iter_image_batches(_Items(metas)))
     with pytest.raises(TypeError, match="dataset item"):

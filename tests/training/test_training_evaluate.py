@@ -50,7 +50,7 @@ def test_evaluate_sae_matches_a_hand_computation(scale):
 
 
 def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
-    """Issue target at small scale: TopK on the toy CLIP's middle layer, EV >= 0.8 at L0 <= 32."""
+    """Issue target, small scale: TopK on the toy CLIP middle layer, EV >= 0.8 at L0 <= 32 on held-out images."""
     toy = pytest.importorskip("sae_clip_plugin.toy")
     if not toy.WEIGHTS_PATH.is_file():
         pytest.skip("the toy CLIP's trained weights are not bundled yet")
@@ -58,7 +58,7 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
         "topk",
         model_spec="toy",
         dataset="toy",
-        max_images=400,
+        max_images=464,
         hook_name="blocks.2.hook_resid_post",
         sae={"k": 32},
         expansion_factor=4,
@@ -69,6 +69,7 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
         device="cpu",
         num_workers=0,
         n_eval_images=64,
+        eval_holdout=True,
         checkpoint_path=None,
         output_path=str(tmp_path / "out"),
         cache_path=str(tmp_path / "cache"),
@@ -76,6 +77,7 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
     )
     runner = VisionSAETrainingRunner(cfg)
     runner.run()
+    assert runner.cache.n_images == 400 and runner.eval_acts["blocks.2.hook_resid_post"].shape[0] == 64
     final = runner.eval_log[-1]["metrics"]["blocks.2.hook_resid_post"]
     assert final["l0"] <= 32
     assert final["explained_variance"] >= 0.8, final

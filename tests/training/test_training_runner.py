@@ -101,7 +101,7 @@ def test_every_sae_lens_architecture_trains_and_loads(model, pixels, tmp_path, a
         sae=sae,
         training_tokens=1024,
         checkpoint_path=None,
-        normalize_activations="none",
+        dead_feature_window=2,  # features count as dead early, so auxiliary losses run too
         token_selection="all",
     )
     trained = VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()

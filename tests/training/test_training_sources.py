@@ -140,6 +140,10 @@ def test_config_rejects_bad_values_before_loading_anything():
         VisionSAERunnerConfig(architecture="relu")
     with pytest.raises(ValueError, match="leave no room"):
         VisionSAERunnerConfig(training_tokens=4096 * 100)  # 200 warm-up steps > 100 steps
+    with pytest.raises(ValueError, match="does not support normalize_activations='layer_norm'"):
+        VisionSAERunnerConfig(architecture="batchtopk", normalize_activations="layer_norm")
+    assert VisionSAERunnerConfig(architecture="topk").normalize_activations == "expected_average_only_in"
+    assert VisionSAERunnerConfig().normalize_activations == "layer_norm"
     with pytest.raises(ValueError, match="unknown config field"):
         VisionSAERunnerConfig.from_dict({"hook": "blocks.0.hook_resid_post"})
 

@@ -32,6 +32,7 @@ from sae_clip_plugin.viz.dashboard import (
     plot_feature,
     write_dashboard,
 )
+from sae_clip_plugin.viz.dashboard_data import AUTO_STRENGTH
 from sae_clip_plugin.viz.dashboard_figures import MAX_ALPHA
 from tests.model.clips import tiny_open_clip
 
@@ -51,7 +52,9 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model() -> HookedSAEViT:
     clip = tiny_open_clip(layers=2)  # 64 px, patch 16: CLS + 4x4 patches, width 64
-    return HookedSAEViT.from_open_clip(clip, tokenizer=open_clip.get_tokenizer("ViT-B-32"), model_spec=SPEC).eval()
+    return HookedSAEViT.from_open_clip(
+        clip, tokenizer=open_clip.get_tokenizer("ViT-B-32"), model_spec=SPEC
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +171,14 @@ def test_steering_effect_matches_steering_by_hand(model, pixels):
     assert [w for w, _ in effect["gained"]] == gained
     for word, d in effect["gained"] + effect["lost"]:
         assert d == pytest.approx(float(delta[WORDS.index(word)]), abs=1e-6)
+
+    # strength="auto": a few times each feature's own largest activation on the images
+    auto = collect_dashboard_data(
+        model, sae, pixels, [feature, 9], vocabulary=WORDS, strength="auto", n_steer_images=2
+    )
+    peaks = spliced_acts(model, sae, pixels)[..., [feature, 9]].amax(dim=(0, 1))
+    for fd, peak in zip(auto.features, peaks, strict=True):
+        assert fd.steering["strength"] == pytest.approx(AUTO_STRENGTH * float(peak), rel=1e-5)
 
 
 class _Images(HTMLParser):

@@ -47,7 +47,9 @@ def _data() -> DashboardData:
         acts = np.concatenate([np.zeros(40), rng.random(60)])
         steering = {"strength": 150.0, "S": 0.2, "P": 0.3, "top_concept": "cat", "steerable": True,
                     "gained": [("cat", 0.3), ("dog", 0.1)], "lost": [("car", -0.2)]}  # fmt: skip
-        features.append(FeatureData(f, "blocks.1.hook_resid_post", top, acts, 100, 6, 0.6, 1.0, steering, "test"))
+        features.append(
+            FeatureData(f, "blocks.1.hook_resid_post", top, acts, 100, 6, 0.6, 1.0, steering, "test")
+        )
     return DashboardData("blocks.1.hook_resid_post", "toy", 64, "all", 4, 6, features)
 
 
