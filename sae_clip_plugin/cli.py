@@ -21,7 +21,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sae-clip", description="CLIP vision SAEs on transformer_lens / sae_lens")
+    parser = argparse.ArgumentParser(
+        prog="sae-clip", description="CLIP vision SAEs on transformer_lens / sae_lens"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -15,30 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from sae_clip_plugin.atomic import atomic_write_text
 
 TABLE_KEYS = {
     "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
     "groups": ("worst_group_acc", "mean_group_acc", "delta_worst_group_acc", "delta_mean_group_acc"),
 }
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write: a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,12 +216,12 @@ def write_outputs(results: Sequence[tuple[Any, Any]], out: Path, command: str) -
 
     written = []
     rows = [r for result, _ in results for r in result.rows]
-    _write_text(out / "disentangle.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(out / "disentangle.csv", pd.DataFrame(rows).to_csv(index=False))
     md = ["# Disentanglement: suppressing spurious SAE features", ""]
     md += [task_markdown(result, task, command) for result, task in results]
-    _write_text(out / "disentangle.md", "\n".join(md))
+    atomic_write_text(out / "disentangle.md", "\n".join(md))
     summary = {result.task: {"summary": result.summary, "best": result.best} for result, _ in results}
-    _write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     written += [out / "disentangle.csv", out / "disentangle.md", out / "summary.json"]
     for result, _ in results:
         png = out / f"accuracy_by_layer_{result.task.replace('/', '_')}.png"

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.atomic import atomic_write_text
+
 # columns of the markdown summary (the CSV has every scalar)
 SUMMARY_COLUMNS = (
     "name",
@@ -43,19 +45,6 @@ SUMMARY_COLUMNS = (
     "embed_cos_spliced",
     "kl_spliced",
 )
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write: temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def toy_eval_images(n: int, seed: int = 4321) -> Any:
@@ -117,8 +106,8 @@ def write_results(df: Any, out: Path, title: str) -> list[Path]:
     from sae_clip_plugin.viz.metrics_figures import write_metrics_figures
 
     table = metrics_table(df)
-    _write_text(out / "metrics.csv", table.to_csv(index=False))
-    _write_text(out / "metrics.md", f"# {title}\n\n{to_markdown(table, SUMMARY_COLUMNS)}")
+    atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n{to_markdown(table, SUMMARY_COLUMNS)}")
     arrays = {
         f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
         for _, row in df.iterrows()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from sae_lens import SAE
 from sae_clip_plugin.analysis.steerability_engine import fast_mean_shift, naive_mean_shift
 from sae_clip_plugin.analysis.steering_bases import Basis, make_basis
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+from sae_clip_plugin.atomic import atomic_write_text
 
 PAPER_STRENGTH = 150.0
 PAPER_THRESHOLD = 0.10
@@ -170,17 +170,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
     rows += [" | ".join(cell(v) for v in record) for record in frame.itertuples(index=False)]
     return "\n".join(f"| {row} |" for row in rows)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _basis_for(model: Any, sae: SAE[Any] | torch.Tensor | None, hook_name: str | None) -> Basis:

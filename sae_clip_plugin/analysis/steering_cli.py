@@ -180,8 +180,9 @@ def run_steerability(args: argparse.Namespace) -> int:
 
 
 def save_curves(curves: Any, out: Path, prefix: str, threshold: float) -> dict[str, Path]:
-    from sae_clip_plugin.analysis.steerability import atomic_write_text
-    from sae_clip_plugin.viz.steering_figures import plot_steering_curves, save_figure
+    from sae_clip_plugin.atomic import atomic_write_text
+    from sae_clip_plugin.viz.metrics_figures import save_figure
+    from sae_clip_plugin.viz.steering_figures import plot_steering_curves
 
     csv = out / f"{prefix}_curves.csv"
     atomic_write_text(csv, curves.to_csv(index=False))

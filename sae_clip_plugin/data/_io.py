@@ -1,13 +1,14 @@
-"""Small file helpers shared by the dataset loaders: image discovery, lazy PIL loading, atomic writes."""
+"""Small file helpers shared by the dataset loaders: image discovery, lazy PIL loading, atomic image writes."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
+
+from sae_clip_plugin.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -34,28 +35,6 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise FileNotFoundError(
             f"image file {path} is missing; check the dataset root folder and that the download was complete"
         ) from e
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file next to `path`, then rename it into place.
-
-    An interrupted job never leaves a half-written file under the final name, which is what lets
-    writers resume by skipping the files that already exist.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> None:

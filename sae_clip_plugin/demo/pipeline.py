@@ -17,7 +17,6 @@ Outputs (DIR = cfg.out):
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 import warnings
@@ -27,10 +26,10 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.data import DemoData
 from sae_clip_plugin.demo.state import DemoState, write_json
-from sae_clip_plugin.viz.dashboard_html import write_text_atomic
 
 STEPS = (
     ("harvest", "harvest activations"),
@@ -190,9 +189,9 @@ class DemoRun:
                            batch_size=64, max_images=self.cfg["n_metric_images"], progress=True)  # fmt: skip
         out = self.root / "metrics"
         table = metrics_table(df)
-        write_text_atomic(out / "metrics.csv", table.to_csv(index=False))
+        atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
         columns = ["name", "architecture", *[c for c in SUMMARY_COLUMNS if c != "name"]]
-        write_text_atomic(
+        atomic_write_text(
             out / "metrics.md", f"# SAE metrics ({self.cfg.model_spec})\n\n{to_markdown(table, columns)}"
         )
         arrays = {f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
@@ -246,8 +245,8 @@ class DemoRun:
         import pandas as pd
 
         summary = pd.DataFrame(rows)
-        write_text_atomic(out / "summary.csv", summary.to_csv(index=False))
-        write_text_atomic(out / "curves.csv", curves.to_csv(index=False))
+        atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
         _save_pyplot(plot_steering_curves(curves, 0.10), out / "steering_curves.png")
         _save_pyplot(
             plot_steerability_scatter({k: r.table for k, r in runs.items()}, 0.10), out / "s_vs_p.png"
@@ -380,7 +379,3 @@ def run_demo(
     """Run (or resume) the demo described by `cfg`; `model` replaces loading `cfg.model_spec`."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     return DemoRun(cfg, model=model, log=log).run(force=force)
-
-
-def describe(cfg: DemoConfig) -> str:
-    return json.dumps(cfg.fingerprint(), indent=1)

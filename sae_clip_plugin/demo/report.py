@@ -176,11 +176,21 @@ def _dashboard(state: DemoState) -> Section:
     )
 
 
-def _timing(timings: dict[str, Any]) -> Section:
-    rows = [[name, seconds] for name, seconds in timings.items() if seconds is not None]
-    total = sum(s for _, s in rows)
+def _timing(state: DemoState, timings: dict[str, Any]) -> Section:
+    """Wall and CPU seconds per step (CPU counts every thread; on a busy machine wall >> CPU / threads)."""
+    from sae_clip_plugin.demo.state import read_json
+
+    rows = []
+    for name, seconds in timings.items():
+        if seconds is None:
+            continue
+        marker = state.marker(name)
+        cpu = read_json(marker).get("cpu_seconds") if marker.is_file() else None
+        rows.append([name, round(seconds, 1), None if cpu is None else round(cpu, 1)])
+    total = ["total (before the report)", round(sum(r[1] for r in rows), 1),
+             round(sum(r[2] or 0.0 for r in rows), 1)]  # fmt: skip
     return Section(
-        "Timing", tables=[Table(["step", "seconds"], [*rows, ["total (before the report)", total]], digits=3)]
+        "Timing", tables=[Table(["step", "wall seconds", "CPU seconds"], [*rows, total], digits=8)]
     )
 
 
@@ -191,5 +201,5 @@ def build_report(root: Path, cfg: DemoConfig, state: DemoState, timings: dict[st
     report.add(_steerability(root, state))
     report.add(_disentangle(root, state))
     report.add(_dashboard(state))
-    report.add(_timing(timings))
+    report.add(_timing(state, timings))
     return report

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.demo.config import DemoConfig
-from sae_clip_plugin.viz.dashboard_html import write_text_atomic
 
 CONFIG_FILE = "demo_config.json"
 STATE_DIR = "state"
@@ -34,7 +34,7 @@ class SettingsMismatchError(RuntimeError):
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, default=str))
+    return atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def read_json(path: Path) -> Any:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
 from safetensors.torch import save_file
+
+from sae_clip_plugin.atomic import atomic_write
 
 MODEL_NAME = "sae-clip-toy"
 CONFIG_PATH = Path(__file__).with_name(f"{MODEL_NAME}.json")
@@ -77,15 +78,5 @@ def save_weights(
     model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> Path:
     """Write the state dict as float16 safetensors, atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

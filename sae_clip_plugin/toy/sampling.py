@@ -29,7 +29,7 @@ class WorldConfig:
     # the rest: a shape with a word written on it
     p_congruent: float = 0.3  # of shape+word images, the word names the shape itself
     p_word_only_caption: float = 0.4  # of shape+word images, the caption names only the word
-    spurious_rate: float = 0.93
+    spurious_rate: float = 0.95
     background_spurious: dict[str, str] = field(default_factory=lambda: {"triangle": "land", "star": "water"})
     colour_spurious: dict[str, str] = field(default_factory=lambda: {"circle": "yellow", "heart": "purple"})
     min_size: int = 24

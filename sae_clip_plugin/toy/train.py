@@ -21,7 +21,7 @@ from .model import MODEL_NAME, create_toy_clip, save_weights, toy_tokenizer
 from .sampling import WorldConfig, train_sample
 from .world import render
 
-DEFAULTS = {"seed": 0, "steps": 800, "batch_size": 256, "lr": 1e-3, "warmup": 50, "weight_decay": 0.1}
+DEFAULTS = {"seed": 0, "steps": 1400, "batch_size": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1}
 
 
 def images_to_tensor(images: list) -> torch.Tensor:
@@ -170,4 +170,3 @@ def train_toy_clip(
     if ckpt_path.is_file():
         ckpt_path.unlink()
     return {"losses": losses, "seconds": seconds, "path": str(out_path), "model": model, "recipe": recipe}
-

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
 
@@ -54,17 +55,6 @@ MATCH_KEYS = (
 
 class CacheMismatchError(ValueError):
     """The cache on disk was written for another model, hooks, token selection or image list."""
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -309,7 +299,7 @@ class ActivationDiskCache:
 
     # -- bookkeeping (writer side) -----------------------------------------------------------------
     def _write_manifest(self) -> None:
-        _atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2))
+        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2))
 
     def _write_states(self) -> None:
         """Rebuild every hook's state.json from the manifest: the datasets see exactly the finished shards."""
@@ -327,7 +317,7 @@ class ActivationDiskCache:
                 "_output_all_columns": False,
                 "_split": None,
             }
-            _atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
+            atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
         self._tables.clear()
 
     def check_matches(self, config: dict[str, Any]) -> None:
@@ -463,7 +453,7 @@ def _open_or_create(
                 f"{path} exists and is not an activation cache; pick an empty or new folder for cache_path"
             )
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path / IMAGES, "\n".join(ids) + "\n")
+        atomic_write_text(path / IMAGES, "\n".join(ids) + "\n")
         import sae_lens
 
         manifest = {
@@ -476,7 +466,7 @@ def _open_or_create(
             "sae_lens_version": sae_lens.__version__,
             "completed_shards": [],
         }
-        _atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2))
+        atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2))
         cache = ActivationDiskCache(path)
     for leftover in [*path.glob(".tmp-*"), *path.glob("*/.tmp-*")]:  # debris of a killed writer
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)

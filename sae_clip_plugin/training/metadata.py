@@ -1,25 +1,8 @@
-"""SAE metadata for vision SAEs (docs/conventions.md) and the small atomic JSON writer the runner uses."""
+"""SAE metadata for vision SAEs (docs/conventions.md)."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
-
-
-def atomic_json(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def seqpos_slice(geometry: dict[str, Any]) -> tuple[int | None, ...]:

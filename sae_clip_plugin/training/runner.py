@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.atomic import atomic_write_json
 from sae_clip_plugin.training.cache import (
     MANIFEST,
     ActivationDiskCache,
@@ -33,7 +34,7 @@ from sae_clip_plugin.training.cache import (
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_sae
 from sae_clip_plugin.training.harvest import ActivationHarvester
-from sae_clip_plugin.training.metadata import atomic_json, vision_metadata
+from sae_clip_plugin.training.metadata import vision_metadata
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
 from sae_clip_plugin.training.tokens import HookGeometry
@@ -489,16 +490,16 @@ class VisionSAETrainingRunner:
         }
         self.eval_log.append(record)
         if self.cfg.checkpoint_path is not None:
-            atomic_json(Path(self.cfg.checkpoint_path) / EVAL_LOG_FILENAME, self.eval_log)
+            atomic_write_json(Path(self.cfg.checkpoint_path) / EVAL_LOG_FILENAME, self.eval_log)
         return record
 
     def _save_checkpoint(self, checkpoint_path: Path | None) -> None:
         """Called by sae_lens after it wrote the SAE and trainer state: add ours, evaluate, log."""
         if checkpoint_path is None:
             return
-        atomic_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+        atomic_write_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
         assert self.provider is not None
-        atomic_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
+        atomic_write_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
         self._record("checkpoint", self.evaluate(), checkpoint_path)
 
     def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
@@ -546,10 +547,10 @@ class VisionSAETrainingRunner:
                 sae.cfg.metadata.sae_lens_version = sae_lens.__version__
                 sae.save_inference_model(tmp)
                 save_file({"sparsity": trainers[name].log_feature_sparsity}, tmp / SPARSITY_FILENAME)
-                atomic_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+                atomic_write_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
                 loaded = SAE.load_from_disk(tmp, device=self.device)
                 final[name] = self.evaluate({name: loaded}, {})[name]  # what users will load, as they load it
-                atomic_json(
+                atomic_write_json(
                     tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)]
                 )
                 if target.exists():

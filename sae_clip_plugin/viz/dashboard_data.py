@@ -201,10 +201,13 @@ def steering_effect(
 def top_images_for(
     acts: torch.Tensor, images: np.ndarray, n_tokens: int, n_top: int, has_patches: bool, has_cls: bool
 ) -> list[TopImage]:
-    """The `n_top` images with the largest max activation (acts: [n_images, n_tokens] with NaN where unread)."""
+    """The (at most) `n_top` images with the largest max activation, among those where the feature fires.
+
+    acts: [n_images, n_tokens] with NaN where the SAE does not read.
+    """
     filled = torch.nan_to_num(acts, nan=float("-inf"))
     best = filled.max(dim=1).values
-    order = torch.argsort(best, descending=True, stable=True)[:n_top].tolist()
+    order = [i for i in torch.argsort(best, descending=True, stable=True)[:n_top].tolist() if best[i] > 0]
     top = []
     for i in order:
         row = acts[i]

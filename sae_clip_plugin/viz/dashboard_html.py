@@ -12,7 +12,6 @@ import base64
 import html
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.viz.dashboard_data import DashboardData, FeatureData
 from sae_clip_plugin.viz.dashboard_figures import plot_activation_histogram, plot_steering_effect, tile_images
 
@@ -140,25 +140,10 @@ def dashboard_html(
     return page(title, "\n".join(dashboard_section(d) for d in items))
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def write_dashboard(
     dashboards: DashboardData | Sequence[DashboardData],
     path: str | os.PathLike,
     title: str = "Feature dashboard",
 ) -> Path:
     """Write the self-contained dashboard page to `path` (atomically)."""
-    return write_text_atomic(path, dashboard_html(dashboards, title))
+    return atomic_write_text(path, dashboard_html(dashboards, title))

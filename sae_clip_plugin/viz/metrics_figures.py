@@ -13,7 +13,6 @@ import itertools
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from sae_clip_plugin.atomic import atomic_write
 
 Row = Mapping[str, Any]
 SERIES_KEYS = ("hook_type", "token_selection", "architecture", "d_sae", "k", "l1_coefficient")
@@ -34,19 +35,9 @@ def _figure(width: float = 6.0, height: float = 4.0) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int | None = None) -> Path:
     """Write `fig` as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight", dpi=dpi))
 
 
 def _rows(data: Any) -> list[Row]:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_clip_plugin.viz.dashboard_html import data_uri, page, write_text_atomic
+from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.viz.dashboard_html import data_uri, page
 
 _INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
 
@@ -171,6 +172,6 @@ class Report:
     def write(self, out_dir: str | os.PathLike, stem: str = "report") -> tuple[Path, Path]:
         """Write `<stem>.md` and `<stem>.html` into `out_dir` (atomically); returns both paths."""
         out = Path(out_dir)
-        md = write_text_atomic(out / f"{stem}.md", self.to_markdown())
-        page_path = write_text_atomic(out / f"{stem}.html", self.to_html(out))
+        md = atomic_write_text(out / f"{stem}.md", self.to_markdown())
+        page_path = atomic_write_text(out / f"{stem}.html", self.to_html(out))
         return md, page_path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pandas as pd
@@ -56,14 +55,3 @@ def plot_steerability_scatter(
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     return ax.figure
-
-
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> None:
-    """Save atomically (temp name in the same folder, then rename)."""
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)

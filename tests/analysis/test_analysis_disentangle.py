@@ -370,7 +370,9 @@ def test_task_from_a_generated_typographic_set(model) -> None:
     task = task_from_dataset(model, ds, kind="typographic", fraction=0.5, seed=0)
     for split in (task.select, task.evaluate):
         att, cln = split.twins()
-        assert len(att) == len(split) // 2 and (split.groups[att] == 1).all() and (split.groups[cln] == 0).all()
+        assert (
+            len(att) == len(split) // 2 and (split.groups[att] == 1).all() and (split.groups[cln] == 0).all()
+        )
         assert (split.spurious[cln] == -1).all() and (split.spurious[att] >= 0).all()
         assert split.text_patches[att].any(1).all() and not split.text_patches[cln].any()
     assert task.reference == -1 and len(task.select) + len(task.evaluate) == 24

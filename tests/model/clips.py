@@ -31,5 +31,12 @@ def small_open_clip(
 def tiny_open_clip(layers: int = 2, seed: int = 0, **vision_overrides) -> torch.nn.Module:
     """A very small open_clip CLIP (64 px, patch 16: 17 tokens, width 64) for behaviour tests."""
     torch.manual_seed(seed)
-    vision = {"image_size": 64, "patch_size": 16, "width": 64, "layers": layers, "head_width": 16, **vision_overrides}
+    vision = {
+        "image_size": 64,
+        "patch_size": 16,
+        "width": 64,
+        "layers": layers,
+        "head_width": 16,
+        **vision_overrides,
+    }
     return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=TINY_TEXT).eval()

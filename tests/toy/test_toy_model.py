@@ -63,6 +63,18 @@ def test_helpers_name_the_classes_and_templates():
     assert all("{}" in t for t in toy_templates())
 
 
+def test_bundled_weights_come_from_the_default_recipe():
+    """The weights' metadata records the recipe; it must be what `sae-clip toy-train` runs by default."""
+    import json
+
+    from sae_clip_plugin.toy import WorldConfig
+    from sae_clip_plugin.toy.train import DEFAULTS
+
+    with safe_open(str(WEIGHTS_PATH), "pt") as f:
+        recipe = json.loads(f.metadata()["recipe"])
+    assert recipe == {**DEFAULTS, "world": WorldConfig().to_dict(), "model_overrides": {}}
+
+
 def test_zero_shot_logits_match_open_clip_forward(toy):
     """evaluate's logits equal CLIP.forward's own logit_scale * image @ text.T."""
     model, preprocess, tokenizer = toy
@@ -74,24 +86,18 @@ def test_zero_shot_logits_match_open_clip_forward(toy):
     torch.testing.assert_close(ours, scale * img_f @ txt_f.T, atol=1e-4, rtol=1e-4)
 
 
-# The bundled weights are an interim run (84% clean, spurious-set means ~56%): issue 3's acceptance is not met yet.
-# strict=True: once retrained weights meet it these tests XPASS and fail, so the marker must then be removed.
-INTERIM_WEIGHTS = pytest.mark.xfail(
-    strict=True, reason="interim toy weights below issue 3's acceptance (clean >= 90%, mean >= 60%)"
-)
-
-
-@INTERIM_WEIGHTS
 def test_clean_zero_shot_accuracy_is_high(result):
     assert result["clean_accuracy"] >= 0.90
 
 
 def test_typographic_attack_drops_accuracy_by_30_points(result):
     assert result["typographic_drop"] >= 0.30
-    assert result["attack_success_rate"] > result["attacked_accuracy"] - 0.2  # the model reads the word
+    # the drop comes from reading: on attacked images the written word is predicted at least twice as often
+    # as an average one of the other wrong classes (uniform confusion would make them equal)
+    other_wrong = 1.0 - result["attacked_accuracy"] - result["attack_success_rate"]
+    assert result["attack_success_rate"] >= 2 * other_wrong / (len(SHAPES) - 2)
 
 
-@INTERIM_WEIGHTS
 @pytest.mark.parametrize("name", ["background", "colour"])
 def test_spurious_worst_group_is_20_points_below_mean(result, name):
     r = result[name]

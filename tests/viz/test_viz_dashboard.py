@@ -125,7 +125,8 @@ def test_activations_top_images_and_heatmaps_match_the_spliced_sae(model, pixels
     data = collect_dashboard_data(model, sae, pixels, features, n_top=3, steer=False)
     for j, fd in enumerate(data.features):
         per_image = ref[:, :, j].max(dim=1).values
-        assert [t.index for t in fd.top] == torch.argsort(per_image, descending=True)[:3].tolist()
+        expected = [i for i in torch.argsort(per_image, descending=True)[:3].tolist() if per_image[i] > 0]
+        assert [t.index for t in fd.top] == expected and expected
         for t in fd.top:
             np.testing.assert_allclose(t.heatmap, ref[t.index, 1:, j].reshape(4, 4).numpy(), atol=1e-5)
             assert t.cls_activation == pytest.approx(float(ref[t.index, 0, j]), abs=1e-5)
@@ -136,6 +137,11 @@ def test_activations_top_images_and_heatmaps_match_the_spliced_sae(model, pixels
         assert fd.max_activation == pytest.approx(float(values.max()), abs=1e-5)
         np.testing.assert_allclose(np.sort(fd.nonzero), np.sort(values[values > 0].numpy()), atol=1e-5)
     assert data.patch_side == 4 and data.n_images == 10
+    # an image where the feature never fires is no top image
+    silent = make_sae()
+    with torch.no_grad():
+        silent.b_enc[2] = -1e4
+    assert collect_dashboard_data(model, silent, pixels, [2], steer=False).features[0].top == []
 
 
 def test_patch_only_sae_has_no_cls_and_the_same_patch_values(model, pixels):
