@@ -1,9 +1,7 @@
 """`sae-clip disentangle`: suppress spurious SAE features across layers -> CSV, markdown, PNG per task.
 
-    sae-clip disentangle --saes out/saes/toy --task toy-typographic --task toy-background \
-        --task toy-colour --out out/disentangle/toy
-    sae-clip disentangle --saes path/to/b32-saes --task celeba=/data/celeba --task waterbirds=/data/waterbirds \
-        --out out/disentangle/b32
+    sae-clip disentangle --saes out/saes/toy --task toy-typographic --task toy-background --out out/dis/toy
+    sae-clip disentangle --saes b32-saes --task celeba=/data/celeba --task waterbirds=/data/wb --out out/dis/b32
 
 Tasks: toy-typographic | toy-background | toy-colour (the toy world), celeba=ROOT (select on train,
 evaluate on val, both group-balanced), waterbirds=ROOT (select on val, evaluate on test, balanced),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,8 @@ from .datasets import ToyDataset, background_spurious_set, colour_spurious_set, 
 from .model import TEMPLATES, load_toy_clip
 from .sampling import WorldConfig
 from .world import SHAPES
+
+NONWORD = "xqkv"  # a string of letters that names nothing in the toy world
 
 
 @torch.no_grad()
@@ -88,6 +91,15 @@ def evaluate_toy_clip(
     result["attacked_accuracy"] = (pred == labels)[~clean].float().mean().item()
     result["typographic_drop"] = result["clean_accuracy"] - result["attacked_accuracy"]
     result["attack_success_rate"] = (pred == words)[~clean].float().mean().item()
+    # control: the same attacked images with a non-word in place of the class name (same place, size and ink),
+    # to tell the part of the drop that comes from reading a class name from occlusion and clutter
+    attacked = [i for i, m in enumerate(typo.labels) if m["variant"] == "attacked"]
+    nonword = ToyDataset(
+        [dataclasses.replace(typo.samples[i], word=NONWORD) for i in attacked],
+        [typo.labels[i] for i in attacked],
+    )
+    pred = zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
+    result["nonword_accuracy"] = (pred == labels[~clean]).float().mean().item()
     for name, ds in (
         ("background", background_spurious_set(n_per_group, seed=seed + 1, cfg=world)),
         ("colour", colour_spurious_set(n_per_group, seed=seed + 2, cfg=world)),
@@ -106,6 +118,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"typographic attacked accuracy {result['attacked_accuracy']:.1%}  "
         f"(drop {result['typographic_drop'] * 100:.1f} points; predicts the written word "
         f"{result['attack_success_rate']:.1%})",
+        f"  control: a non-word ({NONWORD!r}) in place of the class name {result['nonword_accuracy']:.1%}",
     ]
     for name in ("background", "colour"):
         r = result[name]

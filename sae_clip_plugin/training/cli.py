@@ -1,10 +1,9 @@
 """`sae-clip train`: train vision SAEs from a YAML/JSON config, with flags for the common fields.
 
     sae-clip train --config cfg.yaml --hook-name blocks.6.hook_resid_post --training-tokens 1000000
-    sae-clip train --preset topk --dataset /data/imagenet/train \
-        --hook-name blocks.5.hook_resid_post,blocks.11.hook_resid_post --set sae.k=32
+    sae-clip train --preset topk --dataset /data/imagenet/train --hook-name blocks.5.hook_resid_post --set sae.k=32
 
-The lead wires `register_commands` into the top-level `sae-clip` parser.
+`register_commands` adds the subcommand to the top-level `sae-clip` parser (sae_clip_plugin/cli.py).
 """
 
 from __future__ import annotations

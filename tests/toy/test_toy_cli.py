@@ -29,6 +29,7 @@ def test_toy_eval_prints_the_must_show_numbers(capsys):
     out = capsys.readouterr().out
     assert "clean zero-shot accuracy" in out and "attacked accuracy" in out
     assert "background-spurious" in out and "colour-spurious" in out and "worst group" in out
+    assert "non-word" in out
 
 
 def test_toy_train_is_registered_with_recipe_defaults():

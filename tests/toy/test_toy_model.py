@@ -86,6 +86,26 @@ def test_zero_shot_logits_match_open_clip_forward(toy):
     torch.testing.assert_close(ours, scale * img_f @ txt_f.T, atol=1e-4, rtol=1e-4)
 
 
+def test_nonword_control_changes_only_the_written_word(toy):
+    """The control set is the attacked set with the class name replaced by NONWORD, nothing else."""
+    import dataclasses
+
+    from sae_clip_plugin.toy.evaluate import NONWORD
+    from sae_clip_plugin.toy.world import render
+
+    model, preprocess, tokenizer = toy
+    res = evaluate_toy_clip(model, preprocess, tokenizer, n_typographic=4, n_per_group=1, seed=5)
+    typo = typographic_set(4, seed=5)
+    attacked = [s for s, m in zip(typo.samples, typo.labels, strict=True) if m["variant"] == "attacked"]
+    labels = torch.tensor([m["label"] for m in typo.labels if m["variant"] == "attacked"])
+    images = torch.stack([preprocess(render(dataclasses.replace(s, word=NONWORD))) for s in attacked])
+    with torch.no_grad():
+        emb = model.encode_image(images, normalize=True)
+    pred = (emb @ zero_shot_weights(model, tokenizer, SHAPES).T).argmax(-1)
+    assert res["nonword_accuracy"] == pytest.approx((pred == labels).float().mean().item())
+    assert all(s.word and s.word != NONWORD for s in attacked)
+
+
 def test_clean_zero_shot_accuracy_is_high(result):
     assert result["clean_accuracy"] >= 0.90
 
