@@ -34,5 +34,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=indent))
+def atomic_write_json(
+    path: str | os.PathLike, data: Any, indent: int | None = 2, default: Callable[[Any], Any] | None = None
+) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=default))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 
 TABLE_KEYS = {
     "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
@@ -219,7 +219,7 @@ def write_outputs(results: Sequence[tuple[Any, Any]], out: Path, command: str) -
     md += [task_markdown(result, task, command) for result, task in results]
     atomic_write_text(out / "disentangle.md", "\n".join(md))
     summary = {result.task: {"summary": result.summary, "best": result.best} for result, _ in results}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_json(out / "summary.json", summary, indent=1, default=str)
     written += [out / "disentangle.csv", out / "disentangle.md", out / "summary.json"]
     for result, _ in results:
         png = out / f"accuracy_by_layer_{result.task.replace('/', '_')}.png"

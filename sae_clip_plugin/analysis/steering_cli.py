@@ -188,5 +188,5 @@ def save_curves(curves: Any, out: Path, prefix: str, threshold: float) -> dict[s
     atomic_write_text(csv, curves.to_csv(index=False))
     png = out / f"{prefix}_curves.png"
     fig = plot_steering_curves(curves, threshold)
-    save_figure(fig, png)
+    save_figure(fig, png, dpi=120)
     return {"curves": csv, "curves_figure": png}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sae_clip_plugin.atomic import atomic_write, atomic_write_text  # noqa: F401 (re-exported)
+from sae_clip_plugin.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

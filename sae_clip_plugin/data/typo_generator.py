@@ -25,7 +25,9 @@ from PIL import Image, ImageDraw
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from ._io import atomic_write_text, is_image_file, save_image_atomic
+from sae_clip_plugin.atomic import atomic_write_json
+
+from ._io import is_image_file, save_image_atomic
 from .fonts import load_font, resolve_fonts
 from .labelled import DEFAULT_TEMPLATE, LabelledImageDataset
 from .typographic import ATTACK_GROUPS, MANIFEST_NAME, NO_TEXT, format_typographic_name
@@ -318,7 +320,7 @@ def write_typographic_set(
             f"{out} already holds other images ({stray[0].name}, ...); write the set to its own folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+    atomic_write_json(manifest_path, manifest, default=str)
     width = max(5, len(str(max(n - 1, 0))))
     base_raw = base.with_transform(None)
     for i in tqdm(range(n), desc="typographic set", disable=not progress):

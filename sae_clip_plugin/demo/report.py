@@ -178,14 +178,11 @@ def _dashboard(state: DemoState) -> Section:
 
 def _timing(state: DemoState, timings: dict[str, Any]) -> Section:
     """Wall and CPU seconds per step (CPU counts every thread; on a busy machine wall >> CPU / threads)."""
-    from sae_clip_plugin.demo.state import read_json
-
     rows = []
     for name, seconds in timings.items():
         if seconds is None:
             continue
-        marker = state.marker(name)
-        cpu = read_json(marker).get("cpu_seconds") if marker.is_file() else None
+        cpu = state.cpu_timings.get(name)
         rows.append([name, round(seconds, 1), None if cpu is None else round(cpu, 1)])
     total = ["total (before the report)", round(sum(r[1] for r in rows), 1),
              round(sum(r[2] or 0.0 for r in rows), 1)]  # fmt: skip

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.atomic import atomic_write_json
 from sae_clip_plugin.demo.config import DemoConfig
 
 CONFIG_FILE = "demo_config.json"
@@ -34,7 +34,7 @@ class SettingsMismatchError(RuntimeError):
 
 
 def write_json(path: Path, data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, default=str))
+    return atomic_write_json(path, data, default=str)
 
 
 def read_json(path: Path) -> Any:
@@ -48,7 +48,8 @@ class DemoState:
         self.cfg = cfg
         self.root = Path(cfg.out)
         self.log = log
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # wall seconds per step
+        self.cpu_timings: dict[str, float] = {}  # CPU seconds per step (all threads)
 
     def open(self, force: bool = False) -> None:
         """Create the folder, or check that it holds a run with the same settings (`force`: start over)."""
@@ -91,13 +92,15 @@ class DemoState:
         if self.done(name):
             record = read_json(self.marker(name))
             self.timings[name] = float(record.get("seconds", 0.0))
+            if "cpu_seconds" in record:
+                self.cpu_timings[name] = float(record["cpu_seconds"])
             self.log(f"{head}: done before, skipped ({self.marker(name)})")
             return record.get("result", {})
         self.log(f"{head} ...")
         start, cpu = time.perf_counter(), time.process_time()
         result = fn()
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        self.timings[name] = seconds
+        self.timings[name], self.cpu_timings[name] = seconds, cpu
         record = {
             "step": name,
             "seconds": seconds,

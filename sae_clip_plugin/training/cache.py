@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
 
@@ -299,7 +299,7 @@ class ActivationDiskCache:
 
     # -- bookkeeping (writer side) -----------------------------------------------------------------
     def _write_manifest(self) -> None:
-        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2))
+        atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def _write_states(self) -> None:
         """Rebuild every hook's state.json from the manifest: the datasets see exactly the finished shards."""
@@ -317,7 +317,7 @@ class ActivationDiskCache:
                 "_output_all_columns": False,
                 "_split": None,
             }
-            atomic_write_text(folder / "state.json", json.dumps(state, indent=2))
+            atomic_write_json(folder / "state.json", state)
         self._tables.clear()
 
     def check_matches(self, config: dict[str, Any]) -> None:
@@ -466,7 +466,7 @@ def _open_or_create(
             "sae_lens_version": sae_lens.__version__,
             "completed_shards": [],
         }
-        atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2))
+        atomic_write_json(path / MANIFEST, manifest)
         cache = ActivationDiskCache(path)
     for leftover in [*path.glob(".tmp-*"), *path.glob("*/.tmp-*")]:  # debris of a killed writer
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)

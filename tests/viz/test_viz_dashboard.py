@@ -41,12 +41,7 @@ SPEC = "open_clip:tiny-dashboard"
 WORDS = ["cat", "dog", "car", "tree", "house", "red", "boat", "sky"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
