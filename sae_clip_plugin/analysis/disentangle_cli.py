@@ -93,7 +93,7 @@ def build_task(model: Any, spec: str, args: argparse.Namespace) -> Any:
     common = {"spurious_by": args.spurious_by, "batch_size": args.batch_size}
     if name in T.TOY_TASKS:
         return T.toy_task(model, name, n_select=args.n_select or 300, n_eval=args.n_eval or 300, seed=args.seed,
-                          spurious_by=args.spurious_by)  # fmt: skip
+                          spurious_by=args.spurious_by, placement=args.word_placement)  # fmt: skip
     if not root:
         raise ValueError(f"task {spec!r}: expected one of {T.TOY_TASKS} or NAME=PATH (celeba, waterbirds, "
                          "typo-folder, typo-generate)")  # fmt: skip
@@ -297,14 +297,17 @@ def register_commands(subparsers: Any) -> None:
     p.add_argument(
         "--method", default="auroc", choices=["auroc", "mean_diff", "steering"], help="feature ranking"
     )
-    p.add_argument("--select-tokens", default="all", choices=["all", "cls", "patches"],
-                   help="tokens pooled into one activation per image for ranking")  # fmt: skip
+    p.add_argument("--select-tokens", default="sae", choices=["sae", "all", "cls", "patches"],
+                   help="tokens pooled into one activation per image for ranking (sae: those the SAE was "
+                        "trained on)")  # fmt: skip
     p.add_argument("--pool", default="mean", choices=["mean", "max"], help="pooling over --select-tokens")
-    p.add_argument(
-        "--suppress-tokens", default="all", choices=["all", "cls", "patches"], help="where to clamp to 0"
-    )
+    p.add_argument("--suppress-tokens", default="sae", choices=["sae", "all", "cls", "patches"],
+                   help="where to clamp to 0 (sae: the tokens the SAE was trained on)")  # fmt: skip
     p.add_argument("--spurious-by", default="word", choices=["word", "attack"],
                    help="typographic: rank against each written word, or attacked vs clean")  # fmt: skip
+    p.add_argument("--word-placement", default="beside", choices=["beside", "anywhere"],
+                   help="toy-typographic: write the word beside the shape (reading only) or anywhere, as in "
+                        "training (reading plus occlusion)")  # fmt: skip
     p.add_argument("--n-random", type=int, default=3, help="seeds of the random-feature baseline")
     p.add_argument(
         "--n-heads", type=int, nargs="*", default=[1, 2, 4], help="head-ablation sizes (typographic)"

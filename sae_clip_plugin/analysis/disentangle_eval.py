@@ -40,6 +40,9 @@ from sae_clip_plugin.analysis.disentangle_select import (
 from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
 from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
+from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, check_token_selection
+
+TOKEN_CHOICES = ("sae", *TOKEN_SELECTIONS)
 
 
 @dataclass
@@ -48,9 +51,12 @@ class DisentangleConfig:
 
     ks: tuple[int, ...] = (4, 8, 16)  # numbers of features suppressed
     method: str = "auroc"  # auroc | mean_diff | steering
-    select_tokens: str = "all"  # tokens pooled into one activation per image for selection
+    # tokens pooled into one activation per image for selection, and where features are clamped to 0
+    # (the paper: all tokens); "sae" = the tokens each SAE was trained on (metadata), so a CLS-only SAE acts
+    # on CLS only and an all-token SAE on all tokens
+    select_tokens: str = "sae"
     pool: str = "mean"  # mean | max over select_tokens
-    suppress_tokens: str = "all"  # where features are clamped to 0 (the paper: all tokens)
+    suppress_tokens: str = "sae"
     use_error_term: bool = True
     n_random: int = 3  # seeds of the random-feature baseline
     n_heads: tuple[int, ...] = (1, 2, 4)  # head-ablation baseline sizes (typographic tasks)
@@ -71,6 +77,15 @@ class DisentangleConfig:
             raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.n_random < 0:
             raise ValueError("n_random must be >= 0")
+        for name in ("select_tokens", "suppress_tokens"):
+            if getattr(self, name) not in TOKEN_CHOICES:
+                raise ValueError(f"{name} must be one of {TOKEN_CHOICES}, got {getattr(self, name)!r}")
+
+    def tokens_for(self, model: Any, sae: Any, hook: str) -> tuple[str, str]:
+        """(selection tokens, suppression tokens) for one SAE: "sae" resolves to its trained tokens."""
+        own = check_token_selection(sae, model.cfg.n_tokens, hook, None)
+        resolve = lambda t: own if t == "sae" else t  # noqa: E731
+        return resolve(self.select_tokens), resolve(self.suppress_tokens)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,11 +188,20 @@ def _mean_metrics(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def _select_features(
-    model: Any, sae: Any, task: SpuriousTask, cfg: DisentangleConfig, weights: torch.Tensor
+    model: Any,
+    sae: Any,
+    task: SpuriousTask,
+    cfg: DisentangleConfig,
+    weights: torch.Tensor,
+    tokens: tuple[str, str],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(feature scores [d_sae], live-feature mask [d_sae]) from the selection split."""
+    """(feature scores [d_sae], live-feature mask [d_sae]) from the selection split.
+
+    `tokens`: (selection, suppression) token selections, as `DisentangleConfig.tokens_for` resolves them.
+    """
+    select_tokens, suppress_tokens = tokens
     acts = image_feature_acts(
-        model, sae, task.select.pixels, tokens=cfg.select_tokens, pool=cfg.pool, batch_size=cfg.batch_size
+        model, sae, task.select.pixels, tokens=select_tokens, pool=cfg.pool, batch_size=cfg.batch_size
     )
     live = acts.amax(0) > 0
     method = "auroc" if cfg.method == "steering" else cfg.method
@@ -191,7 +215,7 @@ def _select_features(
         effect = steering_scores(
             model, sae, task.select.pixels, spurious_w, weights, candidates,
             values=[cfg.steering_scale * float(max_act[c]) for c in candidates],
-            tokens=cfg.suppress_tokens, batch_size=cfg.batch_size,
+            tokens=suppress_tokens, batch_size=cfg.batch_size,
         )  # fmt: skip
         scores = torch.full_like(scores, float("-inf"))
         scores[torch.tensor(candidates)] = effect
@@ -257,14 +281,15 @@ def run_disentangle(
     )
     sae_rows: list[dict[str, Any]] = []
     for hook, sae in tqdm(ordered, desc=f"{task.name}: SAEs", disable=not progress):
-        scores, live = _select_features(model, sae, task, cfg, weights)
+        tokens = cfg.tokens_for(model, sae, hook)
+        scores, live = _select_features(model, sae, task, cfg, weights, tokens)
         live_idx = torch.nonzero(live).flatten().tolist()
         layer = hook_layer(hook)
         for k in cfg.ks:
             if k > len(live_idx):
                 continue
             feats = top_k(scores, k)
-            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=cfg.suppress_tokens,
+            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=tokens[1],
                                       use_error_term=cfg.use_error_term, hook_name=hook)]  # fmt: skip
             common = {"layer": layer, "hook": hook, "k": k}
             for split, ev in evals.items():
@@ -275,7 +300,7 @@ def run_disentangle(
                 runs = []
                 for seed in range(cfg.n_random):
                     rand = random_features(sae.cfg.d_sae, k, seed, candidates=live_idx)
-                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=cfg.suppress_tokens,
+                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=tokens[1],
                                                                 use_error_term=cfg.use_error_term, hook_name=hook)]))  # fmt: skip
                 add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
 

@@ -290,10 +290,12 @@ def toy_task(
     n_eval: int = 300,
     seed: int = 0,
     spurious_by: str = "word",
+    placement: str = "beside",
 ) -> SpuriousTask:
     """A toy-world task with disjoint splits drawn from different seeds.
 
     `n_select` / `n_eval`: clean/attacked pairs (typographic) or images per group (spurious sets).
+    `placement`: where the typographic attack writes its word (see `toy.typographic_set`).
     Seeds are chosen away from the toy CLIP's own evaluation seeds (1234..1236).
     """
     from sae_clip_plugin.toy import (
@@ -309,7 +311,9 @@ def toy_task(
         raise ValueError(f"spurious_by must be one of {SPURIOUS_BY}, got {spurious_by!r}")
     base = 5000 + 10 * seed
     if task == "toy-typographic":
-        sets = [typographic_set(n, seed=base + i) for i, n in enumerate((n_select, n_eval))]
+        sets = [
+            typographic_set(n, seed=base + i, placement=placement) for i, n in enumerate((n_select, n_eval))
+        ]
         kind, group_names = "typographic", ["clean", "attacked"]
         reference = 0 if spurious_by == "attack" else -1
         prompts = [f"the word {c}." for c in sets[0].classnames]

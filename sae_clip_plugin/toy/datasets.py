@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sampling import WorldConfig, place_shape, place_word, shape_sample, train_sample
+from .sampling import WorldConfig, place_shape, place_word, place_word_beside, shape_sample, train_sample
 from .world import BACKGROUNDS, COLOURS, SHAPES, ToySample, render
 
 
@@ -58,22 +58,42 @@ def train_dataset(
     return ToyDataset([s for s, _ in pairs], [{"caption": c} for _, c in pairs], transform)
 
 
+WORD_PLACEMENTS = ("beside", "anywhere")
+
+
 def typographic_set(
-    n: int, seed: int = 1, cfg: WorldConfig | None = None, transform: Callable | None = None
+    n: int,
+    seed: int = 1,
+    cfg: WorldConfig | None = None,
+    transform: Callable | None = None,
+    placement: str = "beside",
 ) -> ToyDataset:
     """``n`` clean shape images from the training distribution, each followed by its attacked twin.
 
     The twin is the same image with a wrong class name written on it. Items ``2k`` (``variant='clean'``)
     and ``2k+1`` (``variant='attacked'``) share ``pair_id=k``; ``label`` is the true shape's index in
     :data:`SHAPES`, ``word_label`` the written word's index (-1 when clean).
+
+    ``placement='beside'`` (default) writes the word where it leaves the shape uncovered, like a label
+    stuck next to an object in the real attacks (RTA-100, PAINT), so the drop measures reading and not
+    occlusion; ``'anywhere'`` places it as in training, often over the shape.
     """
+    if placement not in WORD_PLACEMENTS:
+        raise ValueError(f"placement must be one of {WORD_PLACEMENTS}, got {placement!r}")
     cfg = cfg or WorldConfig()
     rng = np.random.default_rng((seed, 31))
     samples, labels = [], []
     for k in range(n):
-        clean = shape_sample(rng, cfg, shape=SHAPES[k % len(SHAPES)])
-        wrong = str(rng.choice([w for w in SHAPES if w != clean.shape]))
-        attacked = clean.with_word(**place_word(rng, wrong, cfg))
+        while True:  # redraw the few shapes that leave no room for a label beside them
+            clean = shape_sample(rng, cfg, shape=SHAPES[k % len(SHAPES)])
+            wrong = str(rng.choice([w for w in SHAPES if w != clean.shape]))
+            if placement == "anywhere":
+                where = place_word(rng, wrong, cfg)
+                break
+            where = place_word_beside(rng, wrong, clean, cfg)
+            if where is not None:
+                break
+        attacked = clean.with_word(**where)
         label = SHAPES.index(clean.shape)
         samples += [clean, attacked]
         labels += [

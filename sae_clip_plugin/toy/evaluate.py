@@ -59,6 +59,33 @@ def group_accuracies(correct: torch.Tensor, dataset: ToyDataset) -> dict[str, An
     }
 
 
+def _typographic(model, preprocess, w, n: int, seed: int, world, device, placement: str) -> dict[str, float]:
+    """Clean and attacked accuracy on twins, how often the written word wins, and a non-word control.
+
+    The control writes a non-word in place of the class name (same place, size and ink): it tells the part
+    of the drop that comes from reading a class name from the part that any text there causes.
+    """
+    typo = typographic_set(n, seed=seed, cfg=world, placement=placement)
+    pred = zero_shot_logits(model, preprocess, typo, w, device).argmax(-1)
+    labels = torch.tensor([m["label"] for m in typo.labels])
+    words = torch.tensor([m["word_label"] for m in typo.labels])
+    clean = torch.tensor([m["variant"] == "clean" for m in typo.labels])
+    out = {
+        "clean_accuracy": (pred == labels)[clean].float().mean().item(),
+        "attacked_accuracy": (pred == labels)[~clean].float().mean().item(),
+        "attack_success_rate": (pred == words)[~clean].float().mean().item(),
+    }
+    out["typographic_drop"] = out["clean_accuracy"] - out["attacked_accuracy"]
+    attacked = [i for i, m in enumerate(typo.labels) if m["variant"] == "attacked"]
+    nonword = ToyDataset(
+        [dataclasses.replace(typo.samples[i], word=NONWORD) for i in attacked],
+        [typo.labels[i] for i in attacked],
+    )
+    pred = zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
+    out["nonword_accuracy"] = (pred == labels[~clean]).float().mean().item()
+    return out
+
+
 def evaluate_toy_clip(
     model=None,
     preprocess=None,
@@ -71,8 +98,10 @@ def evaluate_toy_clip(
 ) -> dict[str, Any]:
     """Clean and attacked zero-shot shape accuracy, and worst-group vs mean on both spurious sets.
 
-    Defaults to the bundled weights. Typographic: 6-way zero-shot over all shapes; spurious sets:
-    2-way zero-shot between the two correlated shapes (as Waterbirds / CelebA are binary tasks).
+    Defaults to the bundled weights. Typographic: 6-way zero-shot over all shapes with the word written
+    beside the shape (the attack proper: reading); ``result['anywhere']`` holds the same with the word
+    anywhere, as in training (reading plus covering the shape). Spurious sets: 2-way zero-shot between the
+    two correlated shapes (as Waterbirds / CelebA are binary tasks).
     ``world`` must be the configuration the model was trained on (default: the bundled recipe's).
     """
     if model is None:
@@ -80,26 +109,9 @@ def evaluate_toy_clip(
     was_training = model.training
     model.eval()
     result: dict[str, Any] = {}
-    typo = typographic_set(n_typographic, seed=seed, cfg=world)
     w = zero_shot_weights(model, tokenizer, SHAPES, device=device)
-    logits = zero_shot_logits(model, preprocess, typo, w, device)
-    pred = logits.argmax(-1)
-    labels = torch.tensor([m["label"] for m in typo.labels])
-    words = torch.tensor([m["word_label"] for m in typo.labels])
-    clean = torch.tensor([m["variant"] == "clean" for m in typo.labels])
-    result["clean_accuracy"] = (pred == labels)[clean].float().mean().item()
-    result["attacked_accuracy"] = (pred == labels)[~clean].float().mean().item()
-    result["typographic_drop"] = result["clean_accuracy"] - result["attacked_accuracy"]
-    result["attack_success_rate"] = (pred == words)[~clean].float().mean().item()
-    # control: the same attacked images with a non-word in place of the class name (same place, size and ink),
-    # to tell the part of the drop that comes from reading a class name from occlusion and clutter
-    attacked = [i for i, m in enumerate(typo.labels) if m["variant"] == "attacked"]
-    nonword = ToyDataset(
-        [dataclasses.replace(typo.samples[i], word=NONWORD) for i in attacked],
-        [typo.labels[i] for i in attacked],
-    )
-    pred = zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
-    result["nonword_accuracy"] = (pred == labels[~clean]).float().mean().item()
+    result.update(_typographic(model, preprocess, w, n_typographic, seed, world, device, "beside"))
+    result["anywhere"] = _typographic(model, preprocess, w, n_typographic, seed, world, device, "anywhere")
     for name, ds in (
         ("background", background_spurious_set(n_per_group, seed=seed + 1, cfg=world)),
         ("colour", colour_spurious_set(n_per_group, seed=seed + 2, cfg=world)),
@@ -113,13 +125,16 @@ def evaluate_toy_clip(
 
 
 def format_report(result: dict[str, Any]) -> str:
-    lines = [
-        f"clean zero-shot accuracy      {result['clean_accuracy']:.1%}",
-        f"typographic attacked accuracy {result['attacked_accuracy']:.1%}  "
-        f"(drop {result['typographic_drop'] * 100:.1f} points; predicts the written word "
-        f"{result['attack_success_rate']:.1%})",
-        f"  control: a non-word ({NONWORD!r}) in place of the class name {result['nonword_accuracy']:.1%}",
-    ]
+    lines = [f"clean zero-shot accuracy      {result['clean_accuracy']:.1%}"]
+    for label, r in (("word beside the shape", result), ("word anywhere", result.get("anywhere"))):
+        if r is None:
+            continue
+        lines += [
+            f"typographic, {label}: attacked {r['attacked_accuracy']:.1%} vs clean twins "
+            f"{r['clean_accuracy']:.1%} (drop {r['typographic_drop'] * 100:.1f} points; predicts the written word "
+            f"{r['attack_success_rate']:.1%})",
+            f"  control: a non-word ({NONWORD!r}) in place of the class name {r['nonword_accuracy']:.1%}",
+        ]
     for name in ("background", "colour"):
         r = result[name]
         groups = ", ".join(f"{g} {a:.1%}" for g, a in sorted(r["groups"].items()))

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, ToySample, word_box
+from .world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, ToySample, shape_box, word_box
 
 BACKGROUND_PHRASES = {"plain": "a plain background", "land": "land", "water": "water"}
 
@@ -103,6 +103,28 @@ def place_word(rng: np.random.Generator, word: str, cfg: WorldConfig) -> dict:
         "word_y": int(rng.integers(0, max(1, IMAGE_SIZE - h))),
         "word_ink": _choice(rng, ("black", "white")),
     }
+
+
+def place_word_beside(
+    rng: np.random.Generator, word: str, sample: ToySample, cfg: WorldConfig, gap: int = 1
+) -> dict | None:
+    """A placement of ``word`` that leaves the shape of ``sample`` uncovered (a label beside the object).
+
+    Size and ink are drawn as in :func:`place_word`; the position is uniform over the spots whose box
+    stays ``gap`` pixels clear of the shape's box. None when the shape leaves no room at that size.
+    """
+    placed = place_word(rng, word, cfg)
+    w, h = word_box(word, placed["word_size"])
+    left, top, right, bottom = shape_box(sample)
+    xs, ys = np.meshgrid(np.arange(max(1, IMAGE_SIZE - w)), np.arange(max(1, IMAGE_SIZE - h)), indexing="ij")
+    clear = (
+        (xs + w + gap <= left) | (xs >= right + gap) | (ys + h + gap <= top) | (ys >= bottom + gap)
+    ).ravel()
+    spots = np.flatnonzero(clear)
+    if spots.size == 0:
+        return None
+    spot = int(spots[rng.integers(spots.size)])
+    return {**placed, "word_x": int(xs.ravel()[spot]), "word_y": int(ys.ravel()[spot])}
 
 
 def shape_sample(rng: np.random.Generator, cfg: WorldConfig, shape: str | None = None) -> ToySample:

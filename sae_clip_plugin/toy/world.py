@@ -168,6 +168,26 @@ def _texture(background: str, seed: int) -> np.ndarray:
     return np.ascontiguousarray(tex)
 
 
+def shape_box(sample: ToySample) -> tuple[float, float, float, float] | None:
+    """Pixel bounding box (left, top, right, bottom) of the drawn shape, outline included; None without a shape."""
+    if sample.shape is None:
+        return None
+    xy = _shape_vertices(sample)
+    pad = 1.0  # the 2-px outline straddles the polygon's edge
+    return (
+        float(xy[:, 0].min()) - pad,
+        float(xy[:, 1].min()) - pad,
+        float(xy[:, 0].max()) + pad,
+        float(xy[:, 1].max()) + pad,
+    )
+
+
+def _shape_vertices(sample: ToySample) -> np.ndarray:
+    pts = _POLYGONS[sample.shape]
+    c, s = math.cos(math.radians(sample.rotation)), math.sin(math.radians(sample.rotation))
+    return pts @ np.array([[c, s], [-s, c]]) * (sample.size / 2) + [sample.x, sample.y]
+
+
 def render(sample: ToySample) -> Image.Image:
     """Draw ``sample`` as a 64x64 RGB image (deterministic: same metadata, same pixels)."""
     img = Image.fromarray(_texture(sample.background, sample.texture_seed), "RGB")
@@ -175,10 +195,7 @@ def render(sample: ToySample) -> Image.Image:
     if sample.shape is not None:
         if sample.colour not in COLOURS:
             raise ValueError(f"unknown colour {sample.colour!r}; choose one of {tuple(COLOURS)}")
-        pts = _POLYGONS[sample.shape]
-        c, s = math.cos(math.radians(sample.rotation)), math.sin(math.radians(sample.rotation))
-        rot = pts @ np.array([[c, s], [-s, c]])
-        xy = rot * (sample.size / 2) + [sample.x, sample.y]
+        xy = _shape_vertices(sample)
         rgb = COLOURS[sample.colour]
         edge = tuple(int(v * 0.4) for v in rgb)
         draw.polygon([tuple(p) for p in xy.tolist()], fill=rgb, outline=edge, width=2)

@@ -380,3 +380,31 @@ def test_task_from_a_generated_typographic_set(model) -> None:
     assert not {tuple(p.flatten()[:50].tolist()) for p in task.select.pixels} & {
         tuple(p.flatten()[:50].tolist()) for p in task.evaluate.pixels
     }
+
+
+def test_token_selections_default_to_the_tokens_each_sae_was_trained_on(model) -> None:
+    from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
+    from sae_clip_plugin.analysis.disentangle_tasks import SpuriousTask
+
+    hook = "blocks.1.hook_resid_post"
+    cls_sae = random_sae(model.cfg.d_model, hook=hook, seed=5)
+    cls_sae.cfg.metadata.token_selection, cls_sae.cfg.metadata.context_size = "cls", 1
+    plain = random_sae(model.cfg.d_model, seed=6)  # no token metadata: all tokens
+    cfg = DisentangleConfig(ks=(2,), n_random=1, n_heads=(), batch_size=16)
+    assert cfg.tokens_for(model, cls_sae, hook) == ("cls", "cls")
+    assert cfg.tokens_for(model, plain, HOOK) == ("all", "all")
+    explicit = DisentangleConfig(ks=(2,), n_random=1, n_heads=(), batch_size=16, select_tokens="patches")
+    assert explicit.tokens_for(model, cls_sae, hook) == ("patches", "cls")
+    with pytest.raises(ValueError, match="suppress_tokens must be one of"):
+        DisentangleConfig(suppress_tokens="text")
+
+    task = SpuriousTask("tiny-typo", "typographic", ["cat", "dog", "car"], ["a photo of a {}."],
+                        ["clean", "attacked"], _synthetic_split(model, 6, 0), _synthetic_split(model, 5, 1),
+                        reference=-1)  # fmt: skip
+    default = run_disentangle(model, [cls_sae], task, cfg, progress=False)
+    by_hand = DisentangleConfig(ks=(2,), n_random=1, n_heads=(), batch_size=16, select_tokens="cls",
+                                suppress_tokens="cls")  # fmt: skip
+    assert run_disentangle(model, [cls_sae], task, by_hand, progress=False).rows == default.rows
+    everywhere = DisentangleConfig(ks=(2,), n_random=1, n_heads=(), batch_size=16, select_tokens="all",
+                                   suppress_tokens="all")  # fmt: skip
+    assert run_disentangle(model, [cls_sae], task, everywhere, progress=False).rows != default.rows

@@ -27,7 +27,8 @@ def test_toy_sample_writes_png_grids(tmp_path):
 def test_toy_eval_prints_the_must_show_numbers(capsys):
     assert _run(["toy-eval", "--n", "6", "--per-group", "3"]) == 0
     out = capsys.readouterr().out
-    assert "clean zero-shot accuracy" in out and "attacked accuracy" in out
+    assert "clean zero-shot accuracy" in out and "word beside the shape: attacked" in out
+    assert "word anywhere: attacked" in out
     assert "background-spurious" in out and "colour-spurious" in out and "worst group" in out
     assert "non-word" in out
 

@@ -111,7 +111,8 @@ def test_clean_zero_shot_accuracy_is_high(result):
 
 
 def test_typographic_attack_drops_accuracy_by_30_points(result):
-    assert result["typographic_drop"] >= 0.30
+    assert result["typographic_drop"] >= 0.30  # the word beside the shape: reading alone
+    assert result["anywhere"]["typographic_drop"] >= 0.30  # as in training, often over the shape
     # the drop comes from reading: on attacked images the written word is predicted at least twice as often
     # as an average one of the other wrong classes (uniform confusion would make them equal)
     other_wrong = 1.0 - result["attacked_accuracy"] - result["attack_success_rate"]

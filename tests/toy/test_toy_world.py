@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -131,3 +132,47 @@ def test_training_tensor_matches_open_clip_preprocess():
     images = [img for img, _ in ds.items()]
     ref = torch.stack([toy_preprocess()(img) for img in images])
     torch.testing.assert_close(images_to_tensor(images), ref, atol=1e-5, rtol=0)
+
+
+def test_shape_box_holds_every_pixel_of_the_shape():
+    from sae_clip_plugin.toy.world import ToySample, shape_box
+
+    for i, shape in enumerate(SHAPES):
+        sample = ToySample(
+            "plain", texture_seed=i, shape=shape, colour="red", x=30, y=33, size=34, rotation=9.0
+        )
+        drawn = np.any(np.asarray(render(sample)) != np.asarray(render(replace(sample, shape=None))), axis=-1)
+        ys, xs = np.nonzero(drawn)
+        left, top, right, bottom = shape_box(sample)
+        assert left <= xs.min() and xs.max() <= right and top <= ys.min() and ys.max() <= bottom
+        assert right - left <= 34 + 2 * 2 and xs.max() - xs.min() >= 0.75 * 34  # tight: not just the canvas
+    assert shape_box(ToySample("plain", 0)) is None
+
+
+def _covers(sample) -> bool:
+    """Does the written word's box meet the shape's box?"""
+    from sae_clip_plugin.toy.world import shape_box, word_box
+
+    left, top, right, bottom = shape_box(sample)
+    w, h = word_box(sample.word, sample.word_size)
+    x0, y0 = sample.word_x, sample.word_y
+    return not (x0 + w < left or x0 > right or y0 + h < top or y0 > bottom)
+
+
+def test_typographic_words_beside_the_shape_leave_it_uncovered():
+    from sae_clip_plugin.toy.world import word_box
+
+    ds = typographic_set(30, seed=4)
+    for k in range(30):
+        clean, attacked = ds.samples[2 * k], ds.samples[2 * k + 1]
+        assert replace(attacked, word=None, word_x=0, word_y=0, word_size=14, word_ink="black") == clean
+        w, h = word_box(attacked.word, attacked.word_size)
+        assert not _covers(attacked), f"pair {k} covers the shape"
+        assert attacked.word_x >= 0 and attacked.word_x + w <= 64
+        assert attacked.word_y >= 0 and attacked.word_y + h <= 64
+    # 'anywhere' places words as in training, often over the shape
+    anywhere = typographic_set(30, seed=4, placement="anywhere")
+    assert anywhere.samples[0] == ds.samples[0]  # the first clean image is drawn before any placement
+    assert sum(_covers(anywhere.samples[2 * k + 1]) for k in range(30)) >= 10
+    with pytest.raises(ValueError, match="placement must be one of"):
+        typographic_set(2, placement="over")
