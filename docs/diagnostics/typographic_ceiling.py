@@ -36,16 +36,19 @@ def main(sae_root: str, n_pairs: int = 300, ranks: tuple[int, ...] = (6, 12)) ->
 
     sel_att, sel_cln, _ = twins(task.select)
     att, cln, labels = twins(task.evaluate)
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    # one pass per image set caches every layer's residual stream
+    _, clean_cache = model.run_with_cache(cln, names_filter=names)
+    _, sel_att_cache = model.run_with_cache(sel_att, names_filter=names)
+    _, sel_cln_cache = model.run_with_cache(sel_cln, names_filter=names)
 
     def accuracy(pixels: torch.Tensor, hooks=()) -> float:
         emb = model.run_with_hooks(pixels, fwd_hooks=list(hooks))
         return (zero_shot_logits(emb, weights, scale).argmax(-1) == labels).float().mean().item()
 
     print(f"no intervention: clean {accuracy(cln):.3f}, attacked {accuracy(att):.3f}")
-    for layer in range(model.cfg.n_layers):
-        name = f"blocks.{layer}.hook_resid_post"
+    for layer, name in enumerate(names):
         sae = SAE.load_from_disk(f"{sae_root}/{name}").eval()
-        _, clean_cache = model.run_with_cache(cln, names_filter=[name])
         clean_recon = sae.decode(sae.encode(clean_cache[name]))
 
         def patch_fn(x, hook, sae=sae, clean_recon=clean_recon):
@@ -53,9 +56,8 @@ def main(sae_root: str, n_pairs: int = 300, ranks: tuple[int, ...] = (6, 12)) ->
 
         patch = (name, patch_fn)
         line = [f"L{layer}: SAE patch attacked {accuracy(att, [patch]):.3f}"]
-        _, a = model.run_with_cache(sel_att, names_filter=[name])
-        _, c = model.run_with_cache(sel_cln, names_filter=[name])
-        delta, centre = a[name][:, 0] - c[name][:, 0], c[name][:, 0].mean(0)
+        delta = sel_att_cache[name][:, 0] - sel_cln_cache[name][:, 0]
+        centre = sel_cln_cache[name][:, 0].mean(0)
         for r in ranks:
             basis = torch.linalg.svd(delta, full_matrices=False).Vh[:r].T  # [d_model, r]
 

@@ -193,13 +193,13 @@ def _select_features(
     task: SpuriousTask,
     cfg: DisentangleConfig,
     weights: torch.Tensor,
-    tokens: tuple[str, str],
+    select_tokens: str,
+    suppress_tokens: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(feature scores [d_sae], live-feature mask [d_sae]) from the selection split.
 
-    `tokens`: (selection, suppression) token selections, as `DisentangleConfig.tokens_for` resolves them.
+    The token selections are this SAE's, as `DisentangleConfig.tokens_for` resolves them.
     """
-    select_tokens, suppress_tokens = tokens
     acts = image_feature_acts(
         model, sae, task.select.pixels, tokens=select_tokens, pool=cfg.pool, batch_size=cfg.batch_size
     )
@@ -281,15 +281,15 @@ def run_disentangle(
     )
     sae_rows: list[dict[str, Any]] = []
     for hook, sae in tqdm(ordered, desc=f"{task.name}: SAEs", disable=not progress):
-        tokens = cfg.tokens_for(model, sae, hook)
-        scores, live = _select_features(model, sae, task, cfg, weights, tokens)
+        select_tokens, suppress_tokens = cfg.tokens_for(model, sae, hook)
+        scores, live = _select_features(model, sae, task, cfg, weights, select_tokens, suppress_tokens)
         live_idx = torch.nonzero(live).flatten().tolist()
         layer = hook_layer(hook)
         for k in cfg.ks:
             if k > len(live_idx):
                 continue
             feats = top_k(scores, k)
-            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=tokens[1],
+            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=suppress_tokens,
                                       use_error_term=cfg.use_error_term, hook_name=hook)]  # fmt: skip
             common = {"layer": layer, "hook": hook, "k": k}
             for split, ev in evals.items():
@@ -300,7 +300,7 @@ def run_disentangle(
                 runs = []
                 for seed in range(cfg.n_random):
                     rand = random_features(sae.cfg.d_sae, k, seed, candidates=live_idx)
-                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=tokens[1],
+                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=suppress_tokens,
                                                                 use_error_term=cfg.use_error_term, hook_name=hook)]))  # fmt: skip
                 add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
 

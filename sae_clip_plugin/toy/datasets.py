@@ -84,15 +84,14 @@ def typographic_set(
     rng = np.random.default_rng((seed, 31))
     samples, labels = [], []
     for k in range(n):
-        while True:  # redraw the few shapes that leave no room for a label beside them
+        where = None
+        while where is None:  # redraw the few shapes that leave no room for a label beside them
             clean = shape_sample(rng, cfg, shape=SHAPES[k % len(SHAPES)])
             wrong = str(rng.choice([w for w in SHAPES if w != clean.shape]))
             if placement == "anywhere":
                 where = place_word(rng, wrong, cfg)
-                break
-            where = place_word_beside(rng, wrong, clean, cfg)
-            if where is not None:
-                break
+            else:
+                where = place_word_beside(rng, wrong, clean, cfg)
         attacked = clean.with_word(**where)
         label = SHAPES.index(clean.shape)
         samples += [clean, attacked]

@@ -126,9 +126,7 @@ def evaluate_toy_clip(
 
 def format_report(result: dict[str, Any]) -> str:
     lines = [f"clean zero-shot accuracy      {result['clean_accuracy']:.1%}"]
-    for label, r in (("word beside the shape", result), ("word anywhere", result.get("anywhere"))):
-        if r is None:
-            continue
+    for label, r in (("word beside the shape", result), ("word anywhere", result["anywhere"])):
         lines += [
             f"typographic, {label}: attacked {r['attacked_accuracy']:.1%} vs clean twins "
             f"{r['clean_accuracy']:.1%} (drop {r['typographic_drop'] * 100:.1f} points; predicts the written word "

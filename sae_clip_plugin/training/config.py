@@ -81,9 +81,8 @@ class VisionSAERunnerConfig:
     architecture: str = "standard"  # standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated
     expansion_factor: int = 64
     d_sae: int | None = None  # overrides expansion_factor
-    normalize_activations: str | None = (
-        None  # None: layer_norm (vanilla), expected_average_only_in (TopK family)
-    )
+    # None: layer_norm (vanilla family), expected_average_only_in (TopK family)
+    normalize_activations: str | None = None
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
     sae: dict[str, Any] = field(
