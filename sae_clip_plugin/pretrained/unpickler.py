@@ -1,26 +1,42 @@
-"""A restricted unpickler for foreign SAE checkpoints (Prisma `.pt` files).
+"""A pickle reader for foreign SAE checkpoints (Prisma `.pt` files) that builds plain data only.
 
-Why: Prisma checkpoints pickle a `vit_prisma` config object next to the weights, so
-`torch.load(weights_only=True)` refuses them and plain `torch.load` would import vit_prisma
-and run whatever the pickle names. Here only tensor/storage rebuilders, torch dtypes and
-devices, and plain containers may be called; classes from the modules in
-`STAND_IN_MODULE_PREFIXES` become inert stand-ins that just hold their pickled state; any
-other global (os.system, builtins.eval, subprocess.Popen, ...) is refused before it runs.
+Why not `pickle.Unpickler` with a `find_class` allow-list: its BUILD, SETITEM and attribute opcodes act on
+whatever object is on the stack, so a file that names an allowed function (say torch's tensor rebuild) can
+BUILD on it and rewrite its `__defaults__` for the whole process. Here the pickle program is interpreted
+by our own small machine:
+
+- a global is a *name* (:class:`GlobalName`), never the live object, so nothing outside the load can be
+  reached, let alone mutated;
+- calling a name (REDUCE / NEWOBJ) runs one of a fixed set of constructions, each checking its arguments:
+  tensor and storage rebuilds (sizes checked against the stored bytes), OrderedDict, torch.Size/device/dtype,
+  set/frozenset/complex/slice/bytes, numpy scalars and arrays of plain dtypes;
+- classes of the config modules (`vit_prisma`, `sae_lens`, ...) become :class:`PickledObject` records, a
+  dict of their pickled state; BUILD and item assignment act only on containers made by this load;
+- every length comes from bytes that are really in the file (a length beyond them is an error), so a crafted
+  size cannot allocate more than the file holds.
+
+Checkpoints are read from torch's zip format (`torch.save` since torch 1.6), storages from its records.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
 import collections
-import copyreg
+import math
 import pickle
-import types
+import re
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-# Classes from these modules are never imported: they load as inert `StandIn` objects.
+# Classes from these modules are never imported: they load as PickledObject records.
 STAND_IN_MODULE_PREFIXES: tuple[str, ...] = (
     "vit_prisma",
     "sae_lens",
@@ -28,155 +44,851 @@ STAND_IN_MODULE_PREFIXES: tuple[str, ...] = (
     "torch.nn.modules",  # e.g. an nn.ReLU() kept in activation_fn_kwargs
     "__main__",
 )
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-    ("torch.storage", "UntypedStorage"): torch.storage.UntypedStorage,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "complex"): complex,
-    ("builtins", "bytearray"): bytearray,
-    ("builtins", "slice"): slice,
-    ("builtins", "object"): object,  # only as copyreg._reconstructor's base
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("_codecs", "encode"): __import__("_codecs").encode,  # bytes under protocol 2
-}
-if hasattr(torch._utils, "_rebuild_tensor_v3"):
-    _ALLOWED_GLOBALS[("torch._utils", "_rebuild_tensor_v3")] = torch._utils._rebuild_tensor_v3
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """numpy scalars/arrays that a config may hold (e.g. an l1 coefficient as np.float64)."""
-    import numpy as np
-
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    found: dict[tuple[str, str], Any] = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1 and 2 spellings
-        for name in ("scalar", "_reconstruct"):
-            found[(module, name)] = getattr(multiarray, name)
-    return found
-
-
-_ALLOWED_GLOBALS.update(_numpy_globals())
+MAX_TENSOR_DIMS = 64
+MAX_PICKLE_BYTES = 256 * 2**20  # the pickle program itself (weights live in separate records)
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle names something outside the allowlist; nothing it names was run."""
+    """The file asks for something outside what a checkpoint needs; nothing it names was run."""
 
 
-class StandIn:
-    """Inert placeholder for a class that is not imported (e.g. a vit_prisma config).
+@dataclass(frozen=True)
+class GlobalName:
+    """A global named by the pickle (`module.name`): a name only, the object is never looked up."""
 
-    It accepts any constructor arguments and pickled state and only stores them, so
-    `vars(obj)` gives the object's fields. Its type's `__module__`/`__qualname__` keep the
-    original class's name for error messages.
+    module: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class PickledObject(dict):
+    """An instance of a class that is not imported (e.g. a vit_prisma config): its pickled state as a dict.
+
+    `pickled_class` keeps the original class's dotted name; constructor arguments, if any, are kept under
+    `_stand_in_args` / `_stand_in_kwargs`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if args:
-            self.__dict__["_stand_in_args"] = args
-        if kwargs:
-            self.__dict__["_stand_in_kwargs"] = kwargs
+    __slots__ = ("pickled_class",)
 
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
-            for part in state:
-                if isinstance(part, dict):
-                    self.__dict__.update(part)
-        elif isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["_stand_in_state"] = state
+    def __init__(self, pickled_class: str) -> None:
+        super().__init__()
+        self.pickled_class = pickled_class
 
     def __repr__(self) -> str:
-        cls = type(self)
-        return f"<StandIn {cls.__module__}.{cls.__qualname__} {sorted(self.__dict__)}>"
+        return f"<PickledObject {self.pickled_class} {sorted(map(str, self))}>"
 
 
-_STAND_IN_CLASSES: dict[tuple[str, str], type] = {}
+@dataclass
+class _Storage:
+    """A storage read from the archive: a flat CPU tensor over a private copy of its bytes."""
+
+    flat: torch.Tensor
 
 
-def stand_in_class(module: str, name: str) -> type:
-    """The (cached) inert stand-in class for `module.name`."""
-    key = (module, name)
-    if key not in _STAND_IN_CLASSES:
-        safe_name = name.replace(".", "_") or "Anonymous"
-        cls = types.new_class(safe_name, (StandIn,))
-        cls.__module__ = module
-        cls.__qualname__ = name
-        _STAND_IN_CLASSES[key] = cls
-    return _STAND_IN_CLASSES[key]
+@dataclass
+class _NumpyDType:
+    """np.dtype(spec) as pickled, before its BUILD sets the byte order."""
+
+    spec: str
+    byteorder: str = "="
+
+    def resolve(self) -> np.dtype:
+        dtype = np.dtype(self.spec)
+        if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+            raise UnsafePickleError(f"numpy dtype {self.spec!r} is not a plain numeric dtype")
+        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+
+
+@dataclass
+class _NumpyArray:
+    """numpy.core.multiarray._reconstruct(ndarray, ...) before its BUILD fills it in."""
+
+    value: np.ndarray | None = None
+
+
+def _refuse(what: str) -> UnsafePickleError:
+    return UnsafePickleError(
+        f"refusing to unpickle {what}: a checkpoint may only hold tensors, storages, torch dtypes/devices, plain containers "
+        f"and the state of {', '.join(STAND_IN_MODULE_PREFIXES)} config classes; nothing was executed. If you "
+        "trust this file, load it yourself with torch.load(path, weights_only=False) and pass the state dict to "
+        "sae_clip_plugin.pretrained.convert_prisma()."
+    )
 
 
 def _is_stand_in_module(module: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in STAND_IN_MODULE_PREFIXES)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """pickle.Unpickler whose `find_class` only hands out allowlisted callables or stand-ins."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol <= 2 pickles spell Python 3 names the Python 2 way (__builtin__, copy_reg)
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if _is_stand_in_module(module):
-            return stand_in_class(module, name)
-        raise UnsafePickleError(
-            f"refusing to unpickle global '{module}.{name}': only tensors, storages, torch dtypes/devices, "
-            f"plain containers and inert stand-ins for {', '.join(STAND_IN_MODULE_PREFIXES)} classes are "
-            "allowed, and nothing was executed. If you trust this file, load it yourself with "
-            "torch.load(path, weights_only=False) and pass the state dict to sae_clip_plugin.pretrained."
-            "convert_prisma()."
-        )
+def _normalise_global(module: str, name: str) -> GlobalName:
+    # protocol <= 2 pickles spell Python 3 names the Python 2 way (__builtin__, copy_reg)
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    if module.startswith("numpy._core."):  # numpy 2 spelling of numpy 1's numpy.core
+        module = "numpy.core." + module.removeprefix("numpy._core.")
+    return GlobalName(module, name)
 
 
-def _restricted_load(file: Any, **kwargs: Any) -> Any:
-    return RestrictedUnpickler(file, **kwargs).load()
+# ------------------------------------------------------------------ value checks
 
 
-# What torch.load(pickle_module=...) needs: `Unpickler` (subclassed by torch) and `load`.
-restricted_pickle_module = types.SimpleNamespace(
-    __name__="sae_clip_plugin.restricted_pickle", Unpickler=RestrictedUnpickler, load=_restricted_load
-)
+def _int(value: Any, what: str, low: int = 0) -> int:
+    if type(value) is not int or value < low:
+        raise _refuse(f"{what} {value!r} (expected an integer >= {low})")
+    return value
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or len(value) > MAX_TENSOR_DIMS:
+        raise _refuse(f"{what} {value!r} (expected a tuple of at most {MAX_TENSOR_DIMS} integers)")
+    return tuple(_int(v, what) for v in value)
+
+
+def _empty_hooks(value: Any) -> None:
+    if value is not None and not (type(value) in (dict, collections.OrderedDict) and not value):
+        raise _refuse("tensor backward hooks")
+
+
+def _empty_state(value: Any, what: str) -> None:
+    if value is None or (type(value) in (dict, collections.OrderedDict, tuple) and not value):
+        return
+    raise _refuse(f"{what} {value!r}")
+
+
+# ------------------------------------------------------------------ tensor rebuilds
+
+
+def _view(
+    storage: Any, offset: Any, size: Any, stride: Any, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """A fresh contiguous tensor from (storage, offset, size, stride), after checking it stays in the storage.
+
+    Refused: elements outside the stored bytes, and views with more elements than the storage holds from
+    `offset` (stride-0 or overlapping expansions whose size the file does not pay for).
+    """
+    if not isinstance(storage, _Storage):
+        raise _refuse(f"a tensor rebuilt from {type(storage).__name__} (expected a storage record)")
+    flat = storage.flat if dtype is None else _retype(storage.flat, dtype)
+    offset = _int(offset, "storage offset")
+    size, stride = _int_tuple(tuple(size), "tensor size"), _int_tuple(tuple(stride), "tensor stride")
+    if len(size) != len(stride):
+        raise _refuse(f"tensor size {size} with stride {stride} of another length")
+    numel = math.prod(size)
+    if numel:
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= flat.numel() or numel > flat.numel() - offset:
+            raise _refuse(
+                f"a tensor of size {size}, stride {stride}, offset {offset} over a storage of {flat.numel()} "
+                "elements (it would reach outside the stored data or expand it)"
+            )
+    return flat.as_strided(size, stride, offset).clone() if numel else torch.empty(size, dtype=flat.dtype)
+
+
+def _retype(flat: torch.Tensor, dtype: Any) -> torch.Tensor:
+    if not isinstance(dtype, torch.dtype):
+        raise _refuse(f"tensor dtype {dtype!r}")
+    if flat.dtype == dtype:
+        return flat
+    if flat.dtype != torch.uint8 or flat.numel() % dtype.itemsize:
+        raise _refuse(f"a {dtype} view of a {flat.dtype} storage of {flat.numel()} elements")
+    return flat.view(dtype)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest) -> torch.Tensor:
+    """torch._utils._rebuild_tensor(_v2): (storage, offset, size, stride[, requires_grad, hooks[, metadata]])."""
+    if len(rest) > 3:
+        raise _refuse("extra tensor rebuild arguments")
+    tensor = _view(storage, offset, size, stride)
+    if rest:
+        _check_grad_flag(rest[0])
+    if len(rest) > 1:
+        _empty_hooks(rest[1])
+    if len(rest) > 2:
+        _empty_state(rest[2], "tensor metadata (conj/neg bits)")
+    return tensor
+
+
+def _rebuild_tensor_v3(
+    storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None
+) -> torch.Tensor:
+    _check_grad_flag(requires_grad)
+    _empty_hooks(hooks)
+    _empty_state(metadata, "tensor metadata (conj/neg bits)")
+    return _view(storage, offset, size, stride, dtype=dtype)
+
+
+def _check_grad_flag(value: Any) -> None:
+    if type(value) is not bool:
+        raise _refuse(f"requires_grad {value!r}")
+
+
+def _rebuild_parameter(data, requires_grad, hooks, state=None) -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise _refuse(f"a parameter over {type(data).__name__}")
+    _check_grad_flag(requires_grad)
+    _empty_hooks(hooks)
+    _empty_state(state, "parameter state")
+    return data  # the weights only: a plain tensor, no grad
+
+
+def _rebuild_from_type_v2(func, new_type, args, state) -> torch.Tensor:
+    if new_type not in (GlobalName("torch", "Tensor"), GlobalName("torch.nn.parameter", "Parameter")):
+        raise _refuse(f"a tensor of type {new_type}")
+    _empty_state(state, "tensor state")
+    if not isinstance(args, tuple):
+        raise _refuse("tensor rebuild arguments")
+    return _call(func, args)
+
+
+# ------------------------------------------------------------------ other constructions
+
+
+def _ordered_dict(*args) -> collections.OrderedDict:
+    if args and (len(args) != 1 or not isinstance(args[0], (list, tuple))):
+        raise _refuse("OrderedDict arguments")
+    out: collections.OrderedDict = collections.OrderedDict()
+    for pair in args[0] if args else ():
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise _refuse("an OrderedDict item that is not a pair")
+        out[pair[0]] = pair[1]
+    return out
+
+
+def _torch_size(dims=()) -> torch.Size:
+    return torch.Size(_int_tuple(tuple(dims) if isinstance(dims, list) else dims, "torch.Size"))
+
+
+def _torch_device(kind, index=None) -> torch.device:
+    if not isinstance(kind, str) or (index is not None and type(index) is not int):
+        raise _refuse(f"torch.device({kind!r}, {index!r})")
+    return torch.device(kind) if index is None else torch.device(kind, index)
+
+
+def _collection(factory: type) -> Callable[..., Any]:
+    def build(items=()) -> Any:
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            raise _refuse(f"{factory.__name__}({type(items).__name__})")
+        return factory(items)
+
+    return build
+
+
+def _complex(real=0.0, imag=0.0) -> complex:
+    if not all(type(v) in (int, float) for v in (real, imag)):
+        raise _refuse("complex arguments")
+    return complex(real, imag)
+
+
+def _slice(*args) -> slice:
+    if len(args) > 3 or not all(v is None or type(v) is int for v in args):
+        raise _refuse("slice arguments")
+    return slice(*args)
+
+
+def _encode(text, encoding="latin1") -> bytes:
+    """_codecs.encode(str, 'latin1'): how protocol 2 spells bytes."""
+    if not isinstance(text, str) or codecs.lookup(str(encoding)).name not in (
+        "latin-1",
+        "iso8859-1",
+        "utf-8",
+    ):
+        raise _refuse(f"_codecs.encode with {encoding!r}")
+    return text.encode(encoding)
+
+
+def _bytearray(data=b"", encoding=None) -> bytearray:
+    # bytearray(int) would allocate a size the file does not hold: only bytes and text are taken
+    if isinstance(data, (bytes, bytearray)) and encoding is None:
+        return bytearray(data)
+    if isinstance(data, str) and isinstance(encoding, str):
+        return bytearray(_encode(data, encoding))
+    raise _refuse(f"bytearray({type(data).__name__})")
+
+
+def _numpy_dtype(spec, align=False, copy=True) -> _NumpyDType:
+    if not isinstance(spec, str):
+        raise _refuse(f"numpy dtype {spec!r}")
+    _NumpyDType(spec).resolve()  # checked now, byte order set by BUILD
+    return _NumpyDType(spec)
+
+
+def _numpy_scalar(dtype, data=None) -> Any:
+    if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes):
+        raise _refuse("numpy scalar arguments")
+    resolved = dtype.resolve()
+    if len(data) != resolved.itemsize:
+        raise _refuse(f"a numpy {resolved} scalar of {len(data)} bytes")
+    return np.frombuffer(data, dtype=resolved)[0].copy()
+
+
+def _numpy_frombuffer(buffer, dtype, shape, order) -> np.ndarray:
+    """numpy.core.numeric._frombuffer: how protocol 5 spells an array (data in-band)."""
+    if not isinstance(buffer, (bytes, bytearray)) or not isinstance(dtype, _NumpyDType) or order not in "CF":
+        raise _refuse("numpy _frombuffer arguments")
+    resolved, shape = dtype.resolve(), _int_tuple(shape, "numpy shape")
+    if len(buffer) != math.prod(shape) * resolved.itemsize:
+        raise _refuse(f"a numpy array of shape {shape} with {len(buffer)} bytes of data")
+    return np.frombuffer(bytes(buffer), dtype=resolved).reshape(shape, order=order).copy()
+
+
+def _numpy_reconstruct(cls, shape, typecode) -> _NumpyArray:
+    if cls != GlobalName("numpy", "ndarray"):
+        raise _refuse(f"numpy _reconstruct of {cls}")
+    return _NumpyArray()
+
+
+def _numpy_array_state(array: _NumpyArray, state: Any) -> None:
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], _NumpyDType)):
+        raise _refuse("numpy array state")
+    _, shape, dtype, fortran, raw = state
+    shape = _int_tuple(shape, "numpy shape")
+    resolved = dtype.resolve()
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) * resolved.itemsize:
+        raise _refuse(f"a numpy array of shape {shape} with {len(raw)} bytes of data")
+    array.value = (
+        np.frombuffer(bytes(raw), dtype=resolved).reshape(shape, order="F" if fortran else "C").copy()
+    )
+
+
+_CONSTRUCTIONS: dict[GlobalName, Callable[..., Any]] = {
+    GlobalName("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    GlobalName("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    GlobalName("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    GlobalName("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    GlobalName("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    GlobalName("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    GlobalName("collections", "OrderedDict"): _ordered_dict,
+    GlobalName("torch", "Size"): _torch_size,
+    GlobalName("torch", "device"): _torch_device,
+    GlobalName("builtins", "set"): _collection(set),
+    GlobalName("builtins", "frozenset"): _collection(frozenset),
+    GlobalName("builtins", "complex"): _complex,
+    GlobalName("builtins", "slice"): _slice,
+    GlobalName("builtins", "bytearray"): _bytearray,
+    GlobalName("_codecs", "encode"): _encode,
+    GlobalName("numpy", "dtype"): _numpy_dtype,
+    GlobalName("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    GlobalName("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    GlobalName("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+}
+# Names that may appear as arguments (types handed to a construction), never called themselves.
+_NAMES_AS_VALUES = {
+    GlobalName("torch", "Tensor"),
+    GlobalName("torch.nn.parameter", "Parameter"),
+    GlobalName("numpy", "ndarray"),
+    GlobalName("builtins", "object"),
+}
+
+
+def _call(func: Any, args: tuple, kwargs: dict | None = None) -> Any:
+    """REDUCE / NEWOBJ: run the construction a name stands for, or make a record of a config class."""
+    if not isinstance(func, GlobalName):
+        raise _refuse(f"calling a {type(func).__name__}")
+    if func in _CONSTRUCTIONS:
+        try:
+            return _CONSTRUCTIONS[func](*args, **(kwargs or {}))
+        except UnsafePickleError:
+            raise
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise _refuse(f"{func}{_short(args)}: {err}") from None
+    if func == GlobalName("copyreg", "_reconstructor"):  # object.__reduce_ex__(<2) of a config class
+        if len(args) != 3 or not isinstance(args[0], GlobalName):
+            raise _refuse("copyreg._reconstructor arguments")
+        return _call(args[0], ())
+    if _is_stand_in_module(func.module):
+        obj = PickledObject(str(func))
+        if args:
+            obj["_stand_in_args"] = list(args)
+        if kwargs:
+            obj["_stand_in_kwargs"] = dict(kwargs)
+        return obj
+    raise _refuse(f"calling global '{func}'")
+
+
+def _short(args: tuple) -> str:
+    text = repr(args)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _build(obj: Any, state: Any) -> None:
+    """BUILD: only on records this load made (a config record, a numpy array or dtype)."""
+    if isinstance(obj, PickledObject):
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        for part in parts:
+            if type(part) in (dict, collections.OrderedDict, PickledObject):
+                obj.update(part)
+            elif part is not None:
+                obj["_stand_in_state"] = part
+    elif isinstance(obj, _NumpyDType):
+        if not (isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "=", "|")):
+            raise _refuse("numpy dtype state")
+        obj.byteorder = state[1]
+    elif isinstance(obj, _NumpyArray):
+        _numpy_array_state(obj, state)
+    else:
+        raise _refuse(f"setting the state of {_describe(obj)}")
+
+
+def _describe(obj: Any) -> str:
+    return f"global '{obj}'" if isinstance(obj, GlobalName) else f"a {type(obj).__name__}"
+
+
+# ------------------------------------------------------------------ the pickle machine
+
+
+class _Mark:
+    """The MARK sentinel on the stack."""
+
+
+_MARK = _Mark()
+
+
+class _Machine:
+    """Interprets a pickle program; see the module docstring for what it allows."""
+
+    def __init__(self, data: bytes, persistent_load: Callable[[Any], Any]) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+        self.stack: list[Any] = []
+        self.memo: dict[int, Any] = {}
+        self.persistent_load = persistent_load
+
+    # -- reading
+    def read(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise UnsafePickleError(f"truncated pickle: {n} bytes asked for at offset {self.pos}")
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def readline(self) -> bytes:
+        end = bytes(self.data[self.pos :]).find(b"\n") if self.pos < len(self.data) else -1
+        if end < 0:
+            raise UnsafePickleError("truncated pickle: missing newline")
+        return self.read(end + 1)[:-1]
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    # -- stack
+    def pop(self) -> Any:
+        if not self.stack or self.stack[-1] is _MARK:
+            raise UnsafePickleError("malformed pickle: stack underflow")
+        return self.stack.pop()
+
+    def pop_mark(self) -> list[Any]:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is _MARK:
+                items = self.stack[i + 1 :]
+                del self.stack[i:]
+                return items
+        raise UnsafePickleError("malformed pickle: no MARK")
+
+    def top(self) -> Any:
+        if not self.stack or self.stack[-1] is _MARK:
+            raise UnsafePickleError("malformed pickle: stack underflow")
+        return self.stack[-1]
+
+    def run(self) -> Any:
+        ops = _OPS
+        while True:
+            code = self.read(1)
+            handler = ops.get(code)
+            if handler is None:
+                raise _refuse(f"pickle opcode {code!r} at offset {self.pos - 1}")
+            if handler is _stop:
+                return self.pop()
+            try:
+                handler(self)
+            except (UnsafePickleError, MemoryError):
+                raise
+            except (TypeError, ValueError, KeyError, IndexError, UnicodeDecodeError, struct.error) as err:
+                raise UnsafePickleError(f"malformed pickle at offset {self.pos}: {err}") from None
+
+
+def _stop(m: _Machine) -> None:  # pragma: no cover - handled in run()
+    pass
+
+
+def _memo_get(m: _Machine, index: int) -> None:
+    if index not in m.memo:
+        raise UnsafePickleError(f"malformed pickle: memo {index} read before it is written")
+    m.stack.append(m.memo[index])
+
+
+def _set_items(m: _Machine, items: list[Any]) -> None:
+    target = m.top()
+    if type(target) not in (dict, collections.OrderedDict, PickledObject) or len(items) % 2:
+        raise _refuse(f"item assignment on {_describe(target)}")
+    for k in range(0, len(items), 2):
+        target[items[k]] = items[k + 1]
+
+
+def _append(m: _Machine, items: list[Any]) -> None:
+    target = m.top()
+    if type(target) is not list:
+        raise _refuse(f"appending to {_describe(target)}")
+    target.extend(items)
+
+
+def _add_items(m: _Machine, items: list[Any]) -> None:
+    target = m.top()
+    if type(target) is not set:
+        raise _refuse(f"adding items to {_describe(target)}")
+    target.update(items)
+
+
+def _value_global(name: GlobalName) -> Any:
+    """What GLOBAL pushes: torch dtypes as themselves (immutable), every other global as its name."""
+    if name.module == "torch" and isinstance(getattr(torch, name.name, None), torch.dtype):
+        return getattr(torch, name.name)
+    if (
+        name in _CONSTRUCTIONS
+        or name in _NAMES_AS_VALUES
+        or name == GlobalName("copyreg", "_reconstructor")
+        or _is_stand_in_module(name.module)
+        or (name.module == "torch" and name.name.endswith("Storage"))
+    ):
+        return name
+    raise _refuse(f"global '{name}'")
+
+
+def _text_global(m: _Machine) -> None:
+    module = m.readline().decode("utf-8")
+    name = m.readline().decode("utf-8")
+    m.stack.append(_value_global(_normalise_global(module, name)))
+
+
+def _stack_global(m: _Machine) -> None:
+    name, module = m.pop(), m.pop()
+    if not (isinstance(module, str) and isinstance(name, str)):
+        raise UnsafePickleError("malformed pickle: STACK_GLOBAL needs two strings")
+    m.stack.append(_value_global(_normalise_global(module, name)))
+
+
+def _reduce(m: _Machine) -> None:
+    args, func = m.pop(), m.pop()
+    if not isinstance(args, tuple):
+        raise UnsafePickleError("malformed pickle: REDUCE arguments are not a tuple")
+    m.stack.append(_call(func, args))
+
+
+def _newobj(m: _Machine) -> None:
+    args, cls = m.pop(), m.pop()
+    if not isinstance(args, tuple):
+        raise UnsafePickleError("malformed pickle: NEWOBJ arguments are not a tuple")
+    m.stack.append(_call(cls, args))
+
+
+def _newobj_ex(m: _Machine) -> None:
+    kwargs, args, cls = m.pop(), m.pop(), m.pop()
+    if not isinstance(args, tuple) or type(kwargs) is not dict:
+        raise UnsafePickleError("malformed pickle: NEWOBJ_EX arguments")
+    m.stack.append(_call(cls, args, kwargs))
+
+
+def _build_op(m: _Machine) -> None:
+    state = m.pop()
+    _build(m.top(), state)
+
+
+def _text_int(m: _Machine) -> None:
+    line = m.readline()
+    m.stack.append(False if line == b"00" else True if line == b"01" else int(line))
+
+
+def _text_string(m: _Machine) -> None:
+    raw = m.readline().strip()
+    if len(raw) < 2 or raw[0] != raw[-1] or raw[:1] not in (b"'", b'"'):
+        raise UnsafePickleError("malformed pickle: STRING not quoted")
+    m.stack.append(codecs.escape_decode(raw[1:-1])[0].decode("utf-8"))
+
+
+def _push(value_of: Callable[[_Machine], Any]) -> Callable[[_Machine], None]:
+    return lambda m: m.stack.append(value_of(m))
+
+
+def _put(index_of: Callable[[_Machine], int]) -> Callable[[_Machine], None]:
+    def put(m: _Machine) -> None:
+        m.memo[index_of(m)] = m.top()
+
+    return put
+
+
+def _get(index_of: Callable[[_Machine], int]) -> Callable[[_Machine], None]:
+    return lambda m: _memo_get(m, index_of(m))
+
+
+def _frozen(m: _Machine) -> frozenset:
+    return frozenset(m.pop_mark())
+
+
+def _proto(m: _Machine) -> None:
+    if m.read(1)[0] > pickle.HIGHEST_PROTOCOL:
+        raise UnsafePickleError("unsupported pickle protocol")
+
+
+def _persid(m: _Machine, pid: Any) -> None:
+    m.stack.append(m.persistent_load(pid))
+
+
+def _tuple_of(n: int) -> Callable[[_Machine], None]:
+    def make(m: _Machine) -> None:
+        items = [m.pop() for _ in range(n)][::-1]
+        m.stack.append(tuple(items))
+
+    return make
+
+
+def _dup(m: _Machine) -> None:
+    m.stack.append(m.top())
+
+
+def _pop(m: _Machine) -> None:
+    if m.stack and m.stack[-1] is _MARK:
+        m.stack.pop()
+    else:
+        m.pop()
+
+
+def _dict_from_mark(m: _Machine) -> None:
+    items = m.pop_mark()
+    if len(items) % 2:
+        raise UnsafePickleError("malformed pickle: DICT with an odd number of items")
+    m.stack.append({items[k]: items[k + 1] for k in range(0, len(items), 2)})
+
+
+def _raise_unsupported(what: str) -> Callable[[_Machine], None]:
+    def refuse(m: _Machine) -> None:
+        raise _refuse(what)
+
+    return refuse
+
+
+_OPS: dict[bytes, Callable[[_Machine], None]] = {
+    pickle.PROTO: _proto,
+    pickle.FRAME: lambda m: m.read(8),
+    pickle.STOP: _stop,
+    pickle.MARK: lambda m: m.stack.append(_MARK),
+    pickle.POP: _pop,
+    pickle.POP_MARK: lambda m: m.pop_mark(),
+    pickle.DUP: _dup,
+    # scalars
+    pickle.NONE: lambda m: m.stack.append(None),
+    pickle.NEWTRUE: lambda m: m.stack.append(True),
+    pickle.NEWFALSE: lambda m: m.stack.append(False),
+    pickle.INT: _text_int,
+    pickle.BININT: _push(lambda m: m.unpack("<i")),
+    pickle.BININT1: _push(lambda m: m.read(1)[0]),
+    pickle.BININT2: _push(lambda m: m.unpack("<H")),
+    pickle.LONG: _push(lambda m: int(m.readline().rstrip(b"L"))),
+    pickle.LONG1: _push(lambda m: pickle.decode_long(m.read(m.read(1)[0]))),
+    pickle.LONG4: _push(lambda m: pickle.decode_long(m.read(m.unpack("<i")))),
+    pickle.FLOAT: _push(lambda m: float(m.readline())),
+    pickle.BINFLOAT: _push(lambda m: m.unpack(">d")),
+    # text and bytes (every length is checked against the bytes left in the file)
+    pickle.STRING: _text_string,
+    pickle.BINSTRING: _push(lambda m: m.read(m.unpack("<i")).decode("utf-8")),
+    pickle.SHORT_BINSTRING: _push(lambda m: m.read(m.read(1)[0]).decode("utf-8")),
+    pickle.UNICODE: _push(lambda m: m.readline().decode("raw-unicode-escape")),
+    pickle.BINUNICODE: _push(lambda m: m.read(m.unpack("<I")).decode("utf-8", "surrogatepass")),
+    pickle.SHORT_BINUNICODE: _push(lambda m: m.read(m.read(1)[0]).decode("utf-8", "surrogatepass")),
+    pickle.BINUNICODE8: _push(lambda m: m.read(m.unpack("<Q")).decode("utf-8", "surrogatepass")),
+    pickle.BINBYTES: _push(lambda m: m.read(m.unpack("<I"))),
+    pickle.SHORT_BINBYTES: _push(lambda m: m.read(m.read(1)[0])),
+    pickle.BINBYTES8: _push(lambda m: m.read(m.unpack("<Q"))),
+    pickle.BYTEARRAY8: _push(lambda m: bytearray(m.read(m.unpack("<Q")))),
+    # containers (new, so owned by this load)
+    pickle.EMPTY_LIST: lambda m: m.stack.append([]),
+    pickle.EMPTY_DICT: lambda m: m.stack.append({}),
+    pickle.EMPTY_TUPLE: lambda m: m.stack.append(()),
+    pickle.EMPTY_SET: lambda m: m.stack.append(set()),
+    pickle.LIST: lambda m: m.stack.append(m.pop_mark()),
+    pickle.TUPLE: lambda m: m.stack.append(tuple(m.pop_mark())),
+    pickle.TUPLE1: _tuple_of(1),
+    pickle.TUPLE2: _tuple_of(2),
+    pickle.TUPLE3: _tuple_of(3),
+    pickle.DICT: _dict_from_mark,
+    pickle.FROZENSET: _push(_frozen),
+    pickle.APPEND: lambda m: _append(m, [m.pop()]),
+    pickle.APPENDS: lambda m: _append(m, m.pop_mark()),
+    pickle.SETITEM: lambda m: _set_items(m, [*reversed([m.pop(), m.pop()])]),
+    pickle.SETITEMS: lambda m: _set_items(m, m.pop_mark()),
+    pickle.ADDITEMS: lambda m: _add_items(m, m.pop_mark()),
+    # memo
+    pickle.PUT: _put(lambda m: int(m.readline())),
+    pickle.BINPUT: _put(lambda m: m.read(1)[0]),
+    pickle.LONG_BINPUT: _put(lambda m: m.unpack("<I")),
+    pickle.MEMOIZE: lambda m: m.memo.__setitem__(len(m.memo), m.top()),
+    pickle.GET: _get(lambda m: int(m.readline())),
+    pickle.BINGET: _get(lambda m: m.read(1)[0]),
+    pickle.LONG_BINGET: _get(lambda m: m.unpack("<I")),
+    # names, calls and state
+    pickle.GLOBAL: _text_global,
+    pickle.STACK_GLOBAL: _stack_global,
+    pickle.REDUCE: _reduce,
+    pickle.NEWOBJ: _newobj,
+    pickle.NEWOBJ_EX: _newobj_ex,
+    pickle.BUILD: _build_op,
+    pickle.PERSID: lambda m: _persid(m, m.readline().decode("ascii")),
+    pickle.BINPERSID: lambda m: _persid(m, m.pop()),
+    # never needed by a checkpoint
+    pickle.INST: _raise_unsupported("the INST opcode (old-style instance creation)"),
+    pickle.OBJ: _raise_unsupported("the OBJ opcode (old-style instance creation)"),
+    pickle.EXT1: _raise_unsupported("copyreg extension codes"),
+    pickle.EXT2: _raise_unsupported("copyreg extension codes"),
+    pickle.EXT4: _raise_unsupported("copyreg extension codes"),
+    pickle.NEXT_BUFFER: _raise_unsupported("out-of-band buffers"),
+    pickle.READONLY_BUFFER: _raise_unsupported("out-of-band buffers"),
+}
+
+
+def safe_unpickle(data: bytes, persistent_load: Callable[[Any], Any] | None = None) -> Any:
+    """Run the pickle program `data` on the restricted machine; returns plain data (see the module docstring)."""
+
+    def no_persistent(pid: Any) -> Any:
+        raise _refuse(f"persistent id {pid!r} outside a torch archive")
+
+    return _unwrap(_Machine(data, persistent_load or no_persistent).run())
+
+
+def _unwrap(obj: Any, seen: dict[int, Any] | None = None) -> Any:
+    """Replace the machine's transient records (numpy arrays) by their values; names stay names."""
+    seen = {} if seen is None else seen
+    if id(obj) in seen:
+        return seen[id(obj)]
+    if isinstance(obj, _NumpyArray):
+        if obj.value is None:
+            raise _refuse("a numpy array without data")
+        return obj.value
+    if isinstance(obj, _NumpyDType):
+        return obj.resolve()
+    if type(obj) in (dict, collections.OrderedDict, PickledObject):
+        seen[id(obj)] = obj
+        for key, value in list(obj.items()):
+            obj[key] = _unwrap(value, seen)
+        return obj
+    if type(obj) is list:
+        seen[id(obj)] = obj
+        obj[:] = [_unwrap(v, seen) for v in obj]
+        return obj
+    if type(obj) is tuple:
+        return tuple(_unwrap(v, seen) for v in obj)
+    return obj
+
+
+# ------------------------------------------------------------------ torch's zip archive
+
+
+_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _storage_dtype(storage_type: Any) -> torch.dtype:
+    if not (isinstance(storage_type, GlobalName) and storage_type.module == "torch"):
+        raise _refuse(f"storage type {storage_type!r}")
+    if storage_type.name == "UntypedStorage":
+        return torch.uint8
+    try:
+        return torch.serialization.StorageType(storage_type.name).dtype
+    except (KeyError, AttributeError):
+        raise _refuse(f"storage type torch.{storage_type.name}") from None
+
+
+class _TorchArchive:
+    """Reads torch.save's zip layout: `<prefix>/data.pkl`, `<prefix>/data/<key>` records, `<prefix>/byteorder`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.zip = zipfile.ZipFile(path)
+        pkl = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkl) != 1:
+            raise UnsafePickleError(f"{path}: not a torch.save archive (expected one <name>/data.pkl)")
+        self.prefix = pkl[0][: -len("data.pkl")]
+        byteorder = self._read(self.prefix + "byteorder", optional=True)
+        if byteorder not in (None, b"little"):
+            raise UnsafePickleError(
+                f"{path}: saved on a {byteorder!r}-endian machine; re-save it with torch.save on a little-endian one"
+            )
+        self.storages: dict[str, _Storage] = {}
+
+    def _read(self, name: str, optional: bool = False) -> bytes | None:
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            if optional:
+                return None
+            raise UnsafePickleError(f"{self.path}: record {name!r} is missing") from None
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > self.size:
+            raise UnsafePickleError(f"{self.path}: record {name!r} is compressed or larger than the file")
+        return self.zip.read(info)
+
+    def pickle_program(self) -> bytes:
+        data = self._read(self.prefix + "data.pkl")
+        if len(data) > MAX_PICKLE_BYTES:
+            raise UnsafePickleError(f"{self.path}: data.pkl is {len(data)} bytes (limit {MAX_PICKLE_BYTES})")
+        return data
+
+    def persistent_load(self, pid: Any) -> _Storage:
+        """('storage', storage type, key, location, numel): the record `data/<key>`, its size checked."""
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise _refuse(f"persistent id {_short(pid if isinstance(pid, tuple) else (pid,))}")
+        _, storage_type, key, _location, numel = pid
+        dtype = _storage_dtype(storage_type)
+        if not (isinstance(key, str) and _KEY.match(key)):
+            raise _refuse(f"storage key {key!r}")
+        numel = _int(numel, "storage size")
+        if key not in self.storages:
+            raw = self._read(f"{self.prefix}data/{key}")
+            if len(raw) != numel * dtype.itemsize:
+                raise _refuse(
+                    f"storage {key}: {numel} x {dtype} declared but the record holds {len(raw)} bytes"
+                )
+            flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            self.storages[key] = _Storage(flat)
+        storage = self.storages[key]
+        if storage.flat.numel() * storage.flat.element_size() != numel * dtype.itemsize:
+            raise _refuse(f"storage {key} declared with two sizes")
+        return _Storage(_retype(storage.flat, dtype)) if storage.flat.dtype != dtype else storage
 
 
 def restricted_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load through `RestrictedUnpickler`; raises UnsafePickleError on anything else."""
-    try:
-        return torch.load(
-            Path(path), map_location=map_location, pickle_module=restricted_pickle_module, weights_only=False
+    """Load a `torch.save` file as plain data (see the module docstring); raises UnsafePickleError otherwise.
+
+    Tensors come back as fresh, contiguous, CPU tensors moved to `map_location`; config objects as
+    :class:`PickledObject` dicts. Nothing outside the returned objects is touched.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise UnsafePickleError(
+            f"{path}: not a torch zip archive (torch.save's format since torch 1.6); legacy pickles are not "
+            "read. Re-save it with a current torch if you trust it."
         )
+    try:
+        archive = _TorchArchive(path)
+        obj = safe_unpickle(archive.pickle_program(), archive.persistent_load)
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{path}: {err}") from None
-    except RuntimeError as err:
-        if "explicit pickle_module" in str(err):
-            raise RuntimeError(
-                f"{err}. Unset TORCH_FORCE_WEIGHTS_ONLY_LOAD to load Prisma checkpoints with the restricted "
-                "unpickler."
-            ) from err
-        raise
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UnsafePickleError(f"{path}: corrupt archive ({err})") from None
+    device = torch.device(map_location)
+    return obj if device.type == "cpu" else _to_device(obj, device)
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if type(obj) in (dict, collections.OrderedDict):
+        return type(obj)((k, _to_device(v, device)) for k, v in obj.items())
+    return obj
 
 
 def to_plain(obj: Any) -> Any:
-    """Stand-ins -> dicts, dtypes/devices -> strings, containers recursively; tensors kept."""
-    if isinstance(obj, StandIn):
-        return {k: to_plain(v) for k, v in vars(obj).items()}
+    """Config records -> dicts, names -> dotted strings, dtypes/devices -> strings, containers recursively."""
+    if isinstance(obj, GlobalName):
+        return str(obj)
     if isinstance(obj, torch.dtype):
         return str(obj).removeprefix("torch.")
     if isinstance(obj, torch.device):
@@ -186,3 +898,13 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+__all__ = [
+    "GlobalName",
+    "PickledObject",
+    "UnsafePickleError",
+    "restricted_torch_load",
+    "safe_unpickle",
+    "to_plain",
+]
