@@ -15,6 +15,43 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: Python has no getter before 3.13's os API)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give `path` the permissions a plain open()/mkdir() would have (mkstemp/mkdtemp make them private)."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A temporary folder in `parent` (same file system, so renames are atomic) with umask permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    honour_umask(tmp)
+    return tmp
+
+
+def replace_files(src_dir: Path, dst_dir: Path) -> list[Path]:
+    """Move every file of `src_dir` into `dst_dir`, each by one atomic rename; other files of `dst_dir` stay.
+
+    Why: a result folder may also hold things the user put there (a cache, checkpoints, notes); replacing
+    the folder as a whole would delete them.
+    """
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for src in sorted(src_dir.iterdir()):
+        if src.is_dir():
+            raise IsADirectoryError(f"replace_files moves files only; {src} is a folder")
+        honour_umask(src)  # some writers (safetensors) create private 0600 files
+        os.replace(src, dst_dir / src.name)
+        moved.append(dst_dir / src.name)
+    return moved
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` on a temporary file next to `path` (same suffix), then rename it into place."""
     path = Path(path)
@@ -23,6 +60,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -234,6 +234,12 @@ def run_disentangle(
 
     cfg = cfg or DisentangleConfig()
     sae_map = dict(saes) if isinstance(saes, Mapping) else {sae_hook_name(s): s for s in saes}
+    too_many = {hook: sae.cfg.d_sae for hook, sae in sae_map.items() if max(cfg.ks) > sae.cfg.d_sae}
+    if too_many:
+        raise ValueError(
+            f"k={max(cfg.ks)} features to suppress exceeds the dictionary size of the SAE(s) at {too_many} "
+            "(hook: d_sae); choose k values below d_sae"
+        )
     weights = model.zero_shot_weights(task.classnames, task.templates)
     evals = {
         "select": _Evaluator(model, task.select, task, weights, cfg.batch_size),

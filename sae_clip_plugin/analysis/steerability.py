@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from sae_clip_plugin.analysis.steerability_engine import fast_mean_shift, naive_
 from sae_clip_plugin.analysis.steering_bases import Basis, make_basis
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.config_types import check_number
 
 PAPER_STRENGTH = 150.0
 PAPER_THRESHOLD = 0.10
@@ -90,13 +92,23 @@ def metrics_from_shift(
     S = (delta**2).sum(-1)
     P, top = delta.max(-1)
     poly = (delta @ t - mean_dir).norm(dim=-1)
+    finite = torch.isfinite(delta).all(-1)
+    if not finite.all():
+        warnings.warn(
+            f"{int((~finite).sum())} of {len(finite)} steered readouts are not finite (the strength overflows the "
+            "model); their rows have finite=False, no top concept, and count as not steerable",
+            stacklevel=2,
+        )
     return pd.DataFrame(
         {
             "S": S.numpy(),
             "P": P.numpy(),
-            "top_concept": [vocabulary[i] for i in top.tolist()],
-            "steerable": (threshold < S).numpy(),
+            "top_concept": [
+                vocabulary[i] if ok else None for i, ok in zip(top.tolist(), finite.tolist(), strict=True)
+            ],
+            "steerable": ((threshold < S) & finite).numpy(),
             "polysemanticity": poly.numpy(),
+            "finite": finite.numpy(),
         }
     )
 
@@ -229,6 +241,9 @@ def steerability(
     text: precomputed normalised vocabulary embeddings (reuse across runs); else computed once here.
     method: "fast" (cached prefix, batched suffix) or "naive" (one full forward per feature); equal results.
     """
+    check_number("strength", strength)
+    check_number("threshold", threshold, low=0)
+    check_number("readout_scale", readout_scale, low=0, low_open=True)
     pixels = as_pixels(model, images)
     words = load_vocabulary(vocabulary)
     text = text_embeddings(model, words) if text is None else text
@@ -288,6 +303,8 @@ def steering_curves(
 
     All (feature, strength) pairs share one cached prefix and run in the same batches.
     """
+    for s in strengths:
+        check_number("strength", s)
     pixels = as_pixels(model, images)
     words = load_vocabulary(vocabulary)
     text = kwargs.pop("text", None)

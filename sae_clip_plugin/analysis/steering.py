@@ -12,6 +12,7 @@ nothing is a no-op and the reconstruction error is not thrown away.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -73,6 +74,9 @@ def normalise_edits(edits: Edits, mode: str) -> tuple[list[int], list[float]]:
         raise ValueError("no features to edit: pass at least one {feature: value}")
     if len(set(indices)) != len(indices):
         raise ValueError(f"a feature is edited twice in {indices}")
+    bad = {i: v for i, v in zip(indices, values, strict=True) if not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"steering values must be finite numbers, got {bad}; pass a finite strength")
     return indices, values
 
 

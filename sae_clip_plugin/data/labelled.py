@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ._io import open_rgb
+from ._io import open_rgb, to_rgb
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -85,7 +85,7 @@ class LabelledImageDataset(Dataset):
             image = src
         else:
             image = open_rgb(src)
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image, name=f"{self.name} sample {index}")
 
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         if index < 0:

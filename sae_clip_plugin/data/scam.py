@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from ._io import require_columns
+from ._io import require_columns, to_rgb
 from .labelled import DEFAULT_TEMPLATE, LabelledImageDataset
 from .typographic import ATTACK_GROUPS, NO_TEXT
 
@@ -40,7 +40,7 @@ class _RowImageLoader:
                 f"column {self.column!r} holds {type(image).__name__}, not a PIL image; "
                 "cast it with dataset.cast_column('image', datasets.Image())"
             )
-        return image.convert("RGB")
+        return to_rgb(image, name=f"row {row}")
 
 
 def _open_dataset(source: Any, split: str) -> Any:

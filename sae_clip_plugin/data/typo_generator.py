@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from sae_clip_plugin.atomic import atomic_write_json
 
-from ._io import is_image_file, save_image_atomic
+from ._io import is_image_file, save_image_atomic, to_rgb
 from .fonts import load_font, resolve_fonts
 from .labelled import DEFAULT_TEMPLATE, LabelledImageDataset
 from .typographic import ATTACK_GROUPS, MANIFEST_NAME, NO_TEXT, format_typographic_name
@@ -81,7 +81,7 @@ class AttackParams:
 
 def prepare_image(image: Image.Image, size: int = 224) -> Image.Image:
     """Resize the shorter side to `size` (bicubic, as CLIP's preprocess) and centre-crop to size x size."""
-    image = image.convert("RGB")
+    image = to_rgb(image)
     image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)
     return TF.center_crop(image, [size, size])
 

@@ -99,6 +99,8 @@ class DemoRun:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, force: bool = False) -> dict[str, Path]:
+        if self.cfg.layers is not None:
+            self.cfg.choose_layers(self.model.cfg.n_layers)  # bad --layers fail before anything is touched
         self.state.open(force=force)
         steps = [(n, t) for n, t in STEPS if not n.startswith("train_") or n[6:] in self.cfg.architectures]
         start = time.perf_counter()

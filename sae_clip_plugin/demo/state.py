@@ -53,9 +53,16 @@ class DemoState:
 
     def open(self, force: bool = False) -> None:
         """Create the folder, or check that it holds a run with the same settings (`force`: start over)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / CONFIG_FILE
-        if force:
+        if not path.is_file() and self.root.is_dir():
+            foreign = sorted(name for name in OWNED if (self.root / name).exists())
+            if foreign:
+                raise SettingsMismatchError(
+                    f"{self.root} holds {', '.join(foreign)} but no {CONFIG_FILE}, so no demo wrote them; nothing was "
+                    "deleted. Choose another --out"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        if force and path.is_file():  # only a folder a demo wrote (its config proves it) is cleared
             for name in OWNED:
                 target = self.root / name
                 if target.is_dir():

@@ -247,11 +247,18 @@ def convert_prisma(
         raise ValueError(
             f"W_dec has shape {tuple(state['W_dec'].shape)}, expected {(d_sae, d_in)} from W_enc"
         )
+    expected = {"b_enc": (d_sae,), "b_dec": (d_in,), "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,)}
+    wrong = {k: tuple(v.shape) for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]}
+    if wrong:
+        raise ValueError(
+            f"Prisma SAE weights have inconsistent shapes {wrong} for d_in={d_in}, d_sae={d_sae}"
+        )
     for key, actual in (("d_in", d_in), ("d_sae", d_sae)):
         stated = raw_cfg.get(key)
         if isinstance(stated, int) and stated != actual:
-            warnings.warn(
-                f"config says {key}={stated} but the weights have {actual}; using the weights", stacklevel=2
+            raise ValueError(
+                f"the Prisma config says {key}={stated} but the weights have {actual}: the file does not belong to "
+                "this config (a corrupt or replaced checkpoint); re-download it"
             )
     cfg_dict = prisma_sae_config(
         raw_cfg,

@@ -8,12 +8,13 @@ back None), metadata must be JSON-serialisable, and the folder should appear ato
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from sae_clip_plugin.atomic import make_temp_dir, replace_files
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -28,8 +29,8 @@ def _ensure_version(sae: Any) -> None:
 def save_sae(sae: Any, path: str | Path, overwrite: bool = False) -> Path:
     """Write `sae` as a sae_lens folder at `path` (atomically), with metadata.sae_lens_version set."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace the SAE files in it")
     _ensure_version(sae)
     try:
         json.dumps(sae.cfg.to_dict())
@@ -38,17 +39,10 @@ def save_sae(sae: Any, path: str | Path, overwrite: bool = False) -> Path:
             f"SAE config/metadata is not JSON-serialisable ({err}); store plain values in metadata"
         ) from err
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = make_temp_dir(path.parent, prefix=f".tmp-{path.name}-")
     try:
         sae.save_model(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_files(tmp, path)  # the SAE's own files, one atomic rename each; anything else in `path` stays
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

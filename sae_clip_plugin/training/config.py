@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.config_types import check_field_types, check_number
 from sae_clip_plugin.training.cache import STORAGE_DTYPES
 from sae_clip_plugin.training.tokens import check_token_selection
 
@@ -131,8 +132,6 @@ class VisionSAERunnerConfig:
     eval_every_n_wandb_logs: int = 100
 
     def __post_init__(self) -> None:
-        if self.lr_end is None:
-            self.lr_end = self.lr / 10
         if isinstance(self.hook_name, (list, tuple)) and len(self.hook_name) == 1:
             self.hook_name = self.hook_name[0]
         self.validate()
@@ -161,6 +160,10 @@ class VisionSAERunnerConfig:
 
     # -- checks that need nothing loaded -----------------------------------------------------------
     def validate(self) -> None:
+        check_field_types(self)
+        if self.lr_end is None:
+            self.lr_end = self.lr / 10
+        self._check_ranges()
         check_token_selection(self.token_selection)
         if self.architecture not in TRAINING_ARCHITECTURES:
             raise ValueError(
@@ -217,6 +220,42 @@ class VisionSAERunnerConfig:
         k = self.sae_kwargs().get("k")
         if k is not None and self.d_sae is not None and k > self.d_sae:
             raise ValueError(f"k={k} active features cannot exceed d_sae={self.d_sae}; lower sae.k")
+
+    def _check_ranges(self) -> None:
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("lr_end", self.lr_end, low=0)
+        check_number("adam_beta1", self.adam_beta1, 0, 1, high_open=True)
+        check_number("adam_beta2", self.adam_beta2, 0, 1, high_open=True)
+        for name in (
+            "lr_warm_up_steps",
+            "lr_decay_steps",
+            "n_checkpoints",
+            "num_workers",
+            "prefetch_batches",
+        ):
+            check_number(name, getattr(self, name), low=0)
+        for name in ("n_restart_cycles", "dead_feature_window", "feature_sampling_window",
+                     "n_batches_for_norm_estimate", "wandb_log_frequency", "eval_every_n_wandb_logs"):  # fmt: skip
+            check_number(name, getattr(self, name), low=1)
+        if self.d_sae is not None:
+            check_number("d_sae", self.d_sae, low=1)
+        if self.max_images is not None:
+            check_number("max_images", self.max_images, low=1)
+        if self.sae_dtype != "float32":
+            raise ValueError(
+                f"sae_dtype={self.sae_dtype!r}: sae_lens trains the SAE's own parameters in this dtype, with no float32 "
+                "master copy, and low-precision training ends in NaN; keep sae_dtype='float32' (use "
+                "autocast_sae=True for mixed precision)"
+            )
+        if self.model_dtype not in ("float32", "float16", "bfloat16", "float64"):
+            raise ValueError(
+                f"model_dtype must be one of float32, float16, bfloat16, float64, got {self.model_dtype!r}"
+            )
+        for key, value in self.sae.items():
+            if key == "k" and (type(value) is not int or value < 1):
+                raise ValueError(f"sae.k must be an integer >= 1 (active features per token), got {value!r}")
+            if key.endswith("_coefficient") or key in ("l1_warm_up_steps",):
+                check_number(f"sae.{key}", value, low=0)
 
     # -- (de)serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -78,13 +78,35 @@ class ActivationHarvester:
         was_training = self.model.training
         self.model.eval()
         try:
+            indices = list(indices)
             if isinstance(source, TensorSource) and source.images.is_floating_point():
                 # preprocessed pixels: batch by indexing, no per-image DataLoader round trip
-                order = torch.as_tensor(list(indices), dtype=torch.long)
-                for start in range(0, len(order), self.batch_size):
-                    yield self.activations(source.images[order[start : start + self.batch_size]])
+                order = torch.as_tensor(indices, dtype=torch.long)
+                batches = (
+                    source.images[order[start : start + self.batch_size]]
+                    for start in range(0, len(order), self.batch_size)
+                )
             else:
-                for pixels in image_loader(source, indices, self.batch_size, self.num_workers):
-                    yield self.activations(pixels)
+                batches = image_loader(source, indices, self.batch_size, self.num_workers)
+            for start, pixels in zip(range(0, len(indices), self.batch_size), batches, strict=False):
+                acts = self.activations(pixels)
+                _check_finite(acts, source, indices[start : start + self.batch_size])
+                yield acts
         finally:
             self.model.train(was_training)
+
+
+class NonFiniteActivationsError(ValueError):
+    """An image gives NaN/inf activations (NaN or inf pixels, or an overflow in a low-precision model)."""
+
+
+def _check_finite(acts: dict[str, torch.Tensor], source: ImageSource, indices: Sequence[int]) -> None:
+    """Name the first image whose activations are not finite, before they reach a cache or an SAE."""
+    for name, a in acts.items():
+        bad = ~torch.isfinite(a.flatten(1)).all(1)
+        if bad.any():
+            i = indices[int(bad.nonzero()[0])]
+            raise NonFiniteActivationsError(
+                f"image {source.image_id(i)!r} (index {i}) gives non-finite activations at {name}: check it for "
+                "NaN/inf pixels or remove it from the dataset (model_dtype float32 avoids overflow)"
+            )

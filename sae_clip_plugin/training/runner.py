@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
-import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ from typing import Any
 
 import torch
 
-from sae_clip_plugin.atomic import atomic_write_json
+from sae_clip_plugin.atomic import atomic_write_json, make_temp_dir, replace_files
 from sae_clip_plugin.training.cache import (
     MANIFEST,
     ActivationDiskCache,
@@ -44,6 +42,31 @@ logger = logging.getLogger(__name__)
 RUNNER_CONFIG_FILENAME = "runner_config.json"
 PROVIDER_STATE_FILENAME = "provider_state.json"
 EVAL_LOG_FILENAME = "eval_log.json"
+# what a saved SAE folder holds that this package wrote (overwrite replaces these, nothing else)
+SAE_OWN_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", RUNNER_CONFIG_FILENAME,
+                 EVAL_LOG_FILENAME)  # fmt: skip
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training met NaN/inf activations or loss; nothing was saved as a result."""
+
+
+def check_finite_weights(sae: Any, name: str) -> None:
+    """Refuse to save an SAE with a non-finite parameter (it would load and give NaN everywhere)."""
+    bad = [p for p, t in sae.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteTrainingError(
+            f"the SAE for {name} has non-finite weights ({', '.join(bad)}); it was not saved. Check the images for "
+            "NaN/inf pixels and lower lr"
+        )
+
+
+def existing_checkpoints(checkpoint_path: str | Path | None) -> list[Path]:
+    """Checkpoint folders this package wrote under `checkpoint_path`, oldest (fewest tokens) first."""
+    if checkpoint_path is None or not Path(checkpoint_path).is_dir():
+        return []
+    found = [p for p in Path(checkpoint_path).iterdir() if (p / PROVIDER_STATE_FILENAME).is_file()]
+    return sorted(found, key=lambda p: (len(p.name), p.name))
 
 
 class VisionSAETrainingRunner:
@@ -192,6 +215,7 @@ class VisionSAETrainingRunner:
                 f"{n_images} images; images will be reused for {cfg.training_tokens / (n_images * context):.1f} epochs",
                 stacklevel=2,
             )
+        self._check_checkpoints()
         if cfg.resume_from_checkpoint is not None and not Path(cfg.resume_from_checkpoint).is_dir():
             raise FileNotFoundError(
                 f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder"
@@ -199,11 +223,40 @@ class VisionSAETrainingRunner:
         self._build_saes()
         self._set_up = True
 
-    def _check_output(self) -> None:
-        out = Path(self.cfg.output_path)
-        if out.exists() and any(out.iterdir()) and not self.cfg.overwrite_output:
+    def _check_checkpoints(self) -> None:
+        """Resolve resume_from_checkpoint='latest'; never start over on top of an earlier run's checkpoints."""
+        cfg = self.cfg
+        found = existing_checkpoints(cfg.checkpoint_path)
+        if cfg.resume_from_checkpoint == "latest":
+            if not found:
+                raise FileNotFoundError(
+                    f"resume_from_checkpoint='latest' but {cfg.checkpoint_path} holds no checkpoint; drop the option "
+                    "to start a new run"
+                )
+            cfg.resume_from_checkpoint = str(found[-1])
+        elif found and cfg.resume_from_checkpoint is None:
             raise FileExistsError(
-                f"output_path {out} already holds files; choose another output_path or set overwrite_output=True"
+                f"checkpoint_path {cfg.checkpoint_path} holds checkpoints of an earlier run (latest: {found[-1]}); "
+                "resume it with --resume-from-checkpoint latest (resume_from_checkpoint='latest'), or choose another "
+                "checkpoint_path; they are never overwritten"
+            )
+
+    def _check_output(self) -> None:
+        """Refuse to replace an SAE already saved at an output folder unless overwrite_output; other files never matter."""
+        if self.cfg.overwrite_output:
+            return
+        hooks = self.cfg.hook_names
+        targets = (
+            [Path(self.cfg.output_path) / h for h in hooks]
+            if len(hooks) > 1
+            else [Path(self.cfg.output_path)]
+        )
+        held = [t for t in targets if any((t / name).exists() for name in SAE_OWN_FILES)]
+        if held:
+            raise FileExistsError(
+                f"output_path {held[0]} already holds a saved SAE; choose another output_path or set "
+                "overwrite_output=True (only the SAE's own files are replaced: "
+                f"{', '.join(SAE_OWN_FILES)})"
             )
 
     def _build_saes(self) -> None:
@@ -342,6 +395,34 @@ class VisionSAETrainingRunner:
             return dict(self.trainer.trainers)
         return {next(iter(self.saes)): self.trainer}
 
+    def _guard_steps(self) -> None:
+        """Stop at the first non-finite batch or loss (sae_lens would train on and save a NaN SAE)."""
+        for name, trainer in self._trainers().items():
+            step = trainer.step
+
+            def guarded(
+                batch: torch.Tensor, _step: Any = step, _name: str = name, _trainer: Any = trainer
+            ) -> Any:
+                if not torch.isfinite(batch).all():
+                    raise NonFiniteTrainingError(
+                        f"non-finite activations at {_name} after {_trainer.n_training_samples} training tokens"
+                        + (
+                            f" (read from the activation cache {self.cfg.cache_path}: rebuild it)"
+                            if self.cache
+                            else ""
+                        )
+                        + "; nothing was saved"
+                    )
+                out = _step(batch)
+                if not torch.isfinite(out.loss):
+                    raise NonFiniteTrainingError(
+                        f"the training loss of the SAE at {_name} became {out.loss.item()} after "
+                        f"{_trainer.n_training_samples} tokens; nothing was saved. Lower lr, or check the activations"
+                    )
+                return out
+
+            trainer.step = guarded
+
     def _build_trainer(self, data_provider: Any) -> None:
         from sae_lens.training.multi_sae_trainer import MultiSAETrainer
         from sae_lens.training.sae_trainer import SAETrainer
@@ -394,6 +475,7 @@ class VisionSAETrainingRunner:
         self._prepare_data()
         wandb_run = self._init_wandb()
         self._build_trainer(self.provider)
+        self._guard_steps()
         if self.cfg.resume_from_checkpoint is not None:
             self._resume()  # sets the provider's position before anything is drawn from it
         prefetch = None
@@ -540,11 +622,12 @@ class VisionSAETrainingRunner:
         for name, sae in self.saes.items():
             target = self.output_dir(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            tmp = make_temp_dir(target.parent, prefix=f".tmp-{target.name}-")
             try:
                 import sae_lens
 
                 sae.cfg.metadata.sae_lens_version = sae_lens.__version__
+                check_finite_weights(sae, name)
                 sae.save_inference_model(tmp)
                 save_file({"sparsity": trainers[name].log_feature_sparsity}, tmp / SPARSITY_FILENAME)
                 atomic_write_json(tmp / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
@@ -553,9 +636,7 @@ class VisionSAETrainingRunner:
                 atomic_write_json(
                     tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)]
                 )
-                if target.exists():
-                    shutil.rmtree(target)
-                os.replace(tmp, target)
+                replace_files(tmp, target)  # only the SAE's own files: a cache or checkpoints inside stay
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         self._record("final", final, Path(self.cfg.output_path))

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from sae_clip_plugin.data._io import list_images, open_rgb
+from sae_clip_plugin.data._io import list_images, open_rgb, to_rgb
 
 
 class ImageLoadError(RuntimeError):
@@ -72,7 +72,7 @@ class ImageSource(Dataset):
             raise RuntimeError(
                 "set the model's preprocess with source.with_transform(model.preprocess) first"
             )
-        return self.transform(image.convert("RGB") if image.mode != "RGB" else image)
+        return self.transform(to_rgb(image, name=f"image {self.image_id(index)}"))
 
 
 def _uint8_to_pil(image: torch.Tensor) -> Image.Image:
@@ -81,6 +81,11 @@ def _uint8_to_pil(image: torch.Tensor) -> Image.Image:
         array = array.transpose(1, 2, 0)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
+    if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
+        raise ValueError(
+            f"an integer image tensor of dtype {image.dtype} holds values outside 0..255; pass uint8 pixels, or "
+            "float pixels already preprocessed"
+        )
     return Image.fromarray(array.astype(np.uint8)).convert("RGB")
 
 

@@ -308,6 +308,9 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
     # another evaluation split changes the numbers but no choice (features, layer, k, heads)
     other = run_disentangle(model, saes, task(2), cfg, progress=False)
     assert other.best == result.best
+    too_many = DisentangleConfig(ks=(2, saes[0].cfg.d_sae + 1), n_random=1, n_heads=(1,), batch_size=16)
+    with pytest.raises(ValueError, match=r"k=\d+ features to suppress exceeds the dictionary size"):
+        run_disentangle(model, saes, task(1), too_many, progress=False)
 
     import argparse
 

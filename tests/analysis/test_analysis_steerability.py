@@ -249,7 +249,9 @@ def test_save_and_cli(model, pixels, tmp_path, monkeypatch):
         "top_concept",
         "steerable",
         "polysemanticity",
+        "finite",
     ]
+    assert table["finite"].all()
     assert (out / "steerability_summary.md").read_text().startswith("# Steerability")
     assert (out / "steerability_curves.png").stat().st_size > 0
     assert len(pd.read_csv(out / "steerability_curves.csv")) == 8 * 2
@@ -267,3 +269,28 @@ def test_figures_draw_one_mark_per_feature(model, pixels):
     table = steerability(model, sae, pixels, WORDS, [1, 2, 3], 3.0).table
     fig = plot_steerability_scatter({"SAE": table, "again": table})
     assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strength": float("nan")}, "strength must be a finite number"),
+        ({"strength": float("inf")}, "strength must be a finite number"),
+        ({"readout_scale": float("nan")}, "readout_scale must be a finite number"),
+        ({"readout_scale": 0.0}, r"readout_scale must be in \(0"),
+    ],
+)
+def test_non_finite_steering_inputs_are_refused(model, pixels, kwargs, message):
+    sae = make_sae("blocks.1.hook_resid_post")
+    with pytest.raises(ValueError, match=message):
+        steerability(model, sae, pixels, WORDS, features=[0], **kwargs)
+    with pytest.raises(ValueError, match="finite"):
+        steering_curves(model, sae, pixels, WORDS, features=[0], strengths=(1.0, float("nan")))
+
+
+def test_overflowing_strength_is_flagged_not_reported_as_a_concept(model, pixels):
+    sae = make_sae("blocks.1.hook_resid_post")
+    with pytest.warns(UserWarning, match="not finite"):
+        table = steerability(model, sae, pixels, WORDS, features=[0, 1], strength=1e38).table
+    assert not table["finite"].any()
+    assert table["top_concept"].isna().all() and not table["steerable"].any()

@@ -161,3 +161,7 @@ def test_bad_arguments_name_the_fix():
         sae_feature_hook(sae, {500: 1.0})
     with pytest.raises(ValueError, match="needs the features' mean"):
         sae_feature_hook(sae, [1], mode="mean")[1](torch.randn(1, 17, 64), None)
+    with pytest.raises(ValueError, match=r"steering values must be finite numbers, got \{1: nan\}"):
+        sae_feature_hook(sae, {1: float("nan")})
+    with pytest.raises(ValueError, match="must be finite"):
+        sae_feature_hook(sae, {2: float("-inf")}, mode="add")

@@ -71,3 +71,29 @@ def test_a_failing_step_leaves_no_marker(tmp_path):
     with pytest.raises(RuntimeError):
         state.step("b", "step b", boom, 1, 1)
     assert not state.done("b")
+
+
+def test_force_never_clears_a_folder_no_demo_wrote(tmp_path):
+    """`--force` on a project folder that merely has demo-like names (cache/, figures/, ...) deletes nothing."""
+    for name in ("cache", "figures", "metrics", "state"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.bin").write_text("precious")
+    (tmp_path / "report.md").write_text("my report")
+    with pytest.raises(SettingsMismatchError, match="no demo wrote them; nothing was deleted"):
+        DemoState(DemoConfig.make(str(tmp_path), fast=True), log=lambda _: None).open(force=True)
+    assert all((tmp_path / n / "data.bin").read_text() == "precious" for n in ("cache", "figures", "metrics"))
+    assert (tmp_path / "report.md").read_text() == "my report"
+
+
+def test_bad_layers_are_refused_before_force_deletes_anything(tmp_path):
+    from sae_clip_plugin.demo.pipeline import DemoRun
+    from tests.training.conftest import tiny_model
+
+    DemoState(DemoConfig.make(str(tmp_path), fast=True), log=lambda _: None).open()
+    (tmp_path / "report.md").write_text("an earlier demo's report")
+    run = DemoRun(
+        DemoConfig.make(str(tmp_path), fast=True, layers=(99,)), model=tiny_model(), log=lambda _: None
+    )
+    with pytest.raises(ValueError, match=r"layers \[99\] do not exist"):
+        run.run(force=True)
+    assert (tmp_path / "report.md").read_text() == "an earlier demo's report"

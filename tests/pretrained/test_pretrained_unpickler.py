@@ -304,3 +304,16 @@ def test_legacy_and_non_archives_are_refused_with_a_message(tmp_path):
     torch.save({"W": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
     with pytest.raises(UnsafePickleError, match="legacy pickles are not read"):
         restricted_torch_load(legacy)
+
+
+def test_weights_that_disagree_with_their_config_are_refused(tmp_path):
+    folder = _sae_folder(tmp_path, "mismatch")
+    cfg = {**_config(), "d_sae": D_SAE * 1000}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config says d_sae=32000 but the weights have 32"):
+        load_prisma_sae(folder)
+    bad_bias = {**_weights(), "b_dec": torch.zeros(D_IN + 1)}
+    torch.save({"cfg": None, "state_dict": bad_bias}, folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps(_config()))
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        load_prisma_sae(folder)

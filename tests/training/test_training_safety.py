@@ -1,0 +1,196 @@
+"""Nothing deleted that the project did not write, nothing non-finite saved, every bad config value named."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_clip_plugin.training import VisionSAERunnerConfig, VisionSAETrainingRunner
+from sae_clip_plugin.training.harvest import NonFiniteActivationsError
+from sae_clip_plugin.training.runner import NonFiniteTrainingError
+from tests.training.conftest import write_images
+from tests.training.test_training_runner import config
+
+
+def test_nested_cache_checkpoints_and_user_files_survive_the_final_save(model, pixels, tmp_path):
+    out = tmp_path / "out1"
+    cfg = config(
+        tmp_path,
+        output_path=str(out),
+        cache_path=str(out / "cache"),
+        checkpoint_path=str(out / "ckpt"),
+        n_checkpoints=2,
+    )
+    VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()
+    assert (out / "cache" / "manifest.json").is_file() or any((out / "cache").iterdir())
+    checkpoints = sorted(p.name for p in (out / "ckpt").iterdir() if p.is_dir())
+    assert len(checkpoints) == 2
+    assert SAE.load_from_disk(out).cfg.d_in == 64
+
+    # overwrite replaces the SAE's own files only: a note the user keeps there survives, so do cache + checkpoints
+    (out / "my_notes.txt").write_text("keep me")
+    before = (out / "sae_weights.safetensors").read_bytes()
+    again = config(
+        tmp_path,
+        output_path=str(out),
+        cache_path=str(out / "cache"),
+        checkpoint_path=str(tmp_path / "other_ckpt"),
+        overwrite_output=True,
+        seed=7,
+    )
+    VisionSAETrainingRunner(again, override_model=model, override_source=pixels).run()
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (out / "ckpt").iterdir() if p.is_dir()) == checkpoints
+    assert (out / "sae_weights.safetensors").read_bytes() != before  # really replaced
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_an_existing_sae_is_not_replaced_without_overwrite(model, pixels, tmp_path):
+    VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels).run()
+    with pytest.raises(FileExistsError, match=r"already holds a saved SAE.*overwrite_output"):
+        VisionSAETrainingRunner(
+            config(tmp_path, checkpoint_path=None), override_model=model, override_source=pixels
+        ).run()
+
+
+def test_string_false_is_not_taken_as_true(model, pixels, tmp_path):
+    with pytest.raises(TypeError, match=r"overwrite_output must be true or false, got 'false'"):
+        config(tmp_path, overwrite_output="false")
+
+
+def test_rerun_after_a_kill_refuses_to_overwrite_checkpoints_and_resumes_when_asked(model, pixels, tmp_path):
+    cfg = config(tmp_path, checkpoint_every_tokens=1024)
+    VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()
+    ckpt = tmp_path / "ckpt"
+    stamps = {
+        p.name: (p / "sae_weights.safetensors").stat().st_mtime_ns for p in ckpt.iterdir() if p.is_dir()
+    }
+    assert stamps
+    shutil.rmtree(tmp_path / "out")  # as if killed before the final save
+    with pytest.raises(FileExistsError, match="resume-from-checkpoint latest"):
+        VisionSAETrainingRunner(
+            config(tmp_path, checkpoint_every_tokens=1024), override_model=model, override_source=pixels
+        ).run()
+    assert {
+        p.name: (p / "sae_weights.safetensors").stat().st_mtime_ns for p in ckpt.iterdir() if p.is_dir()
+    } == (stamps)
+    resumed = VisionSAETrainingRunner(
+        config(tmp_path, checkpoint_every_tokens=1024, resume_from_checkpoint="latest"),
+        override_model=model,
+        override_source=pixels,
+    )
+    resumed.run()
+    assert resumed.cfg.resume_from_checkpoint == str(ckpt / max(stamps, key=int))
+    assert (tmp_path / "out" / "sae_weights.safetensors").is_file()
+
+
+def test_a_nan_pixel_is_named_and_nothing_is_saved(model, pixels, tmp_path):
+    bad = pixels.clone()
+    bad[5, 0, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteActivationsError, match=r"index 5\) gives non-finite activations"):
+        VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=bad).run()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_nan_image_file_is_named(model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    write_images(folder, 6, size=32)
+    Image.fromarray(np.full((32, 32), np.nan, dtype=np.float32), "F").save(folder / "img_999.tiff")
+    with pytest.raises(Exception, match=r"img_999\.tiff.*NaN or inf pixel values"):
+        VisionSAETrainingRunner(config(tmp_path, dataset=str(folder)), override_model=model).run()
+
+
+def test_a_diverging_loss_stops_training_and_saves_nothing(model, pixels, tmp_path):
+    runner = VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels)
+    runner.setup()
+    runner._prepare_data()
+    runner._build_trainer(runner.provider)
+    runner._guard_steps()
+    trainer = runner.trainer
+    original = trainer._train_step
+
+    def poisoned(sae, sae_in):
+        out = original(sae, sae_in)
+        out.loss = out.loss * float("inf")
+        return out
+
+    trainer._train_step = poisoned
+    with pytest.raises(NonFiniteTrainingError, match=r"training loss .* became"):
+        trainer.fit()
+
+
+def test_non_finite_weights_are_never_saved(model, pixels, tmp_path):
+    runner = VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels)
+    runner.setup()
+    runner._prepare_data()
+    runner._build_trainer(runner.provider)
+    with torch.no_grad():
+        next(iter(runner.saes.values())).W_dec[0, 0] = float("nan")
+    with pytest.raises(NonFiniteTrainingError, match="non-finite weights \\(W_dec\\)"):
+        runner._save_outputs()
+    assert not (tmp_path / "out" / "sae_weights.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lr", 0.0, r"lr must be in \(0"),
+        ("lr", float("nan"), "lr must be a finite number"),
+        ("adam_beta1", 2.0, r"adam_beta1 must be in \[0, 1\)"),
+        ("expansion_factor", 2.5, "expansion_factor must be an integer, got 2.5"),
+        ("d_sae", 0, r"d_sae must be in \[1"),
+        ("seed", "abc", "seed must be an integer, got 'abc'"),
+        ("training_tokens", "1e6", r"training_tokens must be an integer, got '1e6'.*write 1000000"),
+        ("n_checkpoints", -1, r"n_checkpoints must be in \[0"),
+        ("num_workers", -2, r"num_workers must be in \[0"),
+        ("sae_dtype", "float16", "no float32 master copy"),
+        ("model_dtype", "float13", "model_dtype must be one of"),
+        ("sae", {"k": "64"}, "sae.k must be an integer >= 1"),
+        ("sae", {"k": 0}, "sae.k must be an integer >= 1"),
+        ("sae", {"l1_coefficient": -1.0}, r"sae.l1_coefficient must be in \[0"),
+    ],
+)
+def test_bad_config_values_are_refused_with_the_field_named(tmp_path, field, value, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        config(tmp_path, **{field: value})
+
+
+def test_yaml_scientific_notation_is_named(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("hook_name: blocks.1.hook_resid_post\ntraining_tokens: 1e6\n")
+    with pytest.raises(TypeError, match="training_tokens must be an integer, got '1e6'"):
+        VisionSAERunnerConfig.from_file(path)
+    path.write_text("hook_name: blocks.1.hook_resid_post\ntraining_tokens: 1.0e+6\n")
+    assert VisionSAERunnerConfig.from_file(path).training_tokens == 1_000_000
+
+
+def test_written_files_honour_the_umask(model, pixels, tmp_path):
+    old = os.umask(0o022)
+    try:
+        VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels).run()
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for path in out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_umask_is_honoured_by_atomic_writes(tmp_path):
+    from sae_clip_plugin.atomic import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(Path(tmp_path / "a.txt").stat().st_mode) == 0o640
