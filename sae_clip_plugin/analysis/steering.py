@@ -21,7 +21,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens.hook_points import HookPoint
 
-from sae_clip_plugin.model.sae_splice import token_positions
+from sae_clip_plugin.model.sae_splice import centres_input, token_means, token_positions
 
 Mode = Literal["set", "add", "scale", "zero", "mean"]
 MODES: tuple[str, ...] = ("set", "add", "scale", "zero", "mean")
@@ -127,10 +127,16 @@ def sae_decode_pair(sae: SAE[Any], x: torch.Tensor, edit: Callable[[torch.Tensor
     sae_lens' layer_norm / constant_norm_rescale SAEs store the input's scale in encode and drop it in
     decode, so each decode needs the state re-set first (cheap: the normalisation only).
     """
+    shift = token_means(x) if centres_input(sae) else None  # see model.sae_splice.centres_input
+    if shift is not None:
+        x = x - shift
     f = sae.encode(x)
     recon = sae.decode(f)
     sae.run_time_activation_norm_fn_in(sae.reshape_fn_in(x.to(sae.dtype)))
-    return recon, sae.decode(edit(f)), f
+    steered = sae.decode(edit(f))
+    if shift is not None:
+        recon, steered = recon + shift, steered + shift
+    return recon, steered, f
 
 
 def sae_feature_hook(

@@ -21,6 +21,7 @@ class BuildOptions:
 
     fold_ln: bool = False
     center_writing_weights: bool = False
+    fold_value_biases: bool = False
     dtype: torch.dtype | str | None = None
     device: torch.device | str | None = None
     model_cls: type[HookedViT] = HookedViT
@@ -39,12 +40,15 @@ def build_hooked_vit(
     options: BuildOptions = BuildOptions(),
 ) -> HookedViT:
     """Process weights as asked, load them strictly, and put the model in eval mode."""
-    fold_ln, center_writing_weights = options.fold_ln, options.center_writing_weights
     dtype, device, model_cls = options.dtype, options.device, options.model_cls
     if dtype is not None:
         dtype = str(dtype).removeprefix("torch.")
     cfg = dataclasses.replace(
-        cfg, fold_ln=fold_ln, center_writing_weights=center_writing_weights, dtype=dtype or cfg.dtype
+        cfg,
+        fold_ln=options.fold_ln,
+        center_writing_weights=options.center_writing_weights,
+        fold_value_biases=options.fold_value_biases,
+        dtype=dtype or cfg.dtype,
     )
     state_dict = process_weights({k: v.float() for k, v in state_dict.items()}, cfg)
     model = model_cls(cfg, text=text, preprocess=preprocess)

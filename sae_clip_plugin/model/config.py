@@ -40,6 +40,7 @@ class HookedViTConfig:
     source: str = "random"
     fold_ln: bool = False
     center_writing_weights: bool = False
+    fold_value_biases: bool = False
     layer_scale_folded: bool = False  # LayerScale gains were folded into W_O/b_O and W_out/b_out
     dtype: str = "float32"
     preprocess: dict[str, Any] = field(default_factory=dict)
@@ -77,7 +78,11 @@ class HookedViTConfig:
 
     @property
     def weight_processing(self) -> dict[str, bool]:
-        return {"fold_ln": self.fold_ln, "center_writing_weights": self.center_writing_weights}
+        return {
+            "fold_ln": self.fold_ln,
+            "center_writing_weights": self.center_writing_weights,
+            "fold_value_biases": self.fold_value_biases,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Fields plus the derived sizes, so the JSON is readable on its own."""

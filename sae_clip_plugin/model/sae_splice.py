@@ -42,6 +42,38 @@ def n_selected(selection: str, n_tokens: int) -> int:
     return {"all": n_tokens, "cls": 1, "patches": n_tokens - 1}[selection]
 
 
+# hooks where centring the writing weights subtracts exactly each token's own mean over d_model
+_CENTRED_OUTPUT_HOOKS = ("hook_attn_out", "hook_mlp_out")
+
+
+def trained_on_centred_writes(sae: SAE[Any]) -> bool:
+    """The SAE's metadata says its model had center_writing_weights (e.g. Prisma's trainer since 2025-02-18)."""
+    processing = sae.cfg.metadata.get("weight_processing") or {}
+    return isinstance(processing, dict) and bool(processing.get("center_writing_weights"))
+
+
+def shift_invariant(sae: SAE[Any]) -> bool:
+    """Per-token layer-norm input normalisation removes each token's mean: a per-token shift changes nothing."""
+    return sae.cfg.normalize_activations == "layer_norm"
+
+
+def centres_input(sae: SAE[Any], hook_name: str | None = None) -> bool:
+    """Whether the SAE must see its input with each token's mean removed to get what it was trained on.
+
+    True for an SAE trained on a model with centred writing weights, at hook_attn_out / hook_mlp_out (where the
+    processed value is exactly x - mean(x), so centring is also a no-op on a processed model), unless its
+    input normalisation is layer_norm (which removes the mean anyway).
+    """
+    name = hook_name or sae.cfg.metadata.get("hook_name") or ""
+    return (
+        trained_on_centred_writes(sae) and not shift_invariant(sae) and name.endswith(_CENTRED_OUTPUT_HOOKS)
+    )
+
+
+def token_means(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(-1, keepdim=True)
+
+
 class ViTSAEWrapper(_SAEWrapper):
     """sae_lens' splice wrapper with a fixed per-position mask (True = pass through untouched).
 
@@ -52,6 +84,7 @@ class ViTSAEWrapper(_SAEWrapper):
     def __init__(self, sae: SAE[Any], use_error_term: bool, positions: list[int] | None, n_tokens: int):
         super().__init__(sae, use_error_term=use_error_term)
         self.positions = positions
+        self.centre_input = centres_input(sae)
         if positions is not None:
             mask = torch.ones(1, n_tokens, dtype=torch.bool, device=sae.W_dec.device)
             mask[0, positions] = False
@@ -61,6 +94,9 @@ class ViTSAEWrapper(_SAEWrapper):
         mask = self._token_mask
         if mask is not None and mask.device != original_output.device:
             self._token_mask = mask.to(original_output.device)
+        if self.centre_input:  # the SAE sees the processed activations; the model gets its own back
+            shift = token_means(original_output)
+            return (super().forward(original_output - shift) + shift).to(original_output.dtype)
         return super().forward(original_output).to(original_output.dtype)
 
     def extra_repr(self) -> str:
@@ -90,11 +126,15 @@ def check_sae_metadata(sae: SAE[Any], cfg: HookedViTConfig, hook_name: str, chec
             )
     processing = meta.get("weight_processing") or {}
     wanted = processing.get("center_writing_weights") if isinstance(processing, dict) else None
-    if check_model and wanted is not None and bool(wanted) != cfg.center_writing_weights:
+    exact = shift_invariant(sae) or centres_input(sae, hook_name)  # see centres_input
+    if check_model and wanted is not None and bool(wanted) != cfg.center_writing_weights and not exact:
         raise ValueError(
-            f"the SAE for {hook_name!r} was trained with center_writing_weights={bool(wanted)} but this model has "
-            f"center_writing_weights={cfg.center_writing_weights}, which changes residual values; rebuild the model "
-            f"with center_writing_weights={bool(wanted)} or pass check_model=False"
+            f"the SAE for {hook_name!r} was trained with center_writing_weights={bool(wanted)} "
+            f"(normalize_activations={sae.cfg.normalize_activations!r}) but this model has "
+            f"center_writing_weights={cfg.center_writing_weights}, which shifts each token's residual by a constant "
+            "the SAE is sensitive to; rebuild the model with "
+            f"HookedSAEViT.from_pretrained(..., fold_ln={bool(processing.get('fold_ln'))}, "
+            f"center_writing_weights={bool(wanted)}) or pass check_model=False"
         )
 
 

@@ -105,10 +105,27 @@ def center_writing_weights(sd: StateDict, cfg: HookedViTConfig) -> StateDict:
     return sd
 
 
+def fold_value_biases(sd: StateDict, cfg: HookedViTConfig) -> StateDict:
+    """Move each layer's value biases into its output bias: b_O += sum_h b_V[h] @ W_O[h], b_V = 0.
+
+    Attention patterns sum to 1, so a value bias adds a constant to the layer's output whatever the
+    pattern; folded, hook_v / hook_z / hook_result no longer carry it (transformer_lens' fold_value_biases).
+    The layer's output (hook_attn_out) and everything downstream are unchanged.
+    """
+    sd = dict(sd)
+    for layer in range(cfg.n_layers):
+        p = f"blocks.{layer}.attn."
+        sd[p + "b_O"] = sd[p + "b_O"] + torch.einsum("hd,hdm->m", sd[p + "b_V"], sd[p + "W_O"])
+        sd[p + "b_V"] = torch.zeros_like(sd[p + "b_V"])
+    return sd
+
+
 def process_weights(sd: StateDict, cfg: HookedViTConfig) -> StateDict:
-    """Apply the processing the config asks for (both off by default, as in the paper)."""
+    """Apply the processing the config asks for (all off by default, as in the paper), in transformer_lens' order."""
     if cfg.fold_ln:
         sd = fold_layer_norms(sd, cfg)
     if cfg.center_writing_weights:
         sd = center_writing_weights(sd, cfg)
+    if cfg.fold_value_biases:
+        sd = fold_value_biases(sd, cfg)
     return sd

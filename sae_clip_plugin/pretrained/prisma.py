@@ -19,7 +19,23 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.pretrained.tanh_relu import ARCHITECTURE as TANH_RELU
+from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 from sae_clip_plugin.pretrained.unpickler import restricted_torch_load, to_plain
+
+# The model processing Prisma's SAE trainer used (HookedViT.from_pretrained defaults since 2025-02-18; its
+# evaluation code always loads this way). Release dates of individual files cannot be known offline:
+# override with load_prisma_sae(..., weight_processing=...) or by setting sae.cfg.metadata.weight_processing.
+PRISMA_WEIGHT_PROCESSING: dict[str, bool] = {
+    "fold_ln": True,
+    "center_writing_weights": True,
+    "fold_value_biases": True,
+}
+NO_WEIGHT_PROCESSING: dict[str, bool] = {
+    "fold_ln": False,
+    "center_writing_weights": False,
+    "fold_value_biases": False,
+}
 
 # Prisma model names -> our model specs (docs/conventions.md). Keys are lower-cased.
 PRISMA_MODEL_SPECS: dict[str, str] = {
@@ -31,6 +47,8 @@ _PARAMS = {
     "standard": ("W_enc", "W_dec", "b_enc", "b_dec"),
     "topk": ("W_enc", "W_dec", "b_enc", "b_dec"),
     "gated": ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"),
+    "jumprelu": ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"),
+    TANH_RELU: ("W_enc", "W_dec", "b_enc", "b_dec"),
 }
 _SAE_CONFIG_FIELDS = {
     "d_in",
@@ -42,6 +60,8 @@ _SAE_CONFIG_FIELDS = {
     "k",
 }
 WEIGHT_FILE_PREFERENCE = ("weights.pt", "n_images_*.pt", "*.pt", "*.pth")
+# written by Prisma's trainer beside the weights (n_images_N_log_feature_sparsity.pt): never the SAE itself
+NOT_WEIGHTS = re.compile(r"(log_feature_sparsity|sparsity)\.pth?$")
 
 
 def decode_prisma_value(value: Any) -> Any:
@@ -81,30 +101,51 @@ def read_prisma_checkpoint(
 
 
 def _architecture(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> tuple[str, int | None]:
+    """(sae_lens architecture, k) of a Prisma config + state dict; what sae_lens cannot represent is refused."""
     act = str(cfg.get("activation_fn_str") or cfg.get("activation_fn") or "relu").lower()
     arch = str(cfg.get("architecture") or "standard").lower()
-    if cfg.get("is_transcoder"):
-        raise NotImplementedError("Prisma transcoders are not SAEs and are not supported")
+    if cfg.get("is_transcoder") or cfg.get("transcoder") or "W_skip" in state:
+        raise NotImplementedError(
+            "Prisma transcoders map one hook to another and are not SAEs; this plugin splices SAEs only. Load the "
+            "weights yourself (torch.load with weights_only=False if you trust the file) into sae_lens' Transcoder"
+        )
     if "b_gate" in state or arch == "gated":
         return "gated", None
-    if arch == "jumprelu":
-        raise NotImplementedError("Prisma jumprelu SAEs are not supported yet; convert them by hand")
+    if arch == "jumprelu" or "threshold" in state or "log_threshold" in state:
+        if "threshold" not in state and "log_threshold" not in state:
+            raise ValueError("Prisma jumprelu SAE without a threshold (or log_threshold) in its state dict")
+        return "jumprelu", None
     if act in ("topk", "top_k"):
-        k = (cfg.get("activation_fn_kwargs") or {}).get("k")
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        k = kwargs.get("k")
         if k is None:
             raise ValueError(
                 "topk Prisma SAE without activation_fn_kwargs.k in its config; add activation_fn_kwargs: {'k': ...} "
                 "to its config.json"
             )
+        postact = kwargs.get("postact_fn")
+        if postact is not None and not _is_relu(postact):
+            raise NotImplementedError(
+                f"topk Prisma SAE with postact_fn={postact!r}: sae_lens' TopK SAE applies ReLU to the kept values; "
+                "only the default ReLU post-activation can be loaded"
+            )
         return "topk", int(k)
     if act == "relu":
         return "standard", None
-    raise ValueError(f"unsupported Prisma activation_fn_str {act!r}; supported: 'relu', 'topk'")
+    if act == "tanh-relu":
+        return TANH_RELU, None
+    raise ValueError(f"unsupported Prisma activation_fn_str {act!r}; supported: 'relu', 'topk', 'tanh-relu'")
+
+
+def _is_relu(postact: Any) -> bool:
+    """A pickled nn.ReLU() (a stand-in record or its dotted name) or the strings Prisma configs use."""
+    name = getattr(postact, "pickled_class", None) or str(postact)
+    return name.lower().rsplit(".", 1)[-1].strip("()<> ") in ("relu", "relu()", "torch.nn.relu")
 
 
 def _normalisation(cfg: Mapping[str, Any]) -> str:
-    # Configs older than the key used no normalisation (the key arrived with the layer-norm code).
-    value = cfg.get("normalize_activations")
+    # A config without the key takes vit_prisma's default, "layer_norm" (VisionModelSAERunnerConfig).
+    value = cfg.get("normalize_activations", "layer_norm")
     if value in (None, False, "none", "None"):
         return "none"
     if value in ("layer_norm", "constant_norm_rescale"):
@@ -202,7 +243,7 @@ def prisma_sae_config(
         "patch_size": patch_size,
         "n_tokens": n_tokens,
         "cls_token_index": 0,
-        "weight_processing": {"fold_ln": False, "center_writing_weights": False},
+        "weight_processing": dict(PRISMA_WEIGHT_PROCESSING),
         "dataset": cfg.get("dataset_name") or cfg.get("dataset_path"),
         "sae_lens_version": sae_lens.__version__,
         "source_format": "prisma",
@@ -235,12 +276,18 @@ def convert_prisma(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Prisma (config, state dict) -> (sae_lens cfg dict, state dict); kwargs as in `prisma_sae_config`."""
     architecture, _ = _architecture(decode_prisma_value(dict(raw_cfg)), state_dict)
-    missing = [p for p in _PARAMS[architecture] if p not in state_dict]
+    missing = [
+        p
+        for p in _PARAMS[architecture]
+        if p not in state_dict and not (p == "threshold" and "log_threshold" in state_dict)
+    ]
     if missing:
         raise ValueError(f"Prisma {architecture} SAE state dict lacks {missing}; it has {sorted(state_dict)}")
-    dropped = sorted(set(state_dict) - set(_PARAMS[architecture]))
+    dropped = sorted(set(state_dict) - set(_PARAMS[architecture]) - {"log_threshold"})
     if dropped:
         warnings.warn(f"ignoring Prisma state-dict entries {dropped}", stacklevel=2)
+    if architecture == "jumprelu" and "threshold" not in state_dict:  # Prisma may store log_threshold
+        state_dict = {**state_dict, "threshold": state_dict["log_threshold"].exp()}
     state = {p: state_dict[p].to(device=device, dtype=getattr(torch, dtype)) for p in _PARAMS[architecture]}
     d_in, d_sae = state["W_enc"].shape
     if tuple(state["W_dec"].shape) != (d_sae, d_in):
@@ -285,7 +332,7 @@ def apply_overrides(cfg_dict: dict[str, Any], overrides: Mapping[str, Any] | Non
 def find_weights_file(folder: Path) -> Path:
     """The Prisma weights file in a folder: weights.pt, n_images_*.pt, else the only *.pt/*.pth."""
     for pattern in WEIGHT_FILE_PREFERENCE:
-        found = sorted(folder.glob(pattern))
+        found = sorted(p for p in folder.glob(pattern) if not NOT_WEIGHTS.search(p.name))
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -327,14 +374,23 @@ def load_prisma_sae(
     hook_name: str | None = None,
     token_selection: str | None = None,
     model_name: str | None = None,
+    weight_processing: dict[str, bool] | None = None,
 ) -> Any:
     """Load a local Prisma SAE (a `.pt` file or a folder holding one, with config.json) as a sae_lens SAE.
 
     hook_name / token_selection / model_name override what the config says (or fill in what it lacks).
+    weight_processing: the model processing the SAE was trained on (default PRISMA_WEIGHT_PROCESSING; pass
+    NO_WEIGHT_PROCESSING for files trained before 2025-02-18). It decides what activations the SAE gets.
     """
     from sae_lens import SAE
 
-    given = {"hook_name": hook_name, "token_selection": token_selection, "model_name": model_name}
+    register_tanh_relu()
+    given = {
+        "hook_name": hook_name,
+        "token_selection": token_selection,
+        "model_name": model_name,
+        "weight_processing": weight_processing,
+    }
     extra = {k: v for k, v in given.items() if v is not None}
 
     def converter(path: str | Path, device: str, cfg_overrides: dict[str, Any] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The released Prisma CLIP ViT-B/32 SAEs as sae_lens releases (REFERENCE.md §2).
+"""The released Prisma CLIP ViT-B/32 SAEs as sae_lens releases (docs/conventions.md, "Released SAEs").
 
 After `register_pretrained_releases()`, `sae_lens.SAE.from_pretrained(release, sae_id)` loads them:
 
@@ -7,6 +7,11 @@ After `register_pretrained_releases()`, `sae_lens.SAE.from_pretrained(release, s
 | `prisma-clip-vit-b-32-vanilla-x64` | `blocks.{L}.hook_{resid_post,mlp_out}/l1_{1e-05,5e-05,8e-05,0.0001}` | `sparse-autoencoder-clip-b-32-sae-vanilla-x64-layer-{L}-hook_{..}-l1-{..}` |
 | `prisma-clip-vit-b-32-topk-64-cls` | `blocks.{L}.hook_{resid_post,mlp_out}` | `sae-top_k-64-cls_only-layer_{L}-hook_{..}` |
 | `prisma-clip-vit-b-32-celeba-topk-64-patches` | `blocks.{10,11}.hook_resid_post` | `celeba-sae-top_k-64-patches_only-layer_{L}-hook_resid_post-{..}` |
+| `prisma-clip-vit-b-32-imagenet-sweep-vanilla-x64-spatial-max` | `blocks.{7,8,9,11}.hook_resid_post` | `imagenet-sweep-vanilla-x64-Spatial_max_{L}-hook_resid_post-{..}` |
+
+The ImageNet sweep of CLS-token vanilla SAEs (`imagenet-sweep-vanilla-x64-CLS_{L}-...`) is not registered: the
+full repo names (they end in numbers) are not known offline. Load one by its repo id with
+`SAE.from_pretrained("Prisma-Multimodal/<repo>", "weights.pt", converter=prisma_huggingface_loader)`.
 
 sae_id is the transformer_lens hook name; the vanilla family has four l1 values per hook, so its
 ids carry an `/l1_<value>` suffix (the value as spelled in the repo name). A sae_lens release holds
@@ -33,6 +38,7 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.pretrained.prisma import (
+    NOT_WEIGHTS,
     WEIGHT_FILE_PREFERENCE,
     apply_overrides,
     convert_prisma,
@@ -40,6 +46,7 @@ from sae_clip_plugin.pretrained.prisma import (
     prisma_sae_config,
     read_prisma_checkpoint,
 )
+from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 
 MODEL_SPEC = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"
 NAMESPACE = "Prisma-Multimodal"
@@ -47,6 +54,15 @@ CONVERSION_FUNC = "prisma_vision"
 VANILLA_RELEASE = "prisma-clip-vit-b-32-vanilla-x64"
 CLS_TOPK_RELEASE = "prisma-clip-vit-b-32-topk-64-cls"
 CELEBA_RELEASE = "prisma-clip-vit-b-32-celeba-topk-64-patches"
+SPATIAL_RELEASE = "prisma-clip-vit-b-32-imagenet-sweep-vanilla-x64-spatial-max"
+# the Spatial_max repos known by name (layer -> suffix of the repo name); their token selection (the 49
+# patches) is as third-party users describe them, not read from a config: unverified
+SPATIAL_REPO_SUFFIX = {
+    7: "984.1376953125-99",
+    8: "965.125-99",
+    9: "854.891540527344-99",
+    11: "829.0498046875-99",
+}
 VANILLA_L1 = ("1e-05", "5e-05", "8e-05", "0.0001")
 CELEBA_REPO_SUFFIX = {10: "64-85", 11: "128-89"}  # the repos found on the hub (k-ev in the name)
 HOOKS = ("hook_resid_post", "hook_mlp_out")
@@ -72,6 +88,28 @@ class PrismaEntry:
     @property
     def path(self) -> str:
         return f"{self.repo_id.split('/', 1)[1]}/{self.filename}"
+
+
+def _resid_post_family(
+    release: str,
+    family: str,
+    repo_template: str,
+    suffixes: dict[int, str],
+    architecture: str,
+    k: int | None = None,
+) -> list[PrismaEntry]:
+    """Patch-token SAEs at blocks.{layer}.hook_resid_post, one repo per layer (repo names end in a suffix)."""
+    entries = []
+    for layer, suffix in suffixes.items():
+        hook = f"blocks.{layer}.hook_resid_post"
+        repo = f"{NAMESPACE}/" + repo_template.format(layer=layer, suffix=suffix)
+        entries.append(
+            PrismaEntry(
+                release=release, sae_id=hook, hook_name=hook, repo_id=repo, filename="weights.pt", layer=layer,
+                family=family, token_selection="patches", architecture=architecture, k=k,
+            )
+        )  # fmt: skip
+    return entries
 
 
 @functools.cache
@@ -100,15 +138,14 @@ def prisma_entries() -> tuple[PrismaEntry, ...]:
                     **common,
                 )
             )  # fmt: skip
-    for layer, suffix in CELEBA_REPO_SUFFIX.items():
-        name = f"blocks.{layer}.hook_resid_post"
-        repo = f"{NAMESPACE}/celeba-sae-top_k-64-patches_only-layer_{layer}-hook_resid_post-{suffix}"
-        out.append(
-            PrismaEntry(
-                release=CELEBA_RELEASE, sae_id=name, repo_id=repo, filename="weights.pt", hook_name=name, layer=layer,
-                family="celeba-topk-64-patches", token_selection="patches", architecture="topk", k=64,
-            )
-        )  # fmt: skip
+    celeba = "celeba-sae-top_k-64-patches_only-layer_{layer}-hook_resid_post-{suffix}"
+    out += _resid_post_family(
+        CELEBA_RELEASE, "celeba-topk-64-patches", celeba, CELEBA_REPO_SUFFIX, "topk", k=64
+    )
+    spatial = "imagenet-sweep-vanilla-x64-Spatial_max_{layer}-hook_resid_post-{suffix}"
+    out += _resid_post_family(
+        SPATIAL_RELEASE, "imagenet-sweep-vanilla-x64-spatial-max", spatial, SPATIAL_REPO_SUFFIX, "standard"
+    )
     return tuple(out)
 
 
@@ -208,7 +245,7 @@ def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> s
         first_error = None
     candidates = _repo_pt_files(repo_id)
     for pattern in WEIGHT_FILE_PREFERENCE:  # same preference as for local folders
-        matching = sorted(n for n in candidates if Path(n).match(pattern))
+        matching = sorted(n for n in candidates if Path(n).match(pattern) and not NOT_WEIGHTS.search(n))
         if len(matching) == 1:
             return _download(repo_id, matching[0], force_download)
     raise FileNotFoundError(
@@ -320,6 +357,8 @@ def _wrap_directory(original: Any) -> Any:
 def register_pretrained_releases() -> None:
     """Make sae_lens' `SAE.from_pretrained` know the Prisma releases. Idempotent, no network, no yaml parse."""
     from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    register_tanh_relu()
     from sae_lens.loading import pretrained_saes_directory as directory_module
 
     loaders.NAMED_PRETRAINED_SAE_LOADERS[CONVERSION_FUNC] = prisma_huggingface_loader

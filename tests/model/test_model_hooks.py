@@ -164,13 +164,24 @@ def test_unknown_hook_names_are_refused(model: HookedViT, x: torch.Tensor) -> No
         model(x, stop_at_layer=5)
 
 
-@pytest.mark.parametrize(("fold_ln", "center"), [(True, False), (False, True), (True, True)])
-def test_weight_processing_keeps_the_output(fold_ln: bool, center: bool, x: torch.Tensor) -> None:
+@pytest.mark.parametrize(
+    ("fold_ln", "center", "fold_v"),
+    [(True, False, False), (False, True, False), (True, True, False), (True, True, True)],
+)
+def test_weight_processing_keeps_the_output(
+    fold_ln: bool, center: bool, fold_v: bool, x: torch.Tensor
+) -> None:
     clip = tiny_open_clip()
     raw = HookedViT.from_open_clip(clip)
-    processed = HookedViT.from_open_clip(clip, fold_ln=fold_ln, center_writing_weights=center)
-    assert processed.cfg.weight_processing == {"fold_ln": fold_ln, "center_writing_weights": center}
-    assert raw.cfg.weight_processing == {"fold_ln": False, "center_writing_weights": False}
+    processed = HookedViT.from_open_clip(
+        clip, fold_ln=fold_ln, center_writing_weights=center, fold_value_biases=fold_v
+    )
+    assert processed.cfg.weight_processing == {
+        "fold_ln": fold_ln,
+        "center_writing_weights": center,
+        "fold_value_biases": fold_v,
+    }
+    assert not any(raw.cfg.weight_processing.values())
     with torch.no_grad():
         torch.testing.assert_close(processed(x), raw(x), atol=1e-5, rtol=1e-4)
         _, a = raw.run_with_cache(x, names_filter="blocks.1.hook_resid_post")

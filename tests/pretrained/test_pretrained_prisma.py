@@ -317,7 +317,7 @@ def test_layer_norm_is_what_the_reference_checks(hf_cache):
 
 
 def test_load_prisma_sae_local_folder_and_config_defaults(tmp_path):
-    """An old, sparse config (no normalize key, layer as a list, `cls_token`) loads with sensible defaults."""
+    """An old, sparse config (no normalize key, layer as a list, `cls_token`) loads with vit_prisma's defaults."""
     folder = tmp_path / "old_sae"
     folder.mkdir()
     weights = _weights(seed=7)
@@ -332,13 +332,13 @@ def test_load_prisma_sae_local_folder_and_config_defaults(tmp_path):
 
     sae = load_prisma_sae(folder)
 
-    assert sae.cfg.normalize_activations == "none"
+    assert sae.cfg.normalize_activations == "layer_norm"  # VisionModelSAERunnerConfig's default
     assert sae.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
     assert sae.cfg.metadata.token_selection == "cls"
     assert sae.cfg.metadata.model_name == "some/other-vit"
     assert sae.cfg.metadata.prisma_config["unknown"] == "object"
     x = _activations()
-    _, x_hat_ref = prisma_reference(x, weights, None, layer_norm=False)
+    _, x_hat_ref = prisma_reference(x, weights, None, layer_norm=True)
     with torch.no_grad():
         torch.testing.assert_close(sae(x).double(), x_hat_ref, atol=1e-5, rtol=0)
 
