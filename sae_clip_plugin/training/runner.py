@@ -220,7 +220,11 @@ class VisionSAETrainingRunner:
             raise FileNotFoundError(
                 f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder"
             )
-        self._build_saes()
+        # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
+        device = torch.device(self.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            self._build_saes()
         self._set_up = True
 
     def _check_checkpoints(self) -> None:
@@ -470,8 +474,10 @@ class VisionSAETrainingRunner:
 
     def run(self) -> Any:
         """Train; returns the trained TrainingSAE (one hook) or {hook: TrainingSAE}."""
-        torch.manual_seed(self.cfg.seed)
         self.setup()
+        # the data stream's shuffling (sae_lens' mixing buffer draws from the global RNG) starts from the seed,
+        # whether setup() ran just now or earlier (the CLI checks every input first): seeded runs repeat exactly
+        torch.manual_seed(self.cfg.seed)
         self._prepare_data()
         wandb_run = self._init_wandb()
         self._build_trainer(self.provider)

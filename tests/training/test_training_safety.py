@@ -194,3 +194,27 @@ def test_umask_is_honoured_by_atomic_writes(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(Path(tmp_path / "a.txt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_two_seeded_runs_give_identical_weights(model, pixels, tmp_path, use_cache):
+    """As the CLI runs it (setup() first, to check every input), from any global RNG state, with or without cache."""
+    weights = []
+    for i, noise_seed in enumerate((1, 2)):
+        torch.manual_seed(noise_seed)  # whatever ran before in the process
+        torch.rand(100 + i)
+        cfg = config(
+            tmp_path,
+            output_path=str(tmp_path / f"out{i}"),
+            checkpoint_path=None,
+            cache_path=str(tmp_path / "cache") if use_cache else None,
+            num_workers=0,
+            prefetch_batches=0,
+        )
+        runner = VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels)
+        runner.setup()
+        torch.rand(7)
+        runner.run()
+        weights.append(SAE.load_from_disk(tmp_path / f"out{i}").state_dict())
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
