@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
+from sae_clip_plugin.locking import LOCK_NAME, folder_lock
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
 
@@ -388,6 +389,21 @@ def write_activation_cache(
     config, ids = cache_config(model, source, harvester, storage_dtype, shard_images)
     if not ids:
         raise ValueError(f"image source {source.name!r} is empty; nothing to cache")
+    with folder_lock(path, "activation cache"):
+        return _write_shards(path, model, source, harvester, config, ids, progress, on_shard)
+
+
+def _write_shards(
+    path: Path,
+    model: Any,
+    source: ImageSource,
+    harvester: ActivationHarvester,
+    config: dict[str, Any],
+    ids: list[str],
+    progress: bool,
+    on_shard: Callable[[int], None] | None,
+) -> ActivationDiskCache:
+    """The missing shards, one at a time (the caller holds the folder's lock)."""
     cache = _open_or_create(path, model, source, harvester, config, ids)
     todo = [s for s in range(cache.n_shards) if s not in set(cache.completed_shards)]
     bar = tqdm(
@@ -398,6 +414,7 @@ def write_activation_cache(
         disable=not progress,
     )
     try:
+        shard_images, storage_dtype = config["shard_images"], config["storage_dtype"]
         for shard, acts in _shards(harvester, source, todo, shard_images, len(ids)):
             for name in harvester.hook_names:
                 _write_arrow(_shard_dataset(acts[name], name, storage_dtype), path / name / shard_file(shard))
@@ -448,7 +465,7 @@ def _open_or_create(
         cache = ActivationDiskCache(path)
         cache.check_matches(config)
     else:
-        if path.exists() and any(p for p in path.iterdir() if not p.name.startswith(".tmp-")):
+        if path.exists() and any(p for p in path.iterdir() if not p.name.startswith((".tmp-", LOCK_NAME))):
             raise FileExistsError(
                 f"{path} exists and is not an activation cache; pick an empty or new folder for cache_path"
             )

@@ -224,3 +224,81 @@ def test_cache_refuses_another_configuration(model, pixels, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not an activation cache"):
         write(tmp_path / "other", model, pixels[:16])
+
+
+def _killed_writer(path: Path, model, pixels, kill_at: int, at_rename: bool) -> None:
+    """Fork; the child writes the cache and SIGKILLs itself (no cleanup runs) at the kill_at-th shard-file write,
+    either before it starts or between its temp folder being complete and the rename into place."""
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            calls = []
+            if at_rename:
+                real_replace = os.replace
+
+                def killing_replace(src, dst):
+                    if str(dst).endswith(".arrow"):
+                        calls.append(1)
+                        if len(calls) == kill_at:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                    real_replace(src, dst)
+
+                cache_module.os.replace = killing_replace
+            else:
+                real_write = cache_module._write_arrow
+
+                def killing_write(dataset, target):
+                    calls.append(1)
+                    if len(calls) == kill_at:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    real_write(dataset, target)
+
+                cache_module._write_arrow = killing_write
+            write(path, model, pixels)
+        finally:
+            os._exit(3)  # only reached when the kill point lies beyond the last write
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sigkill_at_random_points_and_at_a_rename_resumes_byte_for_byte(model, pixels, tmp_path):
+    """Fault injection: kill -9 the writer (several seeded points, and inside a temp-folder rename), resume."""
+    full = tmp_path / "full"
+    write(full, model, pixels[:30])  # 4 shards x 2 hooks = 8 shard files
+    rng = np.random.default_rng(0)
+    points = [(int(k), False) for k in rng.choice(np.arange(1, 9), size=3, replace=False)] + [
+        (3, True),
+        (6, True),
+    ]
+    for i, (kill_at, at_rename) in enumerate(points):
+        part = tmp_path / f"part{i}"
+        _killed_writer(part, model, pixels[:30], kill_at, at_rename)
+        if at_rename:  # the killed writer's debris: a complete temp folder that was never renamed
+            assert list(part.rglob(".tmp-*"))
+        assert (part / ".lock").exists()  # left by the dead writer: taken over, not blocking
+        write(part, model, pixels[:30])
+        assert snapshot(part) == snapshot(full), (kill_at, at_rename)
+        for arrow in sorted(full.rglob("*.arrow")):
+            assert (part / arrow.relative_to(full)).read_bytes() == arrow.read_bytes()
+        assert not list(part.rglob(".tmp-*")) and not (part / ".lock").exists()
+
+
+def test_a_second_live_writer_is_refused_with_its_holder_named(model, pixels, tmp_path):
+    import socket
+
+    from sae_clip_plugin.locking import FolderLockedError, folder_lock
+
+    path = tmp_path / "c"
+    with folder_lock(path, "activation cache"):
+        # another process holds it: pretend by writing our parent's pid (alive) into the lock
+        (path / ".lock").write_text(
+            json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "x"})
+        )
+        with pytest.raises(FolderLockedError, match=rf"being written by process {os.getppid()} on"):
+            write(path, model, pixels[:8])
+        (path / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x"}))
+        with pytest.raises(FolderLockedError, match="on another machine, elsewhere"):
+            write(path, model, pixels[:8])
+        (path / ".lock").unlink()
+    assert write(path, model, pixels[:8]).complete
