@@ -32,20 +32,14 @@ TABLE_KEYS = {
 
 def load_saes(paths: Sequence[str], pretrained: Sequence[str], device: str) -> dict[str, Any]:
     """hook name -> SAE from SAE folders (or folders of them) and `release:sae_id` pretrained names."""
-    from sae_lens import SAE
-
-    from sae_clip_plugin.analysis.metrics import find_sae_folders
+    from sae_clip_plugin.pretrained.loading import load_saes as resolve
 
     saes: dict[str, Any] = {}
-    loaded = []
-    for root in paths:
-        for folder in find_sae_folders(root):
-            loaded.append((str(folder), SAE.load_from_disk(str(folder), device=device)))
+    loaded = [found for root in paths for found in resolve(root, device)]
     for name in pretrained:
-        release, sep, sae_id = name.partition(":")
-        if not sep:
+        if ":" not in name:
             raise ValueError(f"--pretrained expects RELEASE:SAE_ID, got {name!r}")
-        loaded.append((name, SAE.from_pretrained(release, sae_id, device=device)))
+        loaded += resolve(name, device)
     for where, sae in loaded:
         hook = sae.cfg.metadata.hook_name
         if not hook:

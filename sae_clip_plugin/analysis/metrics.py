@@ -41,6 +41,7 @@ from sae_clip_plugin.analysis.zero_shot import (
     iter_image_batches,
     zero_shot_logits,
 )
+from sae_clip_plugin.pretrained.loading import load_sae
 
 ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
 SAESpec = SAE[Any] | str | os.PathLike
@@ -344,26 +345,8 @@ def _labels_for(batch: ImageBatch, labels: torch.Tensor | None, offset: int) -> 
 # sweeps
 
 
-def find_sae_folders(root: str | os.PathLike) -> list[Path]:
-    """`root` itself if it is an SAE folder (has cfg.json), else its SAE sub-folders (any depth), sorted."""
-    root = Path(root)
-    if (root / "cfg.json").is_file():
-        return [root]
-    found = sorted(
-        {p.parent for p in root.rglob("cfg.json") if (p.parent / "sae_weights.safetensors").exists()}
-    )
-    if not found:
-        raise FileNotFoundError(
-            f"no SAE folders under {root}: expected folders with cfg.json + sae_weights.safetensors "
-            "(sae_lens format, as save_sae / the training runner write them)"
-        )
-    return found
-
-
 def _load(spec: SAESpec, device: torch.device) -> SAE[Any]:
-    if isinstance(spec, SAE):
-        return spec
-    return SAE.load_from_disk(str(spec), device=str(device)).eval()
+    return spec if isinstance(spec, SAE) else load_sae(spec, str(device))
 
 
 def _training_info(folder: Path) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def run_eval(args: argparse.Namespace) -> int:
     """The `eval` subcommand."""
     import torch
 
-    from sae_clip_plugin.analysis.metrics import evaluate_saes, find_sae_folders
+    from sae_clip_plugin.analysis.metrics import evaluate_saes
+    from sae_clip_plugin.pretrained.loading import find_sae_folders
 
     out = Path(args.out)
     if args.replot:

@@ -84,20 +84,9 @@ def parse_tokens(text: str) -> Any:
 
 
 def load_sae(args: argparse.Namespace) -> Any:
-    from sae_lens import SAE
+    from sae_clip_plugin.pretrained.loading import load_sae as resolve
 
-    if args.sae_id:
-        return SAE.from_pretrained(args.sae, args.sae_id, device=args.device)
-    path = Path(args.sae)
-    if path.is_dir() and (path / "cfg.json").is_file():
-        return SAE.load_from_disk(path, device=args.device)
-    if path.suffix == ".pt" or (path.is_dir() and any(path.glob("*.pt"))):
-        from sae_clip_plugin.pretrained import load_prisma_sae
-
-        return load_prisma_sae(path, device=args.device)
-    raise SystemExit(
-        f"--sae {args.sae!r}: not a sae_lens folder (with cfg.json) nor a Prisma .pt; for a release pass --sae-id"
-    )
+    return resolve(f"{args.sae}:{args.sae_id}" if args.sae_id else args.sae, device=args.device)
 
 
 def load_model(spec: str, device: str) -> Any:

@@ -10,17 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sae_clip_plugin.analysis.metrics import (
-    evaluate_sae,
-    evaluate_saes,
-    find_sae_folders,
-    metrics_table,
-    to_markdown,
-)
+from sae_clip_plugin.analysis.metrics import evaluate_sae, evaluate_saes, metrics_table, to_markdown
 from sae_clip_plugin.analysis.metrics_cli import load_results, register_commands
 from sae_clip_plugin.data import load_image_folder
 from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 from sae_clip_plugin.pretrained import save_sae
+from sae_clip_plugin.pretrained.loading import find_sae_folders
 from sae_clip_plugin.viz.metrics_figures import (
     plot_density_histogram,
     plot_ev_vs_l0,

@@ -1,0 +1,87 @@
+"""One resolver for every way a user names an SAE: a sae_lens folder, a folder of them, a Prisma `.pt` (or its
+folder), or a `RELEASE:SAE_ID` pretrained name. Every command and API takes SAEs through it, so they all accept
+the same things and a broken folder is named with its fix before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SAE_CONFIG_FILE = "cfg.json"
+SAE_WEIGHTS_FILE = "sae_weights.safetensors"
+
+
+def find_sae_folders(root: str | os.PathLike) -> list[Path]:
+    """`root` itself if it is an SAE folder (has cfg.json), else its SAE sub-folders (any depth), sorted."""
+    root = Path(root)
+    if (root / SAE_CONFIG_FILE).is_file():
+        return [root]
+    found = sorted({p.parent for p in root.rglob(SAE_CONFIG_FILE) if (p.parent / SAE_WEIGHTS_FILE).exists()})
+    if not found:
+        raise FileNotFoundError(
+            f"no SAE folders under {root}: expected folders with {SAE_CONFIG_FILE} + {SAE_WEIGHTS_FILE} "
+            "(sae_lens format, as save_sae / the training runner write them)"
+        )
+    return found
+
+
+def check_sae_folder(folder: Path) -> None:
+    """A readable cfg.json and a weights file, else a message naming the file and the fix."""
+    cfg = folder / SAE_CONFIG_FILE
+    try:
+        json.loads(cfg.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(
+            f"{cfg} is not valid JSON ({err}); restore it from the training run or re-save the SAE"
+        ) from None
+    if not (folder / SAE_WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} has {SAE_CONFIG_FILE} but no {SAE_WEIGHTS_FILE}: the save was interrupted or the file was "
+            "removed; re-run the training (it resumes from its checkpoints) or copy the weights back"
+        )
+
+
+def _is_pretrained_name(spec: str) -> bool:
+    return ":" in spec and not Path(spec).exists() and not (len(spec) > 1 and spec[1] == ":")  # not C:\...
+
+
+def load_saes(spec: Any, device: str = "cpu") -> list[tuple[str, Any]]:
+    """(where, SAE) for every SAE `spec` names: an SAE, a folder, a folder of folders, a .pt, or RELEASE:SAE_ID."""
+    from sae_lens import SAE
+
+    if isinstance(spec, SAE):
+        return [(str(spec.cfg.metadata.get("hook_name")), spec)]
+    spec = str(spec)
+    if _is_pretrained_name(spec):
+        release, _, sae_id = spec.partition(":")
+        return [(spec, SAE.from_pretrained(release, sae_id, device=device))]
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"SAE {spec!r} not found: pass a sae_lens SAE folder, a folder of them, a Prisma .pt file, or "
+            "RELEASE:SAE_ID (see sae_clip_plugin.list_pretrained())"
+        )
+    if path.suffix in (".pt", ".pth") or (
+        path.is_dir() and not (path / SAE_CONFIG_FILE).exists() and any(path.glob("*.pt"))
+    ):
+        from sae_clip_plugin.pretrained.prisma import load_prisma_sae
+
+        return [(spec, load_prisma_sae(path, device=device))]
+    loaded = []
+    for folder in find_sae_folders(path):
+        check_sae_folder(folder)
+        loaded.append((str(folder), SAE.load_from_disk(str(folder), device=device)))
+    return loaded
+
+
+def load_sae(spec: Any, device: str = "cpu") -> Any:
+    """The one SAE `spec` names (see `load_saes`), in eval mode; several found is an error."""
+    found = load_saes(spec, device)
+    if len(found) != 1:
+        raise ValueError(
+            f"{spec!r} holds {len(found)} SAEs ({', '.join(w for w, _ in found[:4])}...); name one SAE folder"
+        )
+    return found[0][1].eval()
