@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pickle
 import sys
 from collections.abc import Sequence
 
@@ -36,14 +37,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errors that mean "this input is wrong": exit 2 with the message; runtime failures exit 1
+USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+)
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, pickle.UnpicklingError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand; the project's own errors print one line (the traceback only with --debug)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        print(f"sae-clip {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))
+    except USAGE_ERRORS + RUNTIME_ERRORS as err:
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(
+            f"sae-clip {args.command}: error: {message} (run with --debug for the traceback)", file=sys.stderr
+        )
+        return 2 if isinstance(err, USAGE_ERRORS) else 1
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ SAE_OWN_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", 
                  EVAL_LOG_FILENAME)  # fmt: skip
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C or SIGTERM; the message says where the checkpoint is and how to resume."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Training met NaN/inf activations or loss; nothing was saved as a result."""
 
@@ -525,13 +533,23 @@ class VisionSAETrainingRunner:
             previous = signal.signal(signal.SIGTERM, interrupt_callback)
         try:
             yield
-        except (KeyboardInterrupt, InterruptedException):
-            if self.cfg.checkpoint_path is not None:
-                logger.warning(
-                    "interrupted: saving a checkpoint at %d tokens", self.trainer.n_training_samples
-                )
-                self.trainer.save_checkpoint(checkpoint_name=str(self.trainer.n_training_samples))
-            raise
+        except (KeyboardInterrupt, InterruptedException) as err:
+            how = "SIGTERM" if isinstance(err, InterruptedException) else "Ctrl-C"
+            done = self.trainer.n_training_samples
+            if self.cfg.checkpoint_path is None:
+                raise TrainingInterrupted(
+                    f"interrupted ({how}) after {done} training tokens; no checkpoint_path is set, so nothing was "
+                    "saved: set --checkpoint-path to be able to resume",
+                    exit_code=130 if how == "Ctrl-C" else 143,
+                ) from err
+            logger.warning("interrupted: saving a checkpoint at %d tokens", done)
+            self.trainer.save_checkpoint(checkpoint_name=str(done))
+            raise TrainingInterrupted(
+                f"interrupted ({how}) after {done} training tokens; checkpoint saved at "
+                f"{Path(self.cfg.checkpoint_path) / str(done)}. Resume with the same command plus "
+                "--resume-from-checkpoint latest",
+                exit_code=130 if how == "Ctrl-C" else 143,
+            ) from err
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -23,7 +23,10 @@ def test_folders_and_folders_of_folders(tmp_path):
     for layer in (0, 1):
         save_sae(_sae(f"blocks.{layer}.hook_resid_post", seed=layer), tmp_path / "saes" / f"L{layer}")
     found = load_saes(tmp_path / "saes")
-    assert [s.cfg.metadata.hook_name for _, s in found] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert [s.cfg.metadata.hook_name for _, s in found] == [
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_resid_post",
+    ]
     one = load_sae(tmp_path / "saes" / "L1")
     torch.testing.assert_close(one.b_enc, _sae("x", seed=1).b_enc)
     with pytest.raises(ValueError, match="holds 2 SAEs"):
@@ -47,7 +50,7 @@ def test_broken_folders_are_named_with_the_fix(tmp_path):
         load_sae(tmp_path / "a")
     save_sae(_sae("blocks.0.hook_resid_post"), tmp_path / "b")
     (tmp_path / "b" / "sae_weights.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="no sae_weights.safetensors: the save was interrupted"):
+    with pytest.raises(FileNotFoundError, match=r"no sae_weights\.safetensors: the save was interrupted"):
         load_sae(tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="RELEASE:SAE_ID"):
         load_sae(tmp_path / "nowhere")

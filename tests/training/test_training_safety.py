@@ -218,3 +218,50 @@ def test_two_seeded_runs_give_identical_weights(model, pixels, tmp_path, use_cac
         weights.append(SAE.load_from_disk(tmp_path / f"out{i}").state_dict())
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_sigterm_saves_a_checkpoint_and_the_cli_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM reaches training as sae_lens' InterruptedException: one line, a checkpoint, the resume flag, exit 143."""
+    from sae_lens.training._interruption import InterruptedException
+
+    from sae_clip_plugin.cli import main
+    from sae_clip_plugin.training.provider import ActivationProvider
+
+    real_next, drawn = ActivationProvider.__next__, []
+
+    def terminated_next(self):
+        drawn.append(1)
+        if len(drawn) == 4:
+            raise InterruptedException
+        return real_next(self)
+
+    monkeypatch.setattr(ActivationProvider, "__next__", terminated_next)
+    argv = ["train", "--model-spec", "toy", "--dataset", "toy", "--max-images", "16", "--hook-name",
+            "blocks.1.hook_resid_post", "--expansion-factor", "2", "--training-tokens", "4096",
+            "--train-batch-size-tokens", "256", "--set", "lr_warm_up_steps=1", "--num-workers", "0",
+            "--output-path", str(tmp_path / "out"), "--checkpoint-path", str(tmp_path / "ckpt"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert "interrupted (SIGTERM) after 768 training tokens; checkpoint saved at" in err
+    assert "--resume-from-checkpoint latest" in err and "Traceback" not in err
+    assert (tmp_path / "ckpt" / "768" / "provider_state.json").is_file()
+    monkeypatch.setattr(ActivationProvider, "__next__", real_next)
+    assert main([*argv, "--resume-from-checkpoint", "latest"]) == 0
+    assert SAE.load_from_disk(tmp_path / "out").cfg.d_sae == 256
+
+
+def test_cli_errors_are_one_line_unless_debug(tmp_path, capsys):
+    from sae_clip_plugin.cli import main
+
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "cfg.json").write_text("{broken")
+    (folder / "sae_weights.safetensors").write_bytes(b"")
+    argv = ["steerability", "--sae", str(folder), "--model", "toy", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        "cfg.json is not valid JSON" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    )
+    with pytest.raises(ValueError, match="not valid JSON"):
+        main(["--debug", *argv])
