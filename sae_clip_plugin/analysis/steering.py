@@ -169,6 +169,11 @@ def sae_feature_hook(
         return f
 
     def hook(activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        if activation.shape[-1] != sae.cfg.d_in and sae.cfg.reshape_activations != "hook_z":
+            raise ValueError(
+                f"the SAE has d_in={sae.cfg.d_in} but {name} is {activation.shape[-1]} wide; steer it at a hook of its "
+                f"width (its own hook is {sae.cfg.metadata.get('hook_name')!r})"
+            )
         recon, steered, _ = sae_decode_pair(sae, activation, edit)
         x = activation.to(recon.dtype)
         new = x + (steered - recon) if use_error_term else steered

@@ -104,20 +104,34 @@ def read_celeba_attributes(path: str | os.PathLike) -> tuple[list[str], list[str
     # mismatch fall back to a per-row check that names the bad row.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        flat = np.fromstring(" ".join(values), dtype=np.int8, sep=" ") if values else np.zeros(0, np.int8)
-    if flat.size != len(files) * len(names):
-        for file, row in zip(files, values, strict=True):
-            tokens = row.replace(",", " ").split()
-            if len(tokens) != len(names):
-                raise ValueError(
-                    f"{path}: row for {file} has {len(tokens)} values, expected {len(names)} "
-                    "(one +1/-1 per attribute); the file is malformed"
-                )
-        raise ValueError(f"{path}: attribute values must be +1/-1 integers")
+        try:
+            flat = np.fromstring(" ".join(values), dtype=np.int8, sep=" ") if values else np.zeros(0, np.int8)
+        except ValueError:  # numpy >= 2 refuses non-integer text: the per-row check names it
+            flat = None
+    if flat is None or flat.size != len(files) * len(names):
+        _raise_for_bad_row(path, files, names, values)
     matrix = flat.reshape(len(files), len(names))
     if not np.isin(matrix, (-1, 0, 1)).all():
         raise ValueError(f"{path}: attribute values must be +1/-1 (0 is read as absent)")
     return files, names, matrix
+
+
+def _raise_for_bad_row(path: Path, files: list[str], names: list[str], values: list[str]) -> None:
+    """Name the first row whose values are not one +1/-1/0 integer per attribute."""
+    for file, row in zip(files, values, strict=True):
+        tokens = row.replace(",", " ").split()
+        if len(tokens) != len(names):
+            raise ValueError(
+                f"{path}: row for {file} has {len(tokens)} values, expected {len(names)} "
+                "(one +1/-1 per attribute); the file is malformed"
+            )
+        bad = [(n, t) for n, t in zip(names, tokens, strict=True) if t not in ("1", "+1", "-1", "0")]
+        if bad:
+            raise ValueError(
+                f"{path}: row for {file} has {bad[0][0]}={bad[0][1]!r}; attribute values must be +1/-1 "
+                "(re-download the file if it is damaged)"
+            )
+    raise ValueError(f"{path}: attribute values must be +1/-1 integers")
 
 
 def read_celeba_partition(path: str | os.PathLike) -> dict[str, int]:

@@ -165,3 +165,10 @@ def test_bad_arguments_name_the_fix():
         sae_feature_hook(sae, {1: float("nan")})
     with pytest.raises(ValueError, match="must be finite"):
         sae_feature_hook(sae, {2: float("-inf")}, mode="add")
+
+
+def test_steering_at_a_hook_of_another_width_is_named(model, pixels):
+    sae = make_sae()
+    name, hook = sae_feature_hook(sae, {1: 2.0}, hook_name="blocks.0.mlp.hook_post")
+    with pytest.raises(ValueError, match=r"d_in=64 but blocks\.0\.mlp\.hook_post is 256 wide"):
+        model.run_with_hooks(pixels, fwd_hooks=[(name, hook)])

@@ -190,3 +190,15 @@ def test_errors_name_the_fix(tmp_path):
     (base / "list_attr_celeba.txt").write_text("\n".join([text[0], text[1], text[2][:-3], *text[3:]]) + "\n")
     with pytest.raises(ValueError, match="malformed"):
         load_celeba(base, split="all")
+
+
+@pytest.mark.parametrize(("value", "message"), [("1e5", "Male='1e5'"), ("nan", "Male='nan'"), ("x", "Male='x'"),
+                                                ("300", r"must be \+1/-1"), ("1 -1", "has 3 values")])  # fmt: skip
+def test_bad_attribute_values_name_the_row(tmp_path, value, message):
+    from sae_clip_plugin.data.celeba import read_celeba_attributes
+
+    path = tmp_path / "list_attr_celeba.txt"
+    path.write_text(f"2\nMale Blond_Hair\na.jpg 1 -1\nb.jpg {value} 1\n")
+    with pytest.raises(ValueError, match=message) as info:
+        read_celeba_attributes(path)
+    assert "list_attr_celeba.txt" in str(info.value)
