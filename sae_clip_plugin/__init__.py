@@ -1,35 +1,32 @@
 """sae_clip_plugin: CLIP's vision transformer in the transformer_lens / sae_lens toolchain.
 
-Importing registers, once and without network access, QuickGELU with transformer_lens and the
-released vision SAEs with sae_lens (so `SAE.from_pretrained(release, sae_id)` finds them).
+Importing it is cheap (the public names load on first use) and registers, once and without network
+access, the released vision SAEs with sae_lens (so `SAE.from_pretrained(release, sae_id)` finds them):
+right away when sae_lens is already imported, else as soon as it is. QuickGELU is registered with
+transformer_lens when the model code loads.
 """
 
-from sae_clip_plugin.model import (
-    HookedSAEViT,
-    HookedViT,
-    HookedViTConfig,
-    UnsupportedModelError,
-    register_activations,
-)
-from sae_clip_plugin.pretrained import (
-    list_pretrained,
-    load_prisma_sae,
-    register_pretrained_releases,
-    save_sae,
-    upload_sae,
-)
+from sae_clip_plugin._lazy import lazy_exports
+from sae_clip_plugin._registration import register_with_sae_lens_on_import
 
-register_activations()
-register_pretrained_releases()
-
-__all__ = [
-    "HookedSAEViT",
-    "HookedViT",
-    "HookedViTConfig",
-    "UnsupportedModelError",
-    "list_pretrained",
-    "load_prisma_sae",
-    "save_sae",
-    "upload_sae",
-]
+_EXPORTS = {
+    "HookedSAEViT": "sae_clip_plugin.model",
+    "HookedViT": "sae_clip_plugin.model",
+    "HookedViTConfig": "sae_clip_plugin.model",
+    "UnsupportedModelError": "sae_clip_plugin.model",
+    "list_pretrained": "sae_clip_plugin.pretrained",
+    "load_prisma_sae": "sae_clip_plugin.pretrained",
+    "save_sae": "sae_clip_plugin.pretrained",
+    "upload_sae": "sae_clip_plugin.pretrained",
+    "load_sae": "sae_clip_plugin.pretrained.loading",
+    "VisionSAERunnerConfig": "sae_clip_plugin.training.config",
+    "VisionSAETrainingRunner": "sae_clip_plugin.training.runner",
+    "evaluate_sae": "sae_clip_plugin.analysis.metrics",
+    "steer": "sae_clip_plugin.analysis.steering",
+    "steerability": "sae_clip_plugin.analysis.steerability",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+register_with_sae_lens_on_import()

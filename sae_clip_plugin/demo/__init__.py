@@ -7,19 +7,18 @@
 See `pipeline.py` for the steps and the output layout.
 """
 
-from sae_clip_plugin.demo.cli import register_commands, run_demo_command
-from sae_clip_plugin.demo.config import FAST, FULL, DemoConfig
-from sae_clip_plugin.demo.pipeline import STEPS, DemoRun, run_demo
-from sae_clip_plugin.demo.state import SettingsMismatchError
+from sae_clip_plugin._lazy import lazy_exports
 
-__all__ = [
-    "FAST",
-    "FULL",
-    "STEPS",
-    "DemoConfig",
-    "DemoRun",
-    "SettingsMismatchError",
-    "register_commands",
-    "run_demo",
-    "run_demo_command",
-]
+_EXPORTS = {
+    "FAST": "config",
+    "FULL": "config",
+    "DemoConfig": "config",
+    "STEPS": "pipeline",
+    "DemoRun": "pipeline",
+    "run_demo": "pipeline",
+    "SettingsMismatchError": "state",
+    "register_commands": "cli",
+    "run_demo_command": "cli",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

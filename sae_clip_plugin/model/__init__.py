@@ -1,16 +1,14 @@
-"""HookedViT and its converters."""
+"""HookedViT and its converters (loaded on first use: see sae_clip_plugin._lazy)."""
 
-from sae_clip_plugin.model.activations import quick_gelu, register_activations
-from sae_clip_plugin.model.config import HookedViTConfig
-from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
-from sae_clip_plugin.model.hooked_vit import HookedViT
-from sae_clip_plugin.model.open_clip_convert import UnsupportedModelError
+from sae_clip_plugin._lazy import lazy_exports
 
-__all__ = [
-    "HookedSAEViT",
-    "HookedViT",
-    "HookedViTConfig",
-    "UnsupportedModelError",
-    "quick_gelu",
-    "register_activations",
-]
+_EXPORTS = {
+    "HookedSAEViT": "hooked_sae_vit",
+    "HookedViT": "hooked_vit",
+    "HookedViTConfig": "config",
+    "UnsupportedModelError": "open_clip_convert",
+    "quick_gelu": "activations",
+    "register_activations": "activations",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

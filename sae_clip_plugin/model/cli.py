@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import re
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import torch
-
-from sae_clip_plugin.model.hooked_vit import HookedViT
+if TYPE_CHECKING:  # the CLI imports torch and the model only when a command runs
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def summarise_hooks(names: list[str], inactive: dict[str, str] | None = None) -> list[str]:
@@ -30,6 +30,9 @@ def summarise_hooks(names: list[str], inactive: dict[str, str] | None = None) ->
 def check_against_open_clip(model_name: str, seed: int, batch: int) -> tuple[HookedViT, float, float]:
     """Random-weight open_clip model vs its HookedViT: max |diff| of the embedding and of every block output."""
     import open_clip
+    import torch
+
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
     torch.manual_seed(seed)
     clip = open_clip.create_model(model_name).eval()
@@ -52,6 +55,8 @@ def check_against_open_clip(model_name: str, seed: int, batch: int) -> tuple[Hoo
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from sae_clip_plugin.model.hooked_vit import HookedViT
+
     if args.model.startswith("open_clip:") and "/" not in args.model:
         name = args.model.removeprefix("open_clip:")
         print(f"building a randomly initialised open_clip {name} and its HookedViT ...", flush=True)

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .model import WEIGHTS_PATH
-from .train import DEFAULTS
+from .recipe import DEFAULTS
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -55,7 +54,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the toy-world subcommands to the main `sae-clip` parser."""
     p = subparsers.add_parser("toy-train", help="train the toy CLIP on the synthetic world (CPU, ~30 min)")
     p.add_argument(
-        "--out", default=str(WEIGHTS_PATH), help="safetensors path (default: the bundled weights file)"
+        "--out",
+        default="out/toy-clip/toy_clip.safetensors",
+        help="safetensors path (default: %(default)s; the bundled weights are never overwritten unless named here)",
     )
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])

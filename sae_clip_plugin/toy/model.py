@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,13 @@ def create_toy_clip(**overrides: Any) -> torch.nn.Module:
     """A randomly initialised toy CLIP; ``overrides`` (e.g. ``vision_cfg={...}``) replace config entries."""
     register_toy_config()
     if not overrides:
-        return open_clip.create_model(MODEL_NAME, pretrained=None)
+        logger = logging.getLogger()  # open_clip warns "No pretrained weights loaded" on the root logger
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return open_clip.create_model(MODEL_NAME, pretrained=None)
+        finally:
+            logger.setLevel(level)
     cfg = toy_model_config()
     for key, value in overrides.items():
         cfg[key] = (
@@ -67,16 +74,53 @@ def load_toy_clip(device: str | torch.device = "cpu", weights: str | os.PathLike
             "or train them with `sae-clip toy-train`."
         )
     register_toy_config()
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        MODEL_NAME, pretrained=str(path), device=device, precision="fp32"
-    )
+    model = create_toy_clip().to(device)
+    model.load_state_dict(read_weights(path))
     model.eval()
-    return model, preprocess, open_clip.get_tokenizer(MODEL_NAME)
+    return model, toy_preprocess(), open_clip.get_tokenizer(MODEL_NAME)
+
+
+# The text tower's token embedding (49408 BPE rows) is most of the model, but training touches only the rows of
+# the world's words: the others are stored as absent and read back as zeros, which keeps the file small.
+ROWS_KEY, VALUES_KEY = "token_embedding.rows", "token_embedding.values"
+EMBEDDING_KEY = "token_embedding.weight"
 
 
 def save_weights(
-    model: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    trained_token_rows: torch.Tensor | None = None,
 ) -> Path:
-    """Write the state dict as float16 safetensors, atomically (temp file in the same folder, then rename)."""
+    """Write the state dict as float16 safetensors, atomically (temp file in the same folder, then rename).
+
+    trained_token_rows: indices of the token-embedding rows training changed; only those are stored.
+    """
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    if trained_token_rows is not None:
+        rows = trained_token_rows.to(torch.int64).cpu()
+        state[ROWS_KEY] = rows
+        state[VALUES_KEY] = state.pop(EMBEDDING_KEY)[rows].contiguous()
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a saved toy CLIP (token-embedding rows not stored come back as zeros)."""
+    from safetensors.torch import load_file
+
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    if ROWS_KEY in state:
+        rows, values = state.pop(ROWS_KEY), state.pop(VALUES_KEY)
+        vocab = toy_model_config()["text_cfg"]["vocab_size"]
+        embedding = torch.zeros(vocab, values.shape[1])
+        embedding[rows] = values
+        state[EMBEDDING_KEY] = embedding
+    return state
+
+
+def trained_rows(trained: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """Rows of an embedding that training changed (rows of tokens never seen keep their exact initial values)."""
+    return (trained.detach().cpu() != initial.detach().cpu()).any(-1).nonzero().flatten()
+
+
+register_toy_config()  # open_clip.create_model("sae-clip-toy") works once the toy model is imported

@@ -17,11 +17,10 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from tqdm.auto import tqdm
 
-from .model import MODEL_NAME, create_toy_clip, save_weights, toy_tokenizer
+from .model import MODEL_NAME, create_toy_clip, save_weights, toy_tokenizer, trained_rows
+from .recipe import DEFAULTS
 from .sampling import WorldConfig, train_sample
 from .world import render
-
-DEFAULTS = {"seed": 0, "steps": 1400, "batch_size": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1}
 
 
 def images_to_tensor(images: list) -> torch.Tensor:
@@ -92,6 +91,7 @@ def train_toy_clip(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = create_toy_clip(**(model_overrides or {}))
+    initial_embedding = model.token_embedding.weight.detach().clone()
     model.train()
     tokenizer = toy_tokenizer()
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
@@ -166,7 +166,12 @@ def train_toy_clip(
         "final_loss": f"{np.mean(losses[-20:]):.4f}" if losses else "nan",
         "format": "open_clip state_dict",
     }
-    save_weights(model, out_path, metadata=meta)
+    save_weights(
+        model,
+        out_path,
+        metadata=meta,
+        trained_token_rows=trained_rows(model.token_embedding.weight, initial_embedding),
+    )
     if ckpt_path.is_file():
         ckpt_path.unlink()
     return {"losses": losses, "seconds": seconds, "path": str(out_path), "model": model, "recipe": recipe}

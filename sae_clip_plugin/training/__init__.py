@@ -11,59 +11,37 @@ layout, resumable), `ActivationProvider` (sae_lens mixing buffer, exact-size bat
 `evaluate_sae` (explained variance, L0 for CLS vs patches, dead features).
 """
 
-from sae_clip_plugin.training.cache import (
-    ActivationDiskCache,
-    CacheMismatchError,
-    model_fingerprint,
-    write_activation_cache,
-)
-from sae_clip_plugin.training.config import PRESETS, TRAINING_ARCHITECTURES, VisionSAERunnerConfig
-from sae_clip_plugin.training.evaluate import evaluate_sae
-from sae_clip_plugin.training.harvest import ActivationHarvester
-from sae_clip_plugin.training.metadata import vision_metadata
-from sae_clip_plugin.training.provider import ActivationProvider, EpochOrder
-from sae_clip_plugin.training.runner import VisionSAETrainingRunner, train_vision_sae
-from sae_clip_plugin.training.sources import (
-    FolderSource,
-    HFDatasetSource,
-    ImageLoadError,
-    ImageSource,
-    SubsetSource,
-    TensorSource,
-    TorchDatasetSource,
-    ToySource,
-    image_source,
-    validate_source,
-)
-from sae_clip_plugin.training.tokens import TOKEN_SELECTIONS, HookGeometry, hook_geometry, stop_at_layer_for
+from sae_clip_plugin._lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "TOKEN_SELECTIONS",
-    "TRAINING_ARCHITECTURES",
-    "ActivationDiskCache",
-    "ActivationHarvester",
-    "ActivationProvider",
-    "CacheMismatchError",
-    "EpochOrder",
-    "FolderSource",
-    "HFDatasetSource",
-    "HookGeometry",
-    "ImageLoadError",
-    "ImageSource",
-    "SubsetSource",
-    "TensorSource",
-    "TorchDatasetSource",
-    "ToySource",
-    "VisionSAERunnerConfig",
-    "VisionSAETrainingRunner",
-    "evaluate_sae",
-    "hook_geometry",
-    "image_source",
-    "model_fingerprint",
-    "stop_at_layer_for",
-    "train_vision_sae",
-    "validate_source",
-    "vision_metadata",
-    "write_activation_cache",
-]
+_EXPORTS = {
+    "ActivationDiskCache": "cache",
+    "ActivationHarvester": "harvest",
+    "ActivationProvider": "provider",
+    "CacheMismatchError": "cache",
+    "EpochOrder": "provider",
+    "FolderSource": "sources",
+    "HFDatasetSource": "sources",
+    "HookGeometry": "tokens",
+    "ImageLoadError": "sources",
+    "ImageSource": "sources",
+    "PRESETS": "config",
+    "SubsetSource": "sources",
+    "TOKEN_SELECTIONS": "tokens",
+    "TRAINING_ARCHITECTURES": "config",
+    "TensorSource": "sources",
+    "TorchDatasetSource": "sources",
+    "ToySource": "sources",
+    "VisionSAERunnerConfig": "config",
+    "VisionSAETrainingRunner": "runner",
+    "evaluate_sae": "evaluate",
+    "hook_geometry": "tokens",
+    "image_source": "sources",
+    "model_fingerprint": "cache",
+    "stop_at_layer_for": "tokens",
+    "train_vision_sae": "runner",
+    "validate_source": "sources",
+    "vision_metadata": "metadata",
+    "write_activation_cache": "cache",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
