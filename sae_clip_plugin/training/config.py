@@ -115,7 +115,7 @@ class VisionSAERunnerConfig:
     # -- checkpoints, evaluation, output
     output_path: str = "sae_output"
     overwrite_output: bool = False
-    checkpoint_path: str | None = "checkpoints"
+    checkpoint_path: str | None = "auto"  # auto: <output_path>/checkpoints; None: no checkpoints or eval log
     n_checkpoints: int = 0  # evenly spaced, as sae_lens
     checkpoint_every_tokens: int | None = None  # or every N training tokens
     save_final_checkpoint: bool = False
@@ -161,6 +161,8 @@ class VisionSAERunnerConfig:
     # -- checks that need nothing loaded -----------------------------------------------------------
     def validate(self) -> None:
         check_field_types(self)
+        if self.checkpoint_path == "auto":  # beside the SAE, never a stray ./checkpoints in the working directory
+            self.checkpoint_path = str(Path(self.output_path) / "checkpoints")
         if self.lr_end is None:
             self.lr_end = self.lr / 10
         self._check_ranges()
