@@ -248,10 +248,16 @@ def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> s
         matching = sorted(n for n in candidates if Path(n).match(pattern) and not NOT_WEIGHTS.search(n))
         if len(matching) == 1:
             return _download(repo_id, matching[0], force_download)
+    from huggingface_hub import constants
+
+    where = (
+        "HF_HUB_OFFLINE is set, so only files already in the Hugging Face cache can be used: download them once online"
+        if constants.HF_HUB_OFFLINE
+        else "the hub could not be reached or does not list them: check the network and the repo name"
+    )
     raise FileNotFoundError(
-        f"cannot find the Prisma weights {filename or ''} of {repo_id} (candidates: {candidates}). "
-        "Offline (HF_HUB_OFFLINE=1) only files already in the Hugging Face cache can be used: download them once "
-        "online, or load a local copy with sae_clip_plugin.pretrained.load_prisma_sae(path)."
+        f"cannot find the Prisma weights {filename or ''} of {repo_id} (candidates: {candidates}). {where}, or load "
+        "a local copy with sae_clip_plugin.pretrained.load_prisma_sae(path)."
     ) from first_error
 
 
