@@ -314,13 +314,18 @@ def register_commands(subparsers: Any) -> None:
                    help="selection split size: toy pairs / images per group (default 300); images per group for "
                         "celeba / waterbirds (default: the smallest group)")  # fmt: skip
     p.add_argument("--n-eval", type=int, default=None, help="evaluation split size (as --n-select)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the image sets and the random baseline (default %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward (default %(default)s)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument(
         "--no-check-model", action="store_true", help="allow SAEs whose metadata names another model"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_entry)
 
 

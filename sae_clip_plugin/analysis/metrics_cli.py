@@ -202,7 +202,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model spec (default: the SAEs' metadata model_name; 'toy' with --toy)")
     p.add_argument("--out", default="out/eval", help="output folder (default: out/eval)")
     p.add_argument("--max-images", type=int, default=None, help="images to evaluate on (toy default: 512)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward (default %(default)s)")
     p.add_argument("--templates", nargs="+", help="zero-shot templates with '{}' (default: the data set's)")
     p.add_argument("--no-downstream", action="store_true", help="skip zero-shot / ablation passes")
     p.add_argument("--no-check-model", action="store_true", help="splice SAEs trained on another model spec")

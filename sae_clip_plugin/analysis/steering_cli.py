@@ -51,20 +51,42 @@ def register_commands(subparsers: Any) -> None:
     run.add_argument(
         "--features", default="0.05", help="fraction (0.05), count (200) or comma list (3,17,42)"
     )
-    run.add_argument("--strength", type=float, default=150.0)
-    run.add_argument("--threshold", type=float, default=0.10)
+    run.add_argument(
+        "--strength",
+        type=float,
+        default=150.0,
+        help="value the feature is set to (default %(default)s, the paper's)",
+    )
+    run.add_argument(
+        "--threshold",
+        type=float,
+        default=0.10,
+        help="a feature is steerable when S > this (default %(default)s, the paper's)",
+    )
     run.add_argument("--tokens", default="all", help="all | cls | patches | comma list of positions")
-    run.add_argument("--mode", default="set", choices=["set", "add", "scale"])
+    run.add_argument(
+        "--mode",
+        default="set",
+        choices=["set", "add", "scale"],
+        help="set (clamp), add to, or scale the feature (default %(default)s)",
+    )
     run.add_argument("--no-error-term", action="store_true", help="drop the SAE error term when steering")
     run.add_argument("--strengths", help="comma list of strengths: also write steering curves")
     run.add_argument("--curve-features", type=int, default=8, help="features for the steering curves")
-    run.add_argument("--method", default="fast", choices=["fast", "naive"])
+    run.add_argument(
+        "--method",
+        default="fast",
+        choices=["fast", "naive"],
+        help="fast: shared cached prefix; naive: one forward per feature; same numbers (default %(default)s)",
+    )
     run.add_argument("--batch-size", type=int, default=256, help="rows (features x images) per forward")
     run.add_argument("--seed", type=int, default=0, help="feature sampling seed")
-    run.add_argument("--device", default="cpu")
+    run.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="output folder")
-    out.add_argument("--prefix", default="steerability")
+    out.add_argument(
+        "--prefix", default="steerability", help="file name prefix of the outputs (default %(default)s)"
+    )
     p.set_defaults(func=run_steerability)
 
 

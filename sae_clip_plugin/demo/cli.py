@@ -32,7 +32,7 @@ def register_commands(subparsers: Any) -> None:
         "--layers", type=int, nargs="+", default=None, help="blocks to train SAEs on (default: 3 spread)"
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every step (default %(default)s)")
     p.add_argument(
         "--force", action="store_true", help="delete this demo's previous outputs in --out and start over"
     )

@@ -84,6 +84,8 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         default="open_clip:ViT-B-32",
         help="model spec; open_clip:<name> without a tag = random weights",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default %(default)s)")
+    p.add_argument(
+        "--batch", type=int, default=2, help="random images in the equivalence check (default %(default)s)"
+    )
     p.set_defaults(func=run_info)

@@ -58,17 +58,31 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         default="out/toy-clip/toy_clip.safetensors",
         help="safetensors path (default: %(default)s; the bundled weights are never overwritten unless named here)",
     )
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS["seed"],
+        help="seed of the data stream and the initialisation (default %(default)s)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS["batch_size"],
+        help="image-caption pairs per step (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=DEFAULTS["lr"], help="peak AdamW learning rate (default %(default)s)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--eval", action="store_true", help="print the must-show numbers afterwards")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("toy-sample", help="write PNG grids of toy-world images with their captions")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled images (default %(default)s)")
     p.add_argument("--n", type=int, default=48, help="training samples in the first grid")
     p.set_defaults(func=_sample)
 
@@ -76,6 +90,6 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="safetensors file (default: the bundled weights)")
     p.add_argument("--n", type=int, default=600, help="clean/attacked pairs in the typographic set")
     p.add_argument("--per-group", type=int, default=150, help="images per group in each spurious set")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, default=1234, help="seed of the evaluation sets (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=_eval)

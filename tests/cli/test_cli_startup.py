@@ -39,3 +39,24 @@ def test_importing_the_package_is_cheap_and_still_registers_with_sae_lens():
         "from sae_clip_plugin import HookedViT, VisionSAERunnerConfig, steer, load_sae\n"
     )
     assert "sae_lens" in _modules_loaded_by(code)
+
+
+def test_every_flag_has_help_and_docs_cli_md_is_current():
+    import argparse
+    from pathlib import Path
+
+    from sae_clip_plugin.cli import build_parser
+    from sae_clip_plugin.cli_docs import cli_markdown
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not action.help
+    ]
+    assert missing == []
+    docs = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+    assert docs.read_text(encoding="utf-8") == cli_markdown() + "\n", (
+        "regenerate: python -m sae_clip_plugin.cli_docs > docs/cli.md"
+    )
