@@ -161,7 +161,8 @@ class VisionSAERunnerConfig:
     # -- checks that need nothing loaded -----------------------------------------------------------
     def validate(self) -> None:
         check_field_types(self)
-        if self.checkpoint_path == "auto":  # beside the SAE, never a stray ./checkpoints in the working directory
+        # checkpoints go beside the SAE, never into a stray ./checkpoints in the working directory
+        if self.checkpoint_path == "auto":
             self.checkpoint_path = str(Path(self.output_path) / "checkpoints")
         if self.lr_end is None:
             self.lr_end = self.lr / 10
