@@ -350,9 +350,14 @@ def _load(spec: SAESpec, device: torch.device) -> SAE[Any]:
 
 
 def _training_info(folder: Path) -> dict[str, Any]:
-    """Sparsity settings from the training runner's `runner_config.json` beside the SAE, when present."""
-    path = folder / "runner_config.json"
-    if not path.is_file():
+    """Sparsity settings from the training runner's config beside the SAE (sae_lens' runner_cfg.json, or the
+    runner_config.json of SAEs saved before it was renamed), when present."""
+    from sae_lens.constants import RUNNER_CFG_FILENAME
+
+    path = next(
+        (p for p in (folder / RUNNER_CFG_FILENAME, folder / "runner_config.json") if p.is_file()), None
+    )
+    if path is None:
         return {}
     try:
         sae_kwargs = json.loads(path.read_text()).get("sae") or {}

@@ -39,12 +39,18 @@ from sae_clip_plugin.training.tokens import HookGeometry
 
 logger = logging.getLogger(__name__)
 
-RUNNER_CONFIG_FILENAME = "runner_config.json"
+RUNNER_CONFIG_FILENAME = "runner_cfg.json"  # sae_lens' RUNNER_CFG_FILENAME, so its upload carries it
 PROVIDER_STATE_FILENAME = "provider_state.json"
 EVAL_LOG_FILENAME = "eval_log.json"
 # what a saved SAE folder holds that this package wrote (overwrite replaces these, nothing else)
-SAE_OWN_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", RUNNER_CONFIG_FILENAME,
-                 EVAL_LOG_FILENAME)  # fmt: skip
+SAE_OWN_FILES = (
+    "cfg.json",
+    "sae_weights.safetensors",
+    "sparsity.safetensors",
+    RUNNER_CONFIG_FILENAME,
+    "runner_config.json",
+    EVAL_LOG_FILENAME,
+)  # fmt: skip (runner_config.json: the name before sae_lens')
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -651,6 +657,9 @@ class VisionSAETrainingRunner:
                 import sae_lens
 
                 sae.cfg.metadata.sae_lens_version = sae_lens.__version__
+                sae.cfg.metadata.runner_config = (
+                    self.cfg.to_dict()
+                )  # travels with the SAE wherever cfg.json goes
                 check_finite_weights(sae, name)
                 sae.save_inference_model(tmp)
                 save_file({"sparsity": trainers[name].log_feature_sparsity}, tmp / SPARSITY_FILENAME)

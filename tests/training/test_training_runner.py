@@ -52,7 +52,7 @@ def test_short_run_saves_a_folder_sae_lens_loads_identically(model, pixels, tmp_
         "cfg.json",
         "sae_weights.safetensors",
         "sparsity.safetensors",
-        "runner_config.json",
+        "runner_cfg.json",
         "eval_log.json",
     } <= {p.name for p in out.iterdir()}
     loaded = SAE.load_from_disk(out)
@@ -89,7 +89,8 @@ def test_short_run_saves_a_folder_sae_lens_loads_identically(model, pixels, tmp_
         "dead_fraction_eval",
     }
     assert 0 < final["explained_variance"] <= 1
-    assert json.loads((out / "runner_config.json").read_text())["token_selection"] == "patches"
+    assert json.loads((out / "runner_cfg.json").read_text())["token_selection"] == "patches"
+    assert meta["runner_config"]["token_selection"] == "patches"  # the config travels in the SAE's metadata
 
 
 @pytest.mark.parametrize("architecture", TRAINING_ARCHITECTURES)
