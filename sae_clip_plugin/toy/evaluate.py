@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .datasets import ToyDataset, background_spurious_set, colour_spurious_set, typographic_set
@@ -13,7 +14,20 @@ from .model import TEMPLATES, load_toy_clip
 from .sampling import WorldConfig
 from .world import SHAPES
 
-NONWORD = "xqkv"  # a string of letters that names nothing in the toy world
+CONTROL_SEED = 99  # the control non-words' stream
+_CONSONANTS, _VOWELS = "bcdfghjklmnpqrstvwxz", "aeiouy"
+
+
+def control_nonword(rng: np.random.Generator, length: int) -> str:
+    """A random, consonant-heavy string of `length` letters that names nothing in the toy world."""
+    names = {w.lower() for w in SHAPES}
+    while True:
+        letters = [
+            str(rng.choice(list(_VOWELS if rng.random() < 0.25 else _CONSONANTS))) for _ in range(length)
+        ]
+        word = "".join(letters)
+        if word not in names:
+            return word
 
 
 @torch.no_grad()
@@ -62,8 +76,9 @@ def group_accuracies(correct: torch.Tensor, dataset: ToyDataset) -> dict[str, An
 def _typographic(model, preprocess, w, n: int, seed: int, world, device, placement: str) -> dict[str, float]:
     """Clean and attacked accuracy on twins, how often the written word wins, and a non-word control.
 
-    The control writes a non-word in place of the class name (same place, size and ink): it tells the part
-    of the drop that comes from reading a class name from the part that any text there causes.
+    The control writes a random non-word of the same length in place of the class name (same place, size
+    and ink): it tells the part of the drop that comes from reading a class name from the part that any text
+    of that size there causes.
     """
     typo = typographic_set(n, seed=seed, cfg=world, placement=placement)
     pred = zero_shot_logits(model, preprocess, typo, w, device).argmax(-1)
@@ -76,14 +91,21 @@ def _typographic(model, preprocess, w, n: int, seed: int, world, device, placeme
         "attack_success_rate": (pred == words)[~clean].float().mean().item(),
     }
     out["typographic_drop"] = out["clean_accuracy"] - out["attacked_accuracy"]
-    attacked = [i for i, m in enumerate(typo.labels) if m["variant"] == "attacked"]
-    nonword = ToyDataset(
-        [dataclasses.replace(typo.samples[i], word=NONWORD) for i in attacked],
-        [typo.labels[i] for i in attacked],
-    )
+    nonword = nonword_twins(typo, seed)
     pred = zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
     out["nonword_accuracy"] = (pred == labels[~clean]).float().mean().item()
     return out
+
+
+def nonword_twins(typo: ToyDataset, seed: int) -> ToyDataset:
+    """The attacked images of `typo` with each class name replaced by a control non-word of its length."""
+    rng = np.random.default_rng((seed, CONTROL_SEED))
+    attacked = [i for i, m in enumerate(typo.labels) if m["variant"] == "attacked"]
+    samples = [typo.samples[i] for i in attacked]
+    return ToyDataset(
+        [dataclasses.replace(s, word=control_nonword(rng, len(s.word))) for s in samples],
+        [typo.labels[i] for i in attacked],
+    )
 
 
 def evaluate_toy_clip(
@@ -131,7 +153,8 @@ def format_report(result: dict[str, Any]) -> str:
             f"typographic, {label}: attacked {r['attacked_accuracy']:.1%} vs clean twins "
             f"{r['clean_accuracy']:.1%} (drop {r['typographic_drop'] * 100:.1f} points; predicts the written word "
             f"{r['attack_success_rate']:.1%})",
-            f"  control: a non-word ({NONWORD!r}) in place of the class name {r['nonword_accuracy']:.1%}",
+            f"  control: a non-word of the same length in place of the class name {r['nonword_accuracy']:.1%} "
+            f"(drop {(r['clean_accuracy'] - r['nonword_accuracy']) * 100:.1f} points)",
         ]
     for name in ("background", "colour"):
         r = result[name]
