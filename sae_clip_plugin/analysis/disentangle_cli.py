@@ -263,11 +263,25 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
         task = build_task(model, task_spec, args)
         result = run_disentangle(model, saes, task, cfg, progress=not args.no_progress)
         results.append((result, task))
-        print(json.dumps(result.summary, indent=1, default=str))
+        print(json.dumps(result.summary, indent=1, default=str) if args.json else summary_line(result))
     out = Path(args.out)
     for path in write_outputs(results, out, command):
         print(f"wrote {path}")
     return 0
+
+
+def summary_line(result: Any) -> str:
+    """One human line per task: each condition's main accuracies (percent), as in the markdown table."""
+    keys = TABLE_KEYS[result.kind][:2]
+    parts = []
+    for condition in ("none", "sae", "random", "heads"):
+        row = result.summary.get(condition)
+        if not row:
+            continue
+        where = f" L{row['layer']} k={row['k']}" if "k" in row and "layer" in row else ""
+        values = " / ".join(f"{100 * row[k]:.1f}" for k in keys if k in row)
+        parts.append(f"{condition}{where}: {values}")
+    return f"{result.task} ({' / '.join(keys)}, %): " + "; ".join(parts)
 
 
 def register_commands(subparsers: Any) -> None:
@@ -287,6 +301,9 @@ def register_commands(subparsers: Any) -> None:
                    help="toy-typographic | toy-background | toy-colour | celeba=ROOT | waterbirds=ROOT | "
                         "typo-folder=DIR | typo-generate=IMAGE_FOLDER; repeatable")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--json", action="store_true", help="print each task's summary as JSON instead of one line"
+    )
     p.add_argument("--k", type=int, nargs="+", default=[4, 8, 16], help="numbers of features to suppress")
     p.add_argument(
         "--method", default="auroc", choices=["auroc", "mean_diff", "steering"], help="feature ranking"

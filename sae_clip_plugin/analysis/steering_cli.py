@@ -84,6 +84,7 @@ def register_commands(subparsers: Any) -> None:
     run.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="output folder")
+    out.add_argument("--json", action="store_true", help="print the summary as JSON instead of one line")
     out.add_argument(
         "--prefix", default="steerability", help="file name prefix of the outputs (default %(default)s)"
     )
@@ -184,7 +185,15 @@ def run_steerability(args: argparse.Namespace) -> int:
                 model, sae, pixels, vocabulary, args.curve_features, strengths, args.threshold, **common
             )
             paths.update(save_curves(curves, Path(args.out), args.prefix, args.threshold))
-    print(json.dumps({k: v for k, v in result.summary.items() if k != "top_concepts"}, default=str))
+    summary = result.summary
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "top_concepts"}, default=str))
+    else:
+        print(
+            f"steerable: {summary['n_steerable']} of {summary['n_features']} features "
+            f"({100 * summary['steerable_fraction']:.1f}%; steerable means S > {summary.get('threshold')} at strength "
+            f"{summary.get('strength')}), coverage {summary['coverage']} distinct top concepts, mean S {summary['mean_S']:.4g}"
+        )
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0

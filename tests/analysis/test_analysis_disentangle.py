@@ -282,7 +282,7 @@ def _synthetic_split(model: HookedViT, n_pairs: int, seed: int) -> ImageSplit:
 
 
 def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
-    from sae_clip_plugin.analysis.disentangle_cli import register_commands, write_outputs
+    from sae_clip_plugin.analysis.disentangle_cli import register_commands, summary_line, write_outputs
     from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
     from sae_clip_plugin.analysis.disentangle_tasks import SpuriousTask
 
@@ -308,6 +308,12 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
     # another evaluation split changes the numbers but no choice (features, layer, k, heads)
     other = run_disentangle(model, saes, task(2), cfg, progress=False)
     assert other.best == result.best
+    line, best = summary_line(result), result.summary["sae"]
+    assert line.startswith("tiny-typo (clean_acc / attacked_acc, %): none: ")
+    assert (
+        f"sae L{best['layer']} k={best['k']}: {100 * best['clean_acc']:.1f} / {100 * best['attacked_acc']:.1f}"
+        in line
+    )
     too_many = DisentangleConfig(ks=(2, saes[0].cfg.d_sae + 1), n_random=1, n_heads=(1,), batch_size=16)
     with pytest.raises(ValueError, match=r"k=\d+ features to suppress exceeds the dictionary size"):
         run_disentangle(model, saes, task(1), too_many, progress=False)

@@ -210,7 +210,7 @@ def test_vocabulary_sources(tmp_path):
         load_vocabulary("nonsense-name")
 
 
-def test_save_and_cli(model, pixels, tmp_path, monkeypatch):
+def test_save_and_cli(model, pixels, tmp_path, monkeypatch, capsys):
     from sae_clip_plugin.analysis import steering_cli
     from sae_clip_plugin.cli import main
     from sae_clip_plugin.pretrained import save_sae
@@ -233,6 +233,12 @@ def test_save_and_cli(model, pixels, tmp_path, monkeypatch):
     argv += ["--strengths", "0,5"]
     assert main(argv) == 0
     summary = json.loads((out / "steerability_summary.json").read_text())
+    line = capsys.readouterr().out.splitlines()[0]  # a human summary on stdout, the JSON in the file
+    assert line == (
+        f"steerable: {summary['n_steerable']} of 6 features ({100 * summary['steerable_fraction']:.1f}%; steerable "
+        f"means S > 0.1 at strength 5.0), coverage {summary['coverage']} distinct top concepts, mean S "
+        f"{summary['mean_S']:.4g}"
+    )
     assert (
         summary["n_features"] == 6
         and summary["n_images"] == 3
