@@ -441,6 +441,26 @@ class VisionSAETrainingRunner:
 
             trainer.step = guarded
 
+    def _honest_progress(self) -> None:
+        """sae_lens' bar moves in jumps of 100 steps and stops short of 100% when the run is not a multiple of
+        them; ours shows the training tokens done after every step, labelled, and ends at 100%."""
+        trainer = self.trainer
+
+        def update(step_output: Any, pbar: Any, update_interval: int = 100) -> None:
+            pbar.unit, pbar.unit_scale = "tok", True
+            pbar.n = min(trainer.n_training_samples, pbar.total)
+            if trainer.n_training_steps % 10 == 0 or pbar.n >= pbar.total:
+                outputs = step_output if isinstance(step_output, dict) else {"": step_output}
+                losses = ", ".join(
+                    f"{name} loss {out.loss.item():.4g}".strip() for name, out in outputs.items()
+                )
+                pbar.set_description(
+                    f"training SAE, step {trainer.n_training_steps} ({losses})", refresh=False
+                )
+            pbar.refresh()
+
+        trainer._update_pbar = update
+
     def _build_trainer(self, data_provider: Any) -> None:
         from sae_lens.training.multi_sae_trainer import MultiSAETrainer
         from sae_lens.training.sae_trainer import SAETrainer
@@ -496,6 +516,7 @@ class VisionSAETrainingRunner:
         wandb_run = self._init_wandb()
         self._build_trainer(self.provider)
         self._guard_steps()
+        self._honest_progress()
         if self.cfg.resume_from_checkpoint is not None:
             self._resume()  # sets the provider's position before anything is drawn from it
         prefetch = None

@@ -265,3 +265,13 @@ def test_cli_errors_are_one_line_unless_debug(tmp_path, capsys):
     )
     with pytest.raises(ValueError, match="not valid JSON"):
         main(["--debug", *argv])
+
+
+def test_the_training_bar_is_labelled_and_ends_at_100_percent(model, pixels, tmp_path, capsys):
+    """37 steps (not a multiple of sae_lens' 100-step bar updates): the bar still ends at 100%, steps named."""
+    cfg = config(tmp_path, training_tokens=128 * 37, checkpoint_path=None)
+    VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()
+    bars = [
+        b for b in capsys.readouterr().err.replace("\r", "\n").splitlines() if b.startswith("training SAE")
+    ]
+    assert bars and "100%" in bars[-1] and "step 37 (loss " in bars[-1] and "4.74k/4.74k" in bars[-1]
