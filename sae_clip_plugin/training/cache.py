@@ -406,12 +406,13 @@ def _write_shards(
     """The missing shards, one at a time (the caller holds the folder's lock)."""
     cache = _open_or_create(path, model, source, harvester, config, ids)
     todo = [s for s in range(cache.n_shards) if s not in set(cache.completed_shards)]
+    # a finished cache shows no bar (it would print "Caching activations 100%" at every reuse)
     bar = tqdm(
         total=cache.n_shards,
         initial=cache.n_shards - len(todo),
         desc="Caching activations",
         unit="shard",
-        disable=not progress,
+        disable=not progress or not todo,
     )
     try:
         shard_images, storage_dtype = config["shard_images"], config["storage_dtype"]
