@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 
-from sae_clip_plugin.pretrained.tanh_relu import ARCHITECTURE as TANH_RELU
-from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 from sae_clip_plugin.pretrained.unpickler import restricted_torch_load, to_plain
+
+# sae_lens architecture name of Prisma's tanh-relu SAEs (the class lives in tanh_relu.py, which imports sae_lens:
+# this module must not, because sae_lens' import runs our registration, which imports this module)
+TANH_RELU = "prisma_tanh_relu"
 
 # The model processing Prisma's SAE trainer used (HookedViT.from_pretrained defaults since 2025-02-18; its
 # evaluation code always loads this way). Release dates of individual files cannot be known offline:
@@ -383,6 +385,8 @@ def load_prisma_sae(
     NO_WEIGHT_PROCESSING for files trained before 2025-02-18). It decides what activations the SAE gets.
     """
     from sae_lens import SAE
+
+    from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 
     register_tanh_relu()
     given = {

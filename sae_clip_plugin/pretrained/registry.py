@@ -46,7 +46,6 @@ from sae_clip_plugin.pretrained.prisma import (
     prisma_sae_config,
     read_prisma_checkpoint,
 )
-from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 
 MODEL_SPEC = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"
 NAMESPACE = "Prisma-Multimodal"
@@ -364,7 +363,14 @@ def register_pretrained_releases() -> None:
     """Make sae_lens' `SAE.from_pretrained` know the Prisma releases. Idempotent, no network, no yaml parse."""
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
-    register_tanh_relu()
+    try:
+        from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
+    except (
+        ImportError
+    ):  # tanh_relu is being imported (its `import sae_lens` brought us here): it registers itself
+        pass
+    else:
+        register_tanh_relu()
     from sae_lens.loading import pretrained_saes_directory as directory_module
 
     loaders.NAMED_PRETRAINED_SAE_LOADERS[CONVERSION_FUNC] = prisma_huggingface_loader

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 
-ARCHITECTURE = "prisma_tanh_relu"
+from sae_clip_plugin.pretrained.prisma import TANH_RELU as ARCHITECTURE
 
 
 @dataclass
@@ -39,3 +39,6 @@ def register_tanh_relu() -> None:
 
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, TanhReluSAE, TanhReluSAEConfig)
+
+
+register_tanh_relu()  # importing the class makes saved tanh-relu SAEs loadable with SAE.load_from_disk
