@@ -1,6 +1,7 @@
 """Our restricted checkpoint reader vs torch.load(weights_only=True) on the same Prisma-sized SAE file (CPU).
 
-Prints the ratio measured in this run: restricted_torch_load / torch.load (what safety costs; goal <= 2).
+Prints the ratio measured in this run: restricted_torch_load / torch.load (what safety costs: our reader copies
+the weights twice, from the archive record and into fresh tensors; torch.load once).
 
     python benchmarks/prisma_load.py [--d-in 768] [--expansion 16] [--repeats 3]
 """

@@ -27,6 +27,7 @@ import math
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -846,12 +847,21 @@ class _TorchArchive:
                 raise _refuse(
                     f"storage {key}: {numel} x {dtype} declared but the record holds {len(raw)} bytes"
                 )
-            flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            flat = _read_only_flat(raw, dtype)
             self.storages[key] = _Storage(flat)
         storage = self.storages[key]
         if storage.flat.numel() * storage.flat.element_size() != numel * dtype.itemsize:
             raise _refuse(f"storage {key} declared with two sizes")
         return _Storage(_retype(storage.flat, dtype)) if storage.flat.dtype != dtype else storage
+
+
+def _read_only_flat(raw: bytes, dtype: torch.dtype) -> torch.Tensor:
+    """A flat tensor over the record's bytes without copying them; every tensor handed out is a clone (_view)."""
+    if not raw:
+        return torch.empty(0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.frombuffer(raw, dtype=dtype)
 
 
 def restricted_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
