@@ -102,16 +102,20 @@ def test_tanh_relu_loads_and_matches_prismas_forward(tmp_path, fmt):
         torch.testing.assert_close(again.encode(x.float()), sae.encode(x.float()))
 
 
-def test_a_config_without_normalize_activations_takes_prismas_default(tmp_path):
-    cfg = _config_json()
+@pytest.mark.parametrize("fmt", list(CONFIG_FORMATS))
+def test_a_config_without_normalize_activations_takes_prismas_default(tmp_path, fmt):
+    cfg = CONFIG_FORMATS[fmt](_config_json())
     del cfg["normalize_activations"]
     sae = load_prisma_sae(_folder(tmp_path, "old", _weights(4), cfg))
     assert sae.cfg.normalize_activations == "layer_norm"
 
 
-def test_jumprelu_with_log_threshold_loads(tmp_path):
+@pytest.mark.parametrize("fmt", list(CONFIG_FORMATS))
+def test_jumprelu_with_log_threshold_loads(tmp_path, fmt):
     weights = {**_weights(5), "log_threshold": torch.linspace(-2, 0.5, D_SAE)}
-    sae = load_prisma_sae(_folder(tmp_path, "jump", weights, _config_json(architecture="jumprelu")))
+    sae = load_prisma_sae(
+        _folder(tmp_path, "jump", weights, CONFIG_FORMATS[fmt](_config_json(architecture="jumprelu")))
+    )
     assert sae.cfg.architecture() == "jumprelu"
     x = _activations().double()
     mean = x.mean(-1, keepdim=True)
@@ -134,14 +138,20 @@ def test_jumprelu_with_log_threshold_loads(tmp_path):
         ({"activation_fn_str": "softplus"}, {}, "supported: 'relu', 'topk', 'tanh-relu'"),
     ],
 )  # fmt: skip
-def test_what_sae_lens_cannot_represent_is_refused_with_the_alternative(tmp_path, config, extra, message):
-    folder = _folder(tmp_path, "bad", {**_weights(6), **extra}, _config_json(**config))
+@pytest.mark.parametrize("fmt", list(CONFIG_FORMATS))
+def test_what_sae_lens_cannot_represent_is_refused_with_the_alternative(
+    tmp_path, config, extra, message, fmt
+):
+    folder = _folder(tmp_path, "bad", {**_weights(6), **extra}, CONFIG_FORMATS[fmt](_config_json(**config)))
     with pytest.raises((ValueError, NotImplementedError), match=message):
         load_prisma_sae(folder)
 
 
-def test_topk_with_an_explicit_relu_postact_loads(tmp_path):
-    cfg = _config_json(activation_fn_str="topk", activation_fn_kwargs={"k": 4, "postact_fn": "ReLU()"})
+@pytest.mark.parametrize("fmt", list(CONFIG_FORMATS))
+def test_topk_with_an_explicit_relu_postact_loads(tmp_path, fmt):
+    cfg = CONFIG_FORMATS[fmt](
+        _config_json(activation_fn_str="topk", activation_fn_kwargs={"k": 4, "postact_fn": "ReLU()"})
+    )
     assert load_prisma_sae(_folder(tmp_path, "topk", _weights(7), cfg)).cfg.k == 4
 
 
