@@ -331,10 +331,16 @@ def apply_overrides(cfg_dict: dict[str, Any], overrides: Mapping[str, Any] | Non
     return cfg_dict
 
 
+def matching_weight_files(names: list[str], pattern: str) -> list[str]:
+    """The file names that match one WEIGHT_FILE_PREFERENCE pattern, sorted, the trainer's sparsity files left out."""
+    return sorted(n for n in names if Path(n).match(pattern) and not NOT_WEIGHTS.search(Path(n).name))
+
+
 def find_weights_file(folder: Path) -> Path:
     """The Prisma weights file in a folder: weights.pt, n_images_*.pt, else the only *.pt/*.pth."""
+    names = [p.name for p in folder.iterdir() if p.is_file()]
     for pattern in WEIGHT_FILE_PREFERENCE:
-        found = sorted(p for p in folder.glob(pattern) if not NOT_WEIGHTS.search(p.name))
+        found = [folder / n for n in matching_weight_files(names, pattern)]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:

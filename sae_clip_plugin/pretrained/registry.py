@@ -38,11 +38,11 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.pretrained.prisma import (
-    NOT_WEIGHTS,
     WEIGHT_FILE_PREFERENCE,
     apply_overrides,
     convert_prisma,
     decode_prisma_value,
+    matching_weight_files,
     prisma_sae_config,
     read_prisma_checkpoint,
 )
@@ -244,7 +244,7 @@ def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> s
         first_error = None
     candidates = _repo_pt_files(repo_id)
     for pattern in WEIGHT_FILE_PREFERENCE:  # same preference as for local folders
-        matching = sorted(n for n in candidates if Path(n).match(pattern) and not NOT_WEIGHTS.search(n))
+        matching = matching_weight_files(candidates, pattern)
         if len(matching) == 1:
             return _download(repo_id, matching[0], force_download)
     from huggingface_hub import constants
