@@ -1,9 +1,10 @@
 """Baselines for disentanglement: k random SAE features, and Dyslexify-style attention-head ablation.
 
-The head baseline zeroes the CLS-position output of the attention heads that attend most from CLS to
-the patches a written word covers: `z[:, 0, head, :] = 0` at `blocks.L.attn.hook_z`, so those heads
-add nothing (beyond the output bias) to the CLS residual stream. Text patches come from the data
-(the word's box) or from where an attacked image differs from its clean twin.
+The head baseline zeroes the CLS-position output of chosen attention heads: `z[:, 0, head, :] = 0` at
+`blocks.L.attn.hook_z`, so those heads add nothing (beyond the output bias) to the CLS residual stream.
+The disentanglement sweep chooses the heads by their direct typographic effect on the image embedding
+(`sae_clip_plugin.analysis.decomposition.typographic`); `cls_text_attention` is the older, attention-only
+criterion (how much CLS attends to the patches a word covers), kept for comparison.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ result table (one per condition and split):
 - `none`: the unmodified model;
 - `sae`: the selected features suppressed (per layer and k);
 - `random`: k random live features suppressed (per layer and k; mean over seeds);
-- `heads`: Dyslexify-style ablation of the heads attending most from CLS to the text (typographic).
+- `heads`: Dyslexify-style ablation of the heads with the largest direct typographic effect (typographic;
+  `sae_clip_plugin.analysis.decomposition.typographic`).
 
 The best (layer, k) and the best head count are chosen on the SELECTION split and reported on the
 evaluation split, so no evaluation image influences any choice.
@@ -22,8 +23,8 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.analysis.decomposition.typographic import typographic_head_effects
 from sae_clip_plugin.analysis.disentangle_baselines import (
-    cls_text_attention,
     head_ablation_hooks,
     random_features,
     top_heads,
@@ -260,16 +261,18 @@ def run_disentangle(
     for split in evals:
         add(split, "none", base[split])
 
-    # Dyslexify-style heads (typographic tasks with known text patches)
+    # Dyslexify-style heads, chosen by their direct typographic effect on the selection twins
     head_rows: list[dict[str, Any]] = []
     twins = task.select.twins() if task.kind == "typographic" else None
-    if twins is not None and task.select.text_patches is not None and cfg.n_heads:
+    if twins is not None and cfg.n_heads:
         att, cln = twins
-        scores = cls_text_attention(
+        scores = typographic_head_effects(
             model,
             task.select.pixels[att],
-            task.select.text_patches[att],
             task.select.pixels[cln],
+            task.select.spurious[att],
+            task.select.labels[att],
+            weights,
             cfg.batch_size,
         )
         for n in cfg.n_heads:

@@ -55,6 +55,18 @@ class HookedViTConfig:
         if self.pool_type not in POOL_TYPES:
             raise ValueError(f"pool_type must be one of {POOL_TYPES}, got {self.pool_type!r}")
 
+    # ------------------------------------------------------------------------------------------
+    # what transformer_lens' ActivationCache asks of `model.cfg` (HookedTransformerConfig's names)
+
+    # class attributes, not dataclass fields: neither is serialised
+    attn_only = False  # every CLIP block has an MLP
+    device = None  # the model's device, kept current by HookedViT (torch.device after .to / .cuda)
+
+    @property
+    def normalization_type(self) -> str:
+        """"LNPre" once LayerNorm weights are folded away (fold_ln), else "LN", as in transformer_lens."""
+        return "LNPre" if self.fold_ln else "LN"
+
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
@@ -112,7 +124,7 @@ class HookedViTConfig:
             eps=self.eps,
             d_vocab=1,
             attention_dir="bidirectional",
-            normalization_type="LNPre" if self.fold_ln else "LN",
+            normalization_type=self.normalization_type,
             positional_embedding_type="standard",
             model_name=self.model_spec or "clip-vit",
             original_architecture="CLIPVisionTransformer",

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
+from sae_clip_plugin.model.activation_cache import VisionActivationCache
 from sae_clip_plugin.model.blocks import FastLayerNorm, FastLayerNormPre, ViTBlock
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.embeddings import PatchEmbed, PosEmbed
@@ -60,6 +60,7 @@ class HookedViT(HookedRootModule):
         self.text = text
         self._preprocess = preprocess
         self.setup()
+        cfg.device = self.embed.W_E.device
 
     @property
     def _ln_post_folded(self) -> bool:
@@ -195,6 +196,34 @@ class HookedViT(HookedRootModule):
         return self(pixel_values, normalize=normalize)
 
     # ----------------------------------------------------------------------------------------
+    # what transformer_lens' ActivationCache asks of the model
+
+    @property
+    def ln_final(self) -> nn.Module:
+        """transformer_lens' name for the final norm: CLIP's ln_post (used by `apply_ln=True`)."""
+        return self.ln_post
+
+    def accumulated_bias(
+        self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+    ) -> torch.Tensor:
+        """Sum of the output biases written to the stream before block `layer` (HookedTransformer's method)."""
+        if not 0 <= layer <= self.cfg.n_layers or (mlp_input and layer == self.cfg.n_layers):
+            raise ValueError(f"layer={layer} (mlp_input={mlp_input}) is out of range for {self.cfg.n_layers} layers")
+        b_O = self.blocks[0].attn.b_O
+        bias = torch.zeros(self.cfg.d_model, dtype=b_O.dtype, device=b_O.device)
+        for block in self.blocks[:layer]:
+            bias = bias + block.attn.b_O + (block.mlp.b_out if include_mlp_biases else 0)
+        if mlp_input:
+            bias = bias + self.blocks[layer].attn.b_O
+        return bias
+
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> HookedViT:
+        """Keep `cfg.device` current (transformer_lens' cache methods build tensors on it)."""
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device = next(self.parameters()).device
+        return out
+
+    # ----------------------------------------------------------------------------------------
     # hook-name checking: transformer_lens would raise a bare KeyError or silently match nothing
 
     def _set_flag(self, flag: str, value: bool) -> None:
@@ -270,8 +299,13 @@ class HookedViT(HookedRootModule):
 
     def run_with_cache(  # type: ignore[override]
         self, *model_args: Any, names_filter: Any = None, return_cache_object: bool = True, **kwargs: Any
-    ) -> tuple[torch.Tensor, ActivationCache | dict[str, torch.Tensor]]:
-        """transformer_lens' run_with_cache; unknown names in `names_filter` raise instead of caching nothing."""
+    ) -> tuple[torch.Tensor, VisionActivationCache | dict[str, torch.Tensor]]:
+        """transformer_lens' run_with_cache; unknown names in `names_filter` raise instead of caching nothing.
+
+        The cache is transformer_lens' ActivationCache (accumulated_resid, decompose_resid,
+        stack_head_results, ...) with CLIP's stream start (after ln_pre) and final norm (ln_post):
+        see :class:`~sae_clip_plugin.model.activation_cache.VisionActivationCache`.
+        """
         if isinstance(names_filter, str):
             self.check_hook_names([names_filter])
         elif isinstance(names_filter, (list, tuple)):
@@ -282,7 +316,7 @@ class HookedViT(HookedRootModule):
             names_filter = lambda name: name not in inactive and wanted(name)  # noqa: E731
         out, cache = super().run_with_cache(*model_args, names_filter=names_filter, **kwargs)
         if return_cache_object:
-            cache = ActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+            cache = VisionActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
         return out, cache
 
     # ----------------------------------------------------------------------------------------
