@@ -40,3 +40,19 @@ def tiny_open_clip(layers: int = 2, seed: int = 0, **vision_overrides) -> torch.
         **vision_overrides,
     }
     return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=TINY_TEXT).eval()
+
+
+def tiny_hf_clip(seed: int = 0):
+    """A very small transformers CLIPModel (64 px, patch 16, 3 layers): ln_post acts on the pooled CLS only."""
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, image_size=64,
+        patch_size=16, projection_dim=32,
+    )  # fmt: skip
+    text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    cfg = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    from transformers import CLIPModel
+
+    return CLIPModel(cfg).eval()
