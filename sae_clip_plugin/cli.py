@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "sae_clip_plugin.analysis.metrics_cli",
     "sae_clip_plugin.analysis.steering_cli",
     "sae_clip_plugin.analysis.disentangle_cli",
+    "sae_clip_plugin.analysis.decomposition.cli",
     "sae_clip_plugin.demo",
 )
 

@@ -73,4 +73,3 @@ class VisionActivationCache(ActivationCache):
         """transformer_lens' get_full_resid_decomposition; "embed" is the stream after ln_pre."""
         with self._stream_start_as_embed():
             return super().get_full_resid_decomposition(*args, **kwargs)
-

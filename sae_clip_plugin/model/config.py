@@ -64,7 +64,7 @@ class HookedViTConfig:
 
     @property
     def normalization_type(self) -> str:
-        """"LNPre" once LayerNorm weights are folded away (fold_ln), else "LN", as in transformer_lens."""
+        """ "LNPre" once LayerNorm weights are folded away (fold_ln), else "LN", as in transformer_lens."""
         return "LNPre" if self.fold_ln else "LN"
 
     @property

@@ -208,7 +208,9 @@ class HookedViT(HookedRootModule):
     ) -> torch.Tensor:
         """Sum of the output biases written to the stream before block `layer` (HookedTransformer's method)."""
         if not 0 <= layer <= self.cfg.n_layers or (mlp_input and layer == self.cfg.n_layers):
-            raise ValueError(f"layer={layer} (mlp_input={mlp_input}) is out of range for {self.cfg.n_layers} layers")
+            raise ValueError(
+                f"layer={layer} (mlp_input={mlp_input}) is out of range for {self.cfg.n_layers} layers"
+            )
         b_O = self.blocks[0].attn.b_O
         bias = torch.zeros(self.cfg.d_model, dtype=b_O.dtype, device=b_O.device)
         for block in self.blocks[:layer]:
@@ -316,7 +318,9 @@ class HookedViT(HookedRootModule):
             names_filter = lambda name: name not in inactive and wanted(name)  # noqa: E731
         out, cache = super().run_with_cache(*model_args, names_filter=names_filter, **kwargs)
         if return_cache_object:
-            cache = VisionActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+            cache = VisionActivationCache(
+                cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False)
+            )
         return out, cache
 
     # ----------------------------------------------------------------------------------------

@@ -64,10 +64,10 @@ def test_accumulated_resid_with_ln_post(run) -> None:
     model, cache = run
     stack, labels = cache.accumulated_resid(incl_mid=True, apply_ln=True, return_labels=True)
     n = model.cfg.n_layers
-    assert labels == [x for l in range(n) for x in (f"{l}_pre", f"{l}_mid")] + ["final_post"]
+    assert labels == [x for layer in range(n) for x in (f"{layer}_pre", f"{layer}_mid")] + ["final_post"]
     hand = []
-    for l in range(n):
-        hand += [cache[f"blocks.{l}.hook_resid_pre"], cache[f"blocks.{l}.hook_resid_mid"]]
+    for layer in range(n):
+        hand += [cache[f"blocks.{layer}.hook_resid_pre"], cache[f"blocks.{layer}.hook_resid_mid"]]
     hand.append(cache[f"blocks.{n - 1}.hook_resid_post"])
     ln = model.ln_post
     w = getattr(ln, "w", None)
@@ -81,7 +81,7 @@ def test_accumulated_resid_with_ln_post(run) -> None:
 
 
 def test_accumulated_resid_at_a_middle_layer_uses_that_layers_ln1_scale(run) -> None:
-    model, cache = run
+    _, cache = run
     stack = cache.accumulated_resid(layer=2, apply_ln=True)
     hand = torch.stack(
         [cache["blocks.0.hook_resid_pre"], cache["blocks.1.hook_resid_pre"], cache["blocks.2.hook_resid_pre"]]
@@ -93,14 +93,14 @@ def test_decompose_resid_starts_after_ln_pre_and_sums_to_the_stream(run) -> None
     model, cache = run
     stack, labels = cache.decompose_resid(return_labels=True)
     n = model.cfg.n_layers
-    assert labels == ["embed"] + [x for l in range(n) for x in (f"{l}_attn_out", f"{l}_mlp_out")]
+    assert labels == ["embed"] + [x for layer in range(n) for x in (f"{layer}_attn_out", f"{layer}_mlp_out")]
     assert torch.equal(stack[0], cache["blocks.0.hook_resid_pre"])
     assert torch.equal(stack[1], cache["blocks.0.hook_attn_out"])
     assert torch.allclose(stack.sum(0), cache["resid_post", -1], atol=ATOL)
     # the cache itself is unchanged afterwards (hook_embed is still the pre-ln_pre embedding)
     assert not torch.equal(cache["hook_embed"], cache["blocks.0.hook_resid_pre"])
     with_ln = cache.decompose_resid(apply_ln=True, mode="attn", incl_embeds=False)
-    hand = torch.stack([cache[f"blocks.{l}.hook_attn_out"] for l in range(n)])
+    hand = torch.stack([cache[f"blocks.{layer}.hook_attn_out"] for layer in range(n)])
     assert torch.allclose(with_ln, centred(hand) / final_scale(model, cache), atol=ATOL)
     mlp_input = cache.decompose_resid(layer=1, mlp_input=True)
     assert torch.allclose(mlp_input.sum(0), cache["blocks.1.hook_resid_mid"], atol=ATOL)
@@ -115,12 +115,14 @@ def test_stack_head_results_and_compute_head_results(run) -> None:
     model, cache = run
     stack, labels = cache.stack_head_results(return_labels=True, incl_remainder=True)
     n, h = model.cfg.n_layers, model.cfg.n_heads
-    assert labels == [f"L{l}H{i}" for l in range(n) for i in range(h)] + ["remainder"]
-    hand = torch.cat([head_results_by_hand(model, cache, l) for l in range(n)], dim=2)  # [b, pos, n*h, d]
+    assert labels == [f"L{layer}H{i}" for layer in range(n) for i in range(h)] + ["remainder"]
+    hand = torch.cat(
+        [head_results_by_hand(model, cache, layer) for layer in range(n)], dim=2
+    )  # [b, pos, n*h, d]
     assert torch.allclose(stack[:-1], hand.permute(2, 0, 1, 3), atol=ATOL)
-    for l in range(n):  # heads + b_O make attn_out
-        attn = head_results_by_hand(model, cache, l).sum(2) + model.blocks[l].attn.b_O
-        assert torch.allclose(attn, cache[f"blocks.{l}.hook_attn_out"], atol=ATOL)
+    for layer in range(n):  # heads + b_O make attn_out
+        attn = head_results_by_hand(model, cache, layer).sum(2) + model.blocks[layer].attn.b_O
+        assert torch.allclose(attn, cache[f"blocks.{layer}.hook_attn_out"], atol=ATOL)
     # compute_head_results gives what hook_result would have held
     model.set_use_attn_result(True)
     try:
@@ -187,7 +189,8 @@ def test_model_answers_what_the_cache_asks(run) -> None:
     assert model.cfg.device == torch.device("cpu")
     bias = model.accumulated_bias(2, mlp_input=True)
     hand = (
-        sum(model.blocks[l].attn.b_O + model.blocks[l].mlp.b_out for l in range(2)) + model.blocks[2].attn.b_O
+        sum(model.blocks[layer].attn.b_O + model.blocks[layer].mlp.b_out for layer in range(2))
+        + model.blocks[2].attn.b_O
     )
     assert torch.allclose(bias, hand)
     assert "device" not in model.cfg.to_dict() and "attn_only" not in model.cfg.to_dict()

@@ -109,7 +109,11 @@ def cache_names(model: Any) -> list[str]:
     """The hooks `decompose_image_embedding` reads."""
     names = [STREAM_START, "ln_post.hook_scale"]
     for layer in range(model.cfg.n_layers):
-        names += [f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.mlp.hook_post"]
+        names += [
+            f"blocks.{layer}.attn.hook_v",
+            f"blocks.{layer}.attn.hook_pattern",
+            f"blocks.{layer}.mlp.hook_post",
+        ]
     return names
 
 

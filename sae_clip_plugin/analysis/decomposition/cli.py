@@ -1,0 +1,188 @@
+"""`sae-clip decompose`: every attention head's direct effect on the image embedding -> table + figures.
+
+    sae-clip decompose --model toy --task toy-typographic --out out/decompose/toy
+    sae-clip decompose --model open_clip:ViT-B-32/openai --task typo-folder=/data/rta100 --texts imagenet --out out/dec
+
+The image embedding is split exactly into per-(layer, head, token) and per-neuron direct contributions
+(Gandelsman, Efros & Steinhardt, ICLR 2024). Writes heads.csv and heads.md (one row per head: direct
+effect on the correct class, variance share, typographic effect on typographic tasks, TextSpan
+description), head_direct_effect.png and, for typographic tasks, head_typographic_effect.png, and
+token_maps.png (where on one image the top heads take their contribution from). Images come from the
+selection split of the task (the same images `sae-clip disentangle` chooses its heads on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
+
+
+def text_bank(spec: str) -> list[str]:
+    """TextSpan texts: a vocabulary spec (see `analysis.vocabulary.load_vocabulary`), or "toy": the toy
+    world's concepts as things and as written words (so TextSpan can tell "a circle" from "the word circle")."""
+    from sae_clip_plugin.analysis.vocabulary import load_vocabulary
+
+    if spec != "toy":
+        return load_vocabulary(spec)
+    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES
+
+    as_thing = {"a {}": SHAPES, "something {}": COLOURS, "a photo of {}": BACKGROUNDS}
+    return [
+        text
+        for form, words in as_thing.items()
+        for word in words
+        for text in (form.format(word), f"the word {word}")
+    ]
+
+
+def markdown_table(rows: list[dict[str, Any]], command: str, typographic: bool) -> str:
+    cols = ["layer", "head", "direct_effect", "variance_share"] + (
+        ["typographic_effect"] if typographic else []
+    )
+    cols.append("textspan")
+    order = sorted(rows, key=lambda r: -abs(r["typographic_effect" if typographic else "direct_effect"]))
+    lines = [
+        "# Direct effects of attention heads on the image embedding",
+        "",
+        "The image embedding is the exact sum of each head's, neuron's and bias's direct contribution through "
+        "ln_post (its scale frozen) and the projection (Gandelsman, Efros & Steinhardt, ICLR 2024). Per head, "
+        "over the images: `direct_effect` = mean contribution to the correct class's zero-shot logit minus its "
+        "mean over all classes (logit units); `variance_share` = variance of the head's contribution over images "
+        "/ variance of the embedding; "
+        + (
+            "`typographic_effect` = how much more the head favours the written class over the true one on the "
+            "attacked image than on its clean twin (logit units, mean over pairs); "
+            if typographic
+            else ""
+        )
+        + "`textspan` = the texts whose directions explain most of the head's output variance (TextSpan, "
+        "their Alg. 1), with the fraction each explains. Rows sorted by the absolute "
+        + ("typographic effect." if typographic else "direct effect."),
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for row in order:
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Command: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def run_decompose_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_attribution
+    from sae_clip_plugin.analysis.decomposition.heads import head_report
+    from sae_clip_plugin.analysis.decomposition.typographic import typographic_head_effects
+    from sae_clip_plugin.analysis.disentangle_cli import build_task
+    from sae_clip_plugin.analysis.vocabulary import text_embeddings
+    from sae_clip_plugin.model.hooked_vit import HookedViT
+    from sae_clip_plugin.viz.dashboard_data import display_images
+    from sae_clip_plugin.viz.decomposition_figures import plot_head_heatmap, plot_token_maps
+
+    torch.manual_seed(args.seed)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = HookedViT.from_pretrained(args.model, device=device).eval()
+    args.n_select, args.n_eval, args.spurious_by = args.n_images, args.n_images, "word"
+    task = build_task(model, args.task, args)
+    split = task.select
+    weights = model.zero_shot_weights(task.classnames, task.templates)
+    texts = text_bank(args.texts or ("toy" if args.task.startswith("toy-") else "imagenet"))
+    bank = text_embeddings(model, texts)
+    twins = split.twins() if task.kind == "typographic" else None
+    print(
+        f"model {args.model} on {device}; task {task.name}: {len(split)} images; {len(texts)} TextSpan texts"
+    )
+
+    typo = None
+    if twins is not None:
+        att, cln = twins
+        typo = typographic_head_effects(model, split.pixels[att], split.pixels[cln], split.spurious[att],
+                                        split.labels[att], weights, args.batch_size)  # fmt: skip
+    images = split.pixels[twins[1]] if twins is not None else split.pixels
+    labels = split.labels[twins[1]] if twins is not None else split.labels
+    report = head_report(model, images, labels, weights, texts, bank, n_texts=args.n_texts,
+                         typographic_effect=typo, batch_size=args.batch_size)  # fmt: skip
+
+    out = Path(args.out)
+    command = "sae-clip decompose " + " ".join(args.argv_echo)
+    written = [out / "heads.csv", out / "heads.md", out / "summary.json", out / "head_direct_effect.png"]
+    atomic_write_text(written[0], pd.DataFrame(report.rows).to_csv(index=False))
+    atomic_write_text(written[1], markdown_table(report.rows, command, typo is not None))
+    plot_head_heatmap(report.direct_effect, f"{task.name}: direct effect on the correct class",
+                      "logit (correct - mean over classes)", written[3])  # fmt: skip
+    by = "typographic_effect" if typo is not None else "direct_effect"
+    top = report.top_heads(by, n=3)
+    if typo is not None:
+        written.append(out / "head_typographic_effect.png")
+        plot_head_heatmap(typo, f"{task.name}: direct typographic effect",
+                          "logit (written - true), attacked - clean", written[-1])  # fmt: skip
+        index = int(twins[0][0])
+        favoured, against = split.spurious[index], split.labels[index]
+        what = f"written '{task.classnames[favoured]}' - true '{task.classnames[against]}'"
+    else:
+        index, favoured = 0, split.labels[0]
+        against = None
+        what = f"correct class '{task.classnames[favoured]}'"
+    dla = direct_logit_attribution(model, split.pixels[index : index + 1].to(device), weights, neurons=False)
+    margin = dla.heads[0, ..., favoured] - (dla.heads[0, ..., against] if against is not None else 0)
+    grid = model.cfg.grid_size
+    maps = [margin[layer, head, 1:].reshape(grid, grid) for layer, head in top]
+    titles = [f"L{layer}H{head} (CLS {float(margin[layer, head, 0]):+.2f})" for layer, head in top]
+    written.append(out / "token_maps.png")
+    plot_token_maps(display_images(split.pixels[index : index + 1], model.cfg.preprocess)[0], maps, titles,
+                    f"logit ({what})", suptitle=f"where the top heads by {by.replace('_', ' ')} take it from", path=written[-1])  # fmt: skip
+    summary = {
+        "task": task.name,
+        "n_images": len(images),
+        "top_heads": {by: [f"L{layer}H{head}" for layer, head in report.top_heads(by, n=5)]},
+        "textspan": {
+            f"L{layer}H{head}": report.rows[layer * model.cfg.n_heads + head]["textspan"]
+            for layer, head in top
+        },
+    }
+    atomic_write_json(written[2], summary, indent=1)
+    print(
+        f"top heads by {by}: "
+        + ", ".join(f"L{layer}H{head} ({summary['textspan'][f'L{layer}H{head}']})" for layer, head in top)
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add `decompose` to the top-level `sae-clip` parser."""
+    p = subparsers.add_parser(
+        "decompose",
+        help="direct effect of every attention head on the image embedding (table, heat maps, token maps)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="toy", help="model spec (default %(default)s)")
+    p.add_argument("--task", default="toy-typographic",
+                   help="image set, as in `sae-clip disentangle --task` (default %(default)s)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--texts", help="TextSpan texts: toy | imagenet | a word-per-line file (default: toy for toy "
+                                    "tasks, else imagenet)")  # fmt: skip
+    p.add_argument("--n-texts", type=int, default=3, help="TextSpan texts per head (default %(default)s)")
+    p.add_argument("--n-images", type=int, default=None,
+                   help="toy pairs / images per group of the task's selection split (default: the task's)")  # fmt: skip
+    p.add_argument("--word-placement", default="beside", choices=["beside", "anywhere"],
+                   help="toy-typographic: where the word is written (default %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the image sets (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward (default %(default)s)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.set_defaults(func=_entry)
+
+
+def _entry(args: argparse.Namespace) -> int:
+    if not hasattr(args, "argv_echo"):
+        args.argv_echo = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "decompose" else sys.argv[1:]
+    return run_decompose_command(args)

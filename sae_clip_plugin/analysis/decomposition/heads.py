@@ -1,0 +1,102 @@
+"""A table of every attention head's direct role: effect on the correct class, variance, typography, TextSpan.
+
+Columns per (layer, head), over the images given (CLIP's logit scale applied; logits in logit units):
+
+- `direct_effect`: mean direct contribution of the head to the correct class's logit minus its mean
+  contribution to all class logits (positive: the head writes towards the right answer);
+- `variance_share`: the variance over images of the head's direct contribution to the embedding, as a
+  fraction of the embedding's variance (a head with 0 writes the same thing on every image);
+- `typographic_effect` (typographic tasks only): see `typographic.typographic_head_effects`;
+- `textspan`: the TextSpan description (Gandelsman et al. 2024, Alg. 1), the texts that explain most of
+  the head's output variance, each with the fraction it explains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sae_clip_plugin.analysis.decomposition.direct_effects import decompose_image_embedding
+from sae_clip_plugin.analysis.decomposition.textspan import TextSpanEntry, text_span
+
+
+@dataclass
+class HeadReport:
+    direct_effect: torch.Tensor  # [layer, head]
+    variance_share: torch.Tensor  # [layer, head]
+    textspan: dict[tuple[int, int], list[TextSpanEntry]]
+    typographic_effect: torch.Tensor | None = None  # [layer, head]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def top_heads(self, by: str = "direct_effect", n: int = 5) -> list[tuple[int, int]]:
+        """The n heads with the largest value of column `by`."""
+        values = getattr(self, by)
+        if values is None:
+            raise ValueError(f"this report has no {by}")
+        order = torch.argsort(values.flatten(), descending=True, stable=True)[:n]
+        n_heads = values.shape[1]
+        return [(int(i) // n_heads, int(i) % n_heads) for i in order]
+
+
+@torch.no_grad()
+def head_totals_and_logits(
+    model: Any, pixels: torch.Tensor, class_weights: torch.Tensor, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """([N, layer, head, d_embed] head contributions, [N, d_embed] embeddings, [N, layer, head, class] head
+    logit attributions) over `pixels`, in small batches (the per-token terms are large)."""
+    device = next(model.parameters()).device
+    heads, embeds, logits = [], [], []
+    W = class_weights.to(device=device, dtype=torch.float64)
+    for start in range(0, pixels.shape[0], batch_size):
+        parts = decompose_image_embedding(model, pixels[start : start + batch_size].to(device), neurons=False)
+        total = parts.total()
+        per_head = parts.head_totals()
+        scale = float(model.logit_scale) / total.norm(dim=-1)
+        heads.append(per_head.cpu())
+        embeds.append(total.cpu())
+        logits.append((per_head @ W * scale[:, None, None, None]).cpu())
+    return torch.cat(heads), torch.cat(embeds), torch.cat(logits)
+
+
+def head_report(
+    model: Any,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    class_weights: torch.Tensor,
+    texts: Sequence[str],
+    text_embeddings: torch.Tensor,
+    *,
+    n_texts: int = 3,
+    typographic_effect: torch.Tensor | None = None,
+    batch_size: int = 16,
+) -> HeadReport:
+    """Every head's row (see the module docstring) over `pixels` with true class `labels`."""
+    heads, embeds, logits = head_totals_and_logits(model, pixels, class_weights, batch_size)
+    idx = torch.arange(len(labels))
+    correct = logits[idx, :, :, labels.long()]  # [N, layer, head]
+    direct = (correct - logits.mean(-1)).mean(0)
+    total_var = float((embeds - embeds.mean(0)).pow(2).sum())
+    variance = (heads - heads.mean(0)).pow(2).sum((0, 3)) / max(total_var, 1e-30)
+    spans = {
+        (layer, head): text_span(
+            heads[:, layer, head], text_embeddings, texts, n_texts=min(n_texts, len(texts))
+        )
+        for layer in range(heads.shape[1])
+        for head in range(heads.shape[2])
+    }
+    report = HeadReport(direct, variance, spans, typographic_effect)
+    for (layer, head), span in spans.items():
+        row = {
+            "layer": layer,
+            "head": head,
+            "direct_effect": float(direct[layer, head]),
+            "variance_share": float(variance[layer, head]),
+        }
+        if typographic_effect is not None:
+            row["typographic_effect"] = float(typographic_effect[layer, head])
+        row["textspan"] = "; ".join(f"{e.text} ({100 * e.variance_explained:.0f}%)" for e in span)
+        report.rows.append(row)
+    return report
