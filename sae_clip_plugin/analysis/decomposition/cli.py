@@ -130,7 +130,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
         index, favoured = 0, split.labels[0]
         against = None
         what = f"correct class '{task.classnames[favoured]}'"
-    dla = direct_logit_attribution(model, split.pixels[index : index + 1].to(device), weights, neurons=False)
+    dla = direct_logit_attribution(model, split.pixels[index : index + 1].to(device), weights)
     margin = dla.heads[0, ..., favoured] - (dla.heads[0, ..., against] if against is not None else 0)
     grid = model.cfg.grid_size
     maps = [margin[layer, head, 1:].reshape(grid, grid) for layer, head in top]

@@ -8,7 +8,7 @@ writes contributes linearly to the embedding, so the embedding splits exactly in
 - `embed`: the stream entering block 0 (after ln_pre: where CLIP's residual stream starts);
 - `heads[b, layer, head, token]`: what a head moves from source `token` into the pooled position
   (attention weight x the token's value through W_O), the per-token maps of Gandelsman et al.;
-- `neurons[b, layer, neuron]`: an MLP neuron's activation at the pooled position x its W_out row;
+- `neurons[b, layer, neuron]` (kept factorised as `neuron_acts` x `neuron_readout`): an MLP neuron's activation at the pooled position x its W_out row;
 - `attn_bias[b, layer]`, `mlp_bias[b, layer]`: b_O and b_out of each block;
 - `constant[b]`: ln_post's bias and the projection bias.
 
@@ -18,7 +18,6 @@ logit scale and the embedding's frozen norm, so they sum to the zero-shot logits
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,19 +28,33 @@ from sae_clip_plugin.model.activation_cache import STREAM_START
 
 @dataclass
 class EmbeddingDecomposition:
-    """Direct contributions to the image embedding (or to whatever it was projected onto), `[..., out]`."""
+    """Direct contributions to the image embedding (or to whatever it was projected onto), `[..., out]`.
+
+    The per-neuron terms are kept factorised (`neuron_acts` x `neuron_readout`, one row of W_out through
+    ln_post and the projection per neuron) because materialised they are large; `neurons` builds them.
+    """
 
     embed: torch.Tensor  # [batch, out]
     heads: torch.Tensor  # [batch, layer, head, token, out]
-    neurons: torch.Tensor | None  # [batch, layer, neuron, out]; None when not asked for
+    neuron_acts: torch.Tensor  # [batch, layer, neuron]: activation at the pooled position / ln_post scale
+    neuron_readout: torch.Tensor  # [layer, neuron, out]
     attn_bias: torch.Tensor  # [batch, layer, out]
     mlp_bias: torch.Tensor  # [batch, layer, out]
     constant: torch.Tensor  # [batch, out]
 
+    @property
+    def neurons(self) -> torch.Tensor:
+        """[batch, layer, neuron, out]: each MLP neuron's direct contribution."""
+        return self.neuron_acts[..., None] * self.neuron_readout
+
+    def mlp_neuron_totals(self) -> torch.Tensor:
+        """[batch, layer, out]: the neurons' contributions summed per layer (biases excluded)."""
+        return torch.einsum("bln,lno->blo", self.neuron_acts, self.neuron_readout)
+
     def total(self) -> torch.Tensor:
         """The sum of every contribution: the image embedding (or its projection), [batch, out]."""
-        mlp = self.mlp_bias.sum(1) + (self.neurons.sum(2).sum(1) if self.neurons is not None else 0)
-        return self.embed + self.heads.sum((1, 2, 3)) + self.attn_bias.sum(1) + mlp + self.constant
+        attn, mlp = self.layer_totals()
+        return self.embed + attn.sum(1) + mlp.sum(1) + self.constant
 
     def head_totals(self) -> torch.Tensor:
         """[batch, layer, head, out]: each head's contribution summed over source tokens."""
@@ -49,20 +62,18 @@ class EmbeddingDecomposition:
 
     def layer_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
         """([batch, layer, out], [batch, layer, out]): each block's attention and MLP contribution, biases included."""
-        attn = self.heads.sum((2, 3)) + self.attn_bias
-        mlp = self.mlp_bias + (self.neurons.sum(2) if self.neurons is not None else 0)
-        return attn, mlp
+        return self.heads.sum((2, 3)) + self.attn_bias, self.mlp_neuron_totals() + self.mlp_bias
 
     def scaled(self, factor: torch.Tensor) -> EmbeddingDecomposition:
         """Every term times a per-image factor ([batch]); linear, so the sum scales too."""
 
-        def scale(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t * factor.reshape(-1, *([1] * (t.ndim - 1))).to(t.dtype)
+        def scale(t: torch.Tensor) -> torch.Tensor:
+            return t * factor.reshape(-1, *([1] * (t.ndim - 1))).to(t)
 
-        return EmbeddingDecomposition(**{f.name: scale(getattr(self, f.name)) for f in fields(self)})
-
-    def __iter__(self) -> Iterator[torch.Tensor | None]:
-        return (getattr(self, f.name) for f in fields(self))
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return EmbeddingDecomposition(
+            **{k: v if k == "neuron_readout" else scale(v) for k, v in values.items()}
+        )
 
 
 def _pool_weights(model: Any, cache: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -123,22 +134,20 @@ def decompose_image_embedding(
     pixel_values: torch.Tensor,
     *,
     project_onto: torch.Tensor | None = None,
-    neurons: bool = True,
 ) -> EmbeddingDecomposition:
     """Direct contributions to `model(pixel_values)` (see the module docstring), in float64.
 
     `project_onto` ([d_embed, n]) maps every term to n outputs first (class directions, a feature's
     decoder direction in embedding space): the per-(layer, head, token) and per-neuron terms then
-    hold n numbers instead of d_embed, which is what keeps ViT-B/32 batches small (unprojected, 64
-    images of ViT-B/32 need about 2 GB for the head terms and 10 GB for the neuron terms).
-    `neurons=False` skips the per-neuron terms (then `mlp_bias` holds each block's whole MLP output).
+    hold n numbers instead of d_embed, which is what keeps ViT-B/32 batches small (unprojected, the
+    per-token head terms of 64 ViT-B/32 images take about 2 GB).
     """
-    return _decompose(model, pixel_values, project_onto, neurons)[0]
+    return _decompose(model, pixel_values, project_onto)[0]
 
 
 @torch.no_grad()
 def direct_logit_attribution(
-    model: Any, pixel_values: torch.Tensor, class_weights: torch.Tensor, *, neurons: bool = True
+    model: Any, pixel_values: torch.Tensor, class_weights: torch.Tensor
 ) -> EmbeddingDecomposition:
     """Each direct contribution's share of the zero-shot logits (they sum to `model.zero_shot_logits`).
 
@@ -146,12 +155,12 @@ def direct_logit_attribution(
     `logit_scale * e @ w_k / |e|`; with the embedding norm |e| frozen (as ln_post's scale is), each
     term's share is `logit_scale * term @ w_k / |e|`.
     """
-    projected, embedding = _decompose(model, pixel_values, class_weights, neurons)
+    projected, embedding = _decompose(model, pixel_values, class_weights)
     return projected.scaled(float(model.logit_scale) / embedding.double().norm(dim=-1))
 
 
 def _decompose(
-    model: Any, pixel_values: torch.Tensor, project_onto: torch.Tensor | None, neurons: bool
+    model: Any, pixel_values: torch.Tensor, project_onto: torch.Tensor | None
 ) -> tuple[EmbeddingDecomposition, torch.Tensor]:
     embedding, cache = model.run_with_cache(pixel_values, names_filter=cache_names(model))
     device = embedding.device
@@ -170,26 +179,23 @@ def _decompose(
     alpha = _pool_weights(model, cache)  # [batch, token]
     pooled_mass = alpha.sum(1, keepdim=True)  # [batch, 1]: how much of a bias reaches the embedding
     embed = torch.einsum("bp,bpd,do->bo", alpha, _centred(read(cache[STREAM_START])), R)
-    heads, neuron_terms, attn_bias, mlp_bias = [], [], [], []
+    heads, acts, readouts, attn_bias, mlp_bias = [], [], [], [], []
     for layer, block in enumerate(model.blocks):
         pattern = read(cache[f"blocks.{layer}.attn.hook_pattern"])  # [b, head, dest, src]
         v = read(cache[f"blocks.{layer}.attn.hook_v"])  # [b, src, head, d_head]
         head_readout = torch.einsum("hed,do->heo", _centred(read(block.attn.W_O)), R)  # [head, d_head, out]
+        moved = torch.einsum("bshe,heo->bhso", v, head_readout)  # each token's value, read out
         weight = torch.einsum("bp,bhps->bhs", alpha, pattern)  # pooled attention to each source token
-        heads.append(torch.einsum("bhs,bshe,heo->bhso", weight, v, head_readout))
+        heads.append(moved * weight[..., None])
         attn_bias.append(pooled_mass * (_centred(read(block.attn.b_O)) @ R))
-        pooled_post = torch.einsum("bp,bpn->bn", alpha, read(cache[f"blocks.{layer}.mlp.hook_post"]))
-        out_readout = _centred(read(block.mlp.W_out)) @ R  # [d_mlp, out]
-        bias = pooled_mass * (_centred(read(block.mlp.b_out)) @ R)
-        if neurons:
-            neuron_terms.append(pooled_post[:, :, None] * out_readout)
-            mlp_bias.append(bias)
-        else:
-            mlp_bias.append(bias + pooled_post @ out_readout)
+        acts.append(torch.einsum("bp,bpn->bn", alpha, read(cache[f"blocks.{layer}.mlp.hook_post"])))
+        readouts.append(_centred(read(block.mlp.W_out)) @ R)  # [d_mlp, out]
+        mlp_bias.append(pooled_mass * (_centred(read(block.mlp.b_out)) @ R))
     decomposition = EmbeddingDecomposition(
         embed=embed,
         heads=torch.stack(heads, 1),
-        neurons=torch.stack(neuron_terms, 1) if neurons else None,
+        neuron_acts=torch.stack(acts, 1),
+        neuron_readout=torch.stack(readouts),
         attn_bias=torch.stack(attn_bias, 1),
         mlp_bias=torch.stack(mlp_bias, 1),
         constant=const.expand(embed.shape[0], -1).clone(),

@@ -51,7 +51,7 @@ def head_totals_and_logits(
     heads, embeds, logits = [], [], []
     W = class_weights.to(device=device, dtype=torch.float64)
     for start in range(0, pixels.shape[0], batch_size):
-        parts = decompose_image_embedding(model, pixels[start : start + batch_size].to(device), neurons=False)
+        parts = decompose_image_embedding(model, pixels[start : start + batch_size].to(device))
         total = parts.total()
         per_head = parts.head_totals()
         scale = float(model.logit_scale) / total.norm(dim=-1)

@@ -34,7 +34,7 @@ def head_logit_margins(
     out = []
     for start in range(0, pixels.shape[0], batch_size):
         stop = start + batch_size
-        dla = direct_logit_attribution(model, pixels[start:stop].to(device), class_weights, neurons=False)
+        dla = direct_logit_attribution(model, pixels[start:stop].to(device), class_weights)
         per_head = dla.head_totals().cpu()  # [b, layer, head, class]
         fav = favoured[start:stop].long().reshape(-1, 1, 1, 1).expand(*per_head.shape[:3], 1)
         ag = against[start:stop].long().reshape(-1, 1, 1, 1).expand(*per_head.shape[:3], 1)
