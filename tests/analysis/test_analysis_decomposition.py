@@ -4,6 +4,8 @@ TextSpan on hand-made data, and the typographic head effects.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,3 +162,31 @@ def test_typographic_head_effects_match_a_transformer_lens_computation() -> None
     assert torch.allclose(effects, hand.double(), atol=1e-5)
     per_image = head_logit_margins(model, clean, written, true, weights, batch_size=2)
     assert torch.allclose(per_image, margins_tl(clean).double(), atol=1e-5)
+
+
+def test_decompose_command_writes_a_consistent_table_and_figures(tmp_path) -> None:
+    import pandas as pd
+
+    from sae_clip_plugin.cli import main
+
+    out = tmp_path / "dec"
+    assert main(["decompose", "--out", str(out), "--n-images", "12", "--batch-size", "8"]) == 0
+    for name in ("heads.csv", "heads.md", "summary.json", "head_direct_effect.png", "head_typographic_effect.png",
+                 "token_maps.png"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "heads.csv")
+    model = HookedViT.from_pretrained("toy")
+    assert len(table) == model.cfg.n_layers * model.cfg.n_heads
+    assert set(table.columns) >= {
+        "layer",
+        "head",
+        "direct_effect",
+        "variance_share",
+        "typographic_effect",
+        "textspan",
+    }
+    assert (table.variance_share >= 0).all() and table.variance_share.sum() < 1.5
+    summary = json.loads((out / "summary.json").read_text())
+    best = table.sort_values("typographic_effect", ascending=False).iloc[0]
+    assert summary["top_heads"]["typographic_effect"][0] == f"L{best.layer}H{best['head']}"
+    assert "typographic_effect" in (out / "heads.md").read_text()
