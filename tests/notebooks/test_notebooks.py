@@ -22,6 +22,7 @@ EXPECTED = {
     "04_metrics",
     "05_steering",
     "06_disentanglement",
+    "07_decomposition",
 }
 
 
