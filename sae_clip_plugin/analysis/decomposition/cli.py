@@ -105,8 +105,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
         att, cln = twins
         typo = typographic_head_effects(model, split.pixels[att], split.pixels[cln], split.spurious[att],
                                         split.labels[att], weights, args.batch_size)  # fmt: skip
-    images = split.pixels[twins[1]] if twins is not None else split.pixels
-    labels = split.labels[twins[1]] if twins is not None else split.labels
+    images, labels = split.pixels, split.labels  # typographic: clean and attacked, so TextSpan sees the text
     report = head_report(model, images, labels, weights, texts, bank, n_texts=args.n_texts,
                          typographic_effect=typo, batch_size=args.batch_size)  # fmt: skip
 
