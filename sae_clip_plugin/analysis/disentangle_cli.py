@@ -18,13 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.analysis.disentangle_text import INTERVAL_NOTE, TABLE_KEYS
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
-
-TABLE_KEYS = {
-    "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
-    "groups": ("worst_group_acc", "mean_group_acc", "delta_worst_group_acc", "delta_mean_group_acc"),
-}
-
 
 # ------------------------------------------------------------------------------------------------
 # inputs
@@ -150,33 +145,24 @@ def task_markdown(result: Any, task: Any, command: str) -> str:
         "evaluation split.",
         "",
     ]
-    rows = [["none", "", "", *[s["none"].get(k) for k in keys]]]
+
+    from sae_clip_plugin.analysis.disentangle_text import summary_cells, verdict_text
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        return summary_cells(row, keys)
+
+    rows = [["none", "", "", *cells(s["none"])]]
     if "sae" in s:
-        rows.append(
-            [
-                "SAE features suppressed",
-                s["sae"]["layer"],
-                f"k={s['sae']['k']}",
-                *[s["sae"].get(k) for k in keys],
-            ]
-        )
+        rows.append(["SAE features suppressed", s["sae"]["layer"], f"k={s['sae']['k']}", *cells(s["sae"])])
     if "random" in s:
         rows.append(["random features (same layer, k)", s["random"]["layer"], f"k={s['random']['k']}",
-                     *[s["random"].get(k) for k in keys]])  # fmt: skip
+                     *cells(s["random"])])  # fmt: skip
     if "heads" in s:
-        rows.append(["head ablation (CLS)", "", s["heads"]["heads"], *[s["heads"].get(k) for k in keys]])
+        rows.append(["head ablation (CLS)", "", s["heads"]["heads"], *cells(s["heads"])])
     out += [_md_table(["condition", "layer", "setting", *keys], rows), ""]
+    out += [INTERVAL_NOTE, ""]
     if "sae" in s:
-        bar = ("attacked accuracy +20 points or >= half the attack's drop, <= 3 points clean loss"
-               if kind == "typographic" else "worst-group accuracy rises")  # fmt: skip
-        verdicts = [
-            f"SAE suppression: {'meets' if s['sae']['meets_bar'] else 'does NOT meet'} the bar ({bar})"
-        ]
-        if "random" in s:
-            verdicts.append(f"random features: {'meets' if s['random']['meets_bar'] else 'does not meet'} it")
-        if "heads" in s:
-            verdicts.append(f"head ablation: {'meets' if s['heads']['meets_bar'] else 'does not meet'} it")
-        out += ["; ".join(verdicts) + ".", ""]
+        out += [verdict_text(s, kind), ""]
         out += [
             f"Best layer: {s['sae']['layer']} (`{s['sae']['hook']}`), features {s['sae']['features']}.",
             "",

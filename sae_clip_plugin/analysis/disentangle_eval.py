@@ -18,7 +18,7 @@ evaluation split, so no evaluation image influences any choice.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -39,6 +39,7 @@ from sae_clip_plugin.analysis.disentangle_select import (
     top_k,
 )
 from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
+from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_interval
 from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
 from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, check_token_selection
@@ -127,16 +128,20 @@ def objective(
 def typographic_success(
     before: Mapping[str, float], after: Mapping[str, float], max_clean_drop: float = 0.03
 ) -> bool:
-    """The issue's bar: attacked accuracy up by >= 20 points or by >= half the attack's drop, and
-    clean accuracy down by <= `max_clean_drop`."""
+    """The typographic bar: attacked accuracy up by >= 20 points or by >= half the attack's drop, clean
+    accuracy down by <= `max_clean_drop`, and (where the row has its interval) the gain's 95% interval
+    above 0."""
     gain = after["attacked_acc"] - before["attacked_acc"]
     drop = before["clean_acc"] - before["attacked_acc"]
     raised = gain >= 0.20 - 1e-9 or (drop > 0 and gain > 0 and gain >= 0.5 * drop - 1e-9)
-    return raised and before["clean_acc"] - after["clean_acc"] <= max_clean_drop + 1e-9
+    certain = after.get("delta_attacked_acc_lo", 1.0) > 0
+    return raised and certain and before["clean_acc"] - after["clean_acc"] <= max_clean_drop + 1e-9
 
 
 def groups_success(before: Mapping[str, float], after: Mapping[str, float]) -> bool:
-    """Worst-group accuracy rises."""
+    """Worst-group accuracy rises: the rise's 95% interval lies above 0 (where the row has it)."""
+    if "delta_worst_group_acc_lo" in after:
+        return after["delta_worst_group_acc_lo"] > 0
     return after["worst_group_acc"] > before["worst_group_acc"] + 1e-9
 
 
@@ -153,12 +158,26 @@ class DisentangleResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    # per-image correctness of each row (index into rows), for paired intervals; not serialised
+    correct: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    groups: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # group ids per split
 
     def eval_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["split"] == "eval"]
 
+    def correct_of(self, row: Mapping[str, Any]) -> torch.Tensor:
+        return self.correct[next(i for i, r in enumerate(self.rows) if r is row)]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("correct", "groups")}
+
+
+@dataclass
+class _Scored:
+    """Metrics of one evaluation and the per-image correctness behind them (fractional for seed means)."""
+
+    metrics: dict[str, float]
+    correct: torch.Tensor
 
 
 class _Evaluator:
@@ -171,21 +190,23 @@ class _Evaluator:
         self.split, self.task, self.weights = split, task, weights.float().cpu()
         self.scale = float(model.logit_scale)
 
-    def __call__(self, hooks: Sequence[tuple[str, Any]] = ()) -> dict[str, float]:
+    def __call__(self, hooks: Sequence[tuple[str, Any]] = ()) -> _Scored:
         logits = zero_shot_logits(self.forward.embeds(hooks), self.weights, self.scale)
-        return split_metrics(
+        metrics = split_metrics(
             logits, self.split.labels, self.split.groups, self.task.group_names, self.task.kind
         )
+        return _Scored(metrics, (logits.argmax(-1) == self.split.labels).double())
 
 
-def _mean_metrics(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    keys = runs[0].keys()
-    out = {k: sum(r[k] for r in runs) / len(runs) for k in keys}
+def _mean_metrics(runs: Sequence[_Scored]) -> _Scored:
+    """The mean over random-feature seeds (metrics, and fractional per-image correctness)."""
+    keys = runs[0].metrics.keys()
+    out = {k: sum(r.metrics[k] for r in runs) / len(runs) for k in keys}
     main = "attacked_acc" if "attacked_acc" in out else "worst_group_acc"
     if len(runs) > 1:
         mean = out[main]
-        out[f"{main}_std"] = (sum((r[main] - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
-    return out
+        out[f"{main}_std"] = (sum((r.metrics[main] - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
+    return _Scored(out, torch.stack([r.correct for r in runs]).mean(0))
 
 
 def _select_features(
@@ -247,14 +268,19 @@ def run_disentangle(
         "eval": _Evaluator(model, task.evaluate, task, weights, cfg.batch_size),
     }
     result = DisentangleResult(task=task.name, kind=task.kind)
+    result.groups = {split: ev.split.groups for split, ev in evals.items()}
     base = {split: ev() for split, ev in evals.items()}
 
-    def add(split: str, condition: str, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
+    def add(split: str, condition: str, scored: _Scored, **extra: Any) -> dict[str, Any]:
+        metrics = scored.metrics
         row = {"task": task.name, "split": split, "condition": condition, "layer": None, "hook": "",
                "k": None, "n_heads": None, "features": "", "heads": "", **extra, **metrics}  # fmt: skip
         for key in ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attacked_acc"):
             if key in metrics:
-                row[f"delta_{key}"] = metrics[key] - base[split][key]
+                row[f"delta_{key}"] = metrics[key] - base[split].metrics[key]
+        baseline = None if condition == "none" else base[split].correct
+        row.update(bootstrap_intervals(scored.correct, evals[split].split.groups, task.kind, baseline))
+        result.correct[len(result.rows)] = scored.correct
         result.rows.append(row)
         return row
 
@@ -313,7 +339,8 @@ def run_disentangle(
                                                                 use_error_term=cfg.use_error_term, hook_name=hook)]))  # fmt: skip
                 add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
 
-    result.best, result.summary = _choose(result, sae_rows, head_rows, base, task.kind, cfg)
+    base_metrics = {split: scored.metrics for split, scored in base.items()}
+    result.best, result.summary = _choose(result, sae_rows, head_rows, base_metrics, task.kind, cfg)
     return result
 
 
@@ -362,6 +389,15 @@ def _choose(
                 **_metrics_only(rand),
                 "meets_bar": check(rand),
             }
+            main = "attacked_acc" if kind == "typographic" else "worst_group_acc"
+            lo, hi = difference_interval(
+                result.correct_of(ev), result.correct_of(rand), result.groups["eval"], kind, main
+            )
+            summary["sae"].update({
+                "vs_random": ev[main] - rand[main], "vs_random_lo": lo, "vs_random_hi": hi,
+                "beats_random": lo > 0,
+            })  # fmt: skip
+            summary["sae"]["meets_bar"] = summary["sae"]["meets_bar"] and lo > 0
         per_layer = {}
         for layer in sorted({r["layer"] for r in sae_rows if r["layer"] is not None}):
             top = max((r for r in sae_rows if r["layer"] == layer), key=key)
@@ -381,4 +417,8 @@ _METRIC_KEYS = ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attac
 def _metrics_only(row: Mapping[str, Any] | None) -> dict[str, Any]:
     if row is None:
         return {}
-    return {k: row[k] for k in row if k in _METRIC_KEYS or k.startswith("acc[") or k.startswith("delta_")}
+    return {
+        k: row[k]
+        for k in row
+        if k.removesuffix("_lo").removesuffix("_hi") in _METRIC_KEYS or k.startswith(("acc[", "delta_"))
+    }

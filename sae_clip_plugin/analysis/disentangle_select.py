@@ -1,4 +1,4 @@
-"""Automatic selection of spurious SAE features (REFERENCE §1.4).
+"""Automatic selection of spurious SAE features (the paper's disentanglement experiments; arXiv 2504.08729).
 
 Each image gets one activation per feature: the CLS token's, or the mean / max over chosen tokens.
 Features are ranked by how well that activation separates images by the spurious attribute:

@@ -9,8 +9,6 @@ pairing makes it. Correctness may be fractional (a mean over random-feature seed
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 N_BOOTSTRAP = 1000
@@ -80,15 +78,3 @@ def difference_interval(
     """95% interval of metric(a) - metric(b) for two conditions on the same images."""
     found = bootstrap_intervals(a, groups, kind, b, seed=seed)
     return found[f"delta_{metric}_lo"], found[f"delta_{metric}_hi"]
-
-
-def format_with_interval(value: float | None, row: Mapping[str, float], key: str, signed: bool = False) -> str:
-    """`59.0 [54.3, 63.7]` in percent (`+5.0 [+1.2, +8.8]` when `signed`); blank for a missing value."""
-    if value is None or value != value:
-        return ""
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    text = fmt.format(100 * value)
-    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
-    if lo is None or hi is None:
-        return text
-    return f"{text} [{fmt.format(100 * lo)}, {fmt.format(100 * hi)}]"

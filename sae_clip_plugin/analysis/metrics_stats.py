@@ -1,7 +1,7 @@
 """Streaming float64 accumulators behind `evaluate_sae`: reconstruction, sparsity, downstream.
 
 Each `add` takes one batch; `result` turns the sums into metrics. Definitions (per token group):
-- FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the group's data-set mean (REFERENCE §7),
+- FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the group's data-set mean,
   explained variance = 1 - FVU;
 - MSE = mean over tokens of ||x - x_hat||^2 (summed over d_in, as sae_lens' evals);
 - cosine = mean over tokens of cos(x, x_hat) along d_in; L2 ratio = mean over tokens of ||x_hat|| / ||x||

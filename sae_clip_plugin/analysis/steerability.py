@@ -1,4 +1,4 @@
-"""The paper's steerability metric (arXiv 2504.08729; REFERENCE §1.3), for SAE features, neurons or directions.
+"""The paper's steerability metric (arXiv 2504.08729), for SAE features, neurons or directions.
 
 For feature j clamped to strength s at every selected token (error term kept), with the readout
 p = softmax(100 * e_img . T^T) over a vocabulary of bare words (e_img, rows of T L2-normalised):
@@ -233,7 +233,7 @@ def steerability(
     seed: int = 0,
     progress: bool = False,
 ) -> SteerabilityResult:
-    """Steer each chosen feature to `strength` and measure the readout shift (REFERENCE §1.3).
+    """Steer each chosen feature to `strength` and measure the readout shift (the paper's steerability metric; arXiv 2504.08729).
 
     sae: a sae_lens SAE (its features at its hook), None (the neurons at `hook_name`), or a [n, d]
         tensor of directions at `hook_name`.

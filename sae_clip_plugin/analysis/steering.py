@@ -2,7 +2,7 @@
 
 Every factory returns a `(hook_name, fn)` pair for transformer_lens' `run_with_hooks(fwd_hooks=[...])`
 or `model.hooks([...])`. SAE edits keep the SAE's error term by default, as the paper does
-(REFERENCE §1.3): the edited activation is `x + decode(f') - decode(f)`, so an edit that changes
+(the paper's steerability metric; arXiv 2504.08729): the edited activation is `x + decode(f') - decode(f)`, so an edit that changes
 nothing is a no-op and the reconstruction error is not thrown away.
 
     with steer(model, sae, {123: 150.0}):                     # clamp feature 123 to 150 on all tokens

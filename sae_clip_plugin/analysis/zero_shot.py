@@ -1,7 +1,7 @@
 """Zero-shot classification helpers: image batches in, logits with CLIP's logit scale, top-1, CE, group accuracy.
 
 Shared by the SAE metrics and the disentanglement work. Logits are always `logit_scale * cos(image,
-class)`: without the scale CE is ill-conditioned (REFERENCE §1.2). Everything that is summed over a
+class)`: without the scale CE is ill-conditioned (the paper's sparsity findings; arXiv 2504.08729). Everything that is summed over a
 data set is accumulated in float64.
 
 Image sources accepted everywhere (`iter_image_batches`):

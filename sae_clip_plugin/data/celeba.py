@@ -1,4 +1,4 @@
-"""CelebA with a target and a spurious attribute (REFERENCE §1.4, §6).
+"""CelebA with a target and a spurious attribute (used in the paper's disentanglement experiments; arXiv 2504.08729).
 
 On-disk format (the official release, also what torchvision downloads into `<root>/celeba`):
 `img_align_celeba/*.jpg`; `list_attr_celeba.txt` = a count line, a line of 40 attribute names, then

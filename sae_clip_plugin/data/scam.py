@@ -1,4 +1,4 @@
-"""SCAM (BLISS-e-V/SCAM): real, synthetic and attack-removed typographic images (REFERENCE §6).
+"""SCAM (BLISS-e-V/SCAM): real, synthetic and attack-removed typographic images.
 
 A Hugging Face `datasets` dataset with columns image, object_label, attack_word, type in
 {SCAM (real attack), SynthSCAM (word rendered digitally), NoSCAM (the same photo with the note removed)}

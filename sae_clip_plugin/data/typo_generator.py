@@ -1,4 +1,4 @@
-"""Generate typographic attacks on any labelled image set (ImageNet-100-Typo style, REFERENCE §6).
+"""Generate typographic attacks on any labelled image set (ImageNet-100-Typo style).
 
 Each image is resized (shorter side) and centre-cropped to `size`; a random OTHER class name is drawn on it
 with a random font, a font size fitted to the image, random fill and stroke colours and a random position.

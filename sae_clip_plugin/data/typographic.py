@@ -1,6 +1,6 @@
 """Typographic-attack image folders: RTA-100, the PAINT real typographic set, and generated sets.
 
-File names carry the labels: `label=<true class>_text=<written word>.<ext>` (RTA-100, PAINT; REFERENCE §6).
+File names carry the labels: `label=<true class>_text=<written word>.<ext>` (RTA-100, PAINT).
 The class set is the union of true labels and written words, prompts use "a photo of a {}.".
 Sets written by `sae_clip_plugin.data.typo_generator` extend the scheme with a pair id,
 `label=<true>_text=<word>_id=<id>.<ext>`, and write the clean twin as `label=<true>_id=<id>.<ext>`

@@ -1,4 +1,4 @@
-"""Waterbirds (Sagawa et al.): bird type with a spurious background (REFERENCE §1.4, §6).
+"""Waterbirds (Sagawa et al.): bird type with a spurious background (used in the paper's disentanglement experiments; arXiv 2504.08729).
 
 On-disk format (e.g. `waterbird_complete95_forest2water2/`, also the WILDS copy): `metadata.csv` with columns
 img_filename (relative to the folder), y (0 land bird / 1 water bird), split (0 train / 1 val / 2 test),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.analysis.disentangle_text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.state import DemoState
 from sae_clip_plugin.viz.dashboard_data import AUTO_STRENGTH
@@ -19,10 +20,6 @@ METRIC_FIGURES = (
     ("density_histogram.png", "Feature firing density (log10); dead features in the legend"),
     ("l0_position_heatmaps.png", "L0 per patch position (CLS L0 in the titles)"),
 )
-DISENTANGLE_KEYS = {
-    "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
-    "groups": ("worst_group_acc", "mean_group_acc", "delta_worst_group_acc", "delta_mean_group_acc"),
-}
 
 
 def _intro(root: Path, cfg: DemoConfig, state: DemoState) -> list[str]:
@@ -102,7 +99,7 @@ def _steerability(root: Path, state: DemoState) -> Section:
         text=[
             f"Each feature (or neuron) at `{result.get('hook')}` clamped to s = {result.get('strength'):g} on all "
             f"tokens, error term kept; readout over {result.get('vocabulary_size')} words on "
-            f"{result.get('n_images')} images (REFERENCE §1.3). Steerable: S > 0.10. The random model is the same "
+            f"{result.get('n_images')} images (the paper's steerability metric; arXiv 2504.08729). Steerable: S > 0.10. The random model is the same "
             "architecture re-initialised (control)."
         ],
         tables=[
@@ -127,22 +124,23 @@ def _disentangle(root: Path, state: DemoState) -> Section:
         return Section("Disentanglement", text=[result.get("note", "no task ran")])
     tables, figures = [], []
     for task in tasks:
-        keys = DISENTANGLE_KEYS[task["kind"]]
+        keys = TABLE_KEYS[task["kind"]]
         s = task["summary"]
-        rows = [["none", "", "", *[s["none"].get(k) for k in keys]]]
+        rows = [["none", "", "", *summary_cells(s["none"], keys)]]
         if "sae" in s:
             rows.append([f"SAE features suppressed ({'meets' if s['sae'].get('meets_bar') else 'misses'} the bar)",
-                         s["sae"]["layer"], f"k={s['sae']['k']}", *[s["sae"].get(k) for k in keys]])  # fmt: skip
+                         s["sae"]["layer"], f"k={s['sae']['k']}", *summary_cells(s["sae"], keys)])  # fmt: skip
         if "random" in s:
             rows.append(["random features", s["random"]["layer"], f"k={s['random']['k']}",
-                         *[s["random"].get(k) for k in keys]])  # fmt: skip
+                         *summary_cells(s["random"], keys)])  # fmt: skip
         if "heads" in s:
             rows.append(
-                ["attention heads ablated (CLS)", "", s["heads"]["heads"], *[s["heads"].get(k) for k in keys]]
+                ["attention heads ablated (CLS)", "", s["heads"]["heads"], *summary_cells(s["heads"], keys)]
             )
-        tables.append(
-            Table(["condition", "layer", "setting", *keys], rows, caption=f"{task['task']} ({task['kind']})")
-        )
+        caption = f"{task['task']} ({task['kind']}). {INTERVAL_NOTE}"
+        if "sae" in s:
+            caption += " " + verdict_text(s, task["kind"])
+        tables.append(Table(["condition", "layer", "setting", *keys], rows, caption=caption))
         png = f"disentangle/accuracy_by_layer_{task['task'].replace('/', '_')}.png"
         if (root / png).is_file():
             figures.append(FigureRef(png, f"{task['task']}: accuracy by layer"))

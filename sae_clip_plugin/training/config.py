@@ -1,6 +1,6 @@
 """VisionSAERunnerConfig: one dataclass for a vision SAE training run, loadable from YAML/JSON.
 
-Defaults follow the paper's vanilla recipe (REFERENCE §1.1): standard ReLU SAE with an L1 penalty,
+Defaults follow the paper's vanilla recipe (the paper's released recipe; arXiv 2504.08729): standard ReLU SAE with an L1 penalty,
 expansion x64, W_enc = W_dec^T with unit-norm decoder rows at init, Adam lr 4e-4 with 200 warm-up
 steps and a cosine schedule, 4096-token batches, per-token layer-norm input normalisation
 (unverified for the vanilla family). The paper's L1 coefficients (1e-5 .. 1e-4) are in vit_prisma's

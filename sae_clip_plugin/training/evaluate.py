@@ -1,7 +1,7 @@
 """The vision evaluation run at every checkpoint: explained variance, L0 for CLS vs patches, dead features.
 
 sae_lens calls its evaluator only when wandb logging is on, and its metrics know nothing of CLS vs
-patch tokens, whose sparsity differs by layer (REFERENCE §1.2). Explained variance is
+patch tokens, whose sparsity differs by layer (the paper's sparsity findings; arXiv 2504.08729). Explained variance is
 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the eval set's own mean, accumulated in float64.
 """
 

@@ -305,6 +305,16 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
     assert set(result.summary) >= {"none", "sae", "random", "heads"}
     none = next(r for r in result.rows if r["condition"] == "none" and r["split"] == "eval")
     assert none["delta_attacked_acc"] == 0.0 and 0.0 <= none["attacked_acc"] <= 1.0
+    # every accuracy and difference carries its 95% interval, around the value
+    for row in result.rows:
+        for key in ("clean_acc", "attacked_acc", "worst_group_acc") + (
+            ("delta_attacked_acc",) if row is not none else ()
+        ):
+            if row["condition"] != "none" or not key.startswith("delta"):
+                assert row[f"{key}_lo"] - 1e-9 <= row[key] <= row[f"{key}_hi"] + 1e-9, (row["condition"], key)
+    sae_eval = result.summary["sae"]
+    assert sae_eval["vs_random_lo"] <= sae_eval["vs_random"] <= sae_eval["vs_random_hi"]
+    assert sae_eval["beats_random"] == (sae_eval["vs_random_lo"] > 0)
     # another evaluation split changes the numbers but no choice (features, layer, k, heads)
     other = run_disentangle(model, saes, task(2), cfg, progress=False)
     assert other.best == result.best
@@ -331,6 +341,7 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
                                          "accuracy_by_layer_tiny-typo.png"}  # fmt: skip
     md = (tmp_path / "disentangle.md").read_text()
     assert "SAE features suppressed" in md and "random features" in md and "head ablation" in md
+    assert "95% intervals" in md and "The bar:" in md and " [" in md
     assert (tmp_path / "accuracy_by_layer_tiny-typo.png").read_bytes()[:4] == b"\x89PNG"
 
 
