@@ -31,11 +31,15 @@ from sae_lens import SAE
 
 from sae_clip_plugin.analysis.steerability_engine import fast_mean_shift, naive_mean_shift
 from sae_clip_plugin.analysis.steering_bases import Basis, make_basis
+from sae_clip_plugin.analysis.steering_strength import (
+    PAPER_RELATIVE_STRENGTH,
+    PAPER_STRENGTH,
+    absolute_strengths,
+)
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.config_types import check_number
 
-PAPER_STRENGTH = 150.0
 PAPER_THRESHOLD = 0.10
 READOUT_SCALE = 100.0
 METHODS = ("fast", "naive")
@@ -127,6 +131,17 @@ def summarise(table: pd.DataFrame, **context: Any) -> dict[str, Any]:
     }
 
 
+def strength_text(summary: dict[str, Any]) -> str:
+    """How strongly features were steered, in words: absolute, or relative with what it came to."""
+    if summary.get("relative_strength") is None:
+        return f"strength {summary.get('strength')} (absolute)"
+    return (
+        f"relative strength {summary['relative_strength']:.3g} (decoded edit {summary['relative_strength']:.3g}x a "
+        f"typical input of norm {summary['typical_input_norm']:.3g}; mean absolute strength "
+        f"{summary['mean_strength']:.3g}; the paper's s = {PAPER_STRENGTH:g} on ViT-B/32 is relative 5.41)"
+    )
+
+
 @dataclass
 class SteerabilityResult:
     """Per-feature table, summary dict and the raw delta_bar [F, V] (rows follow table['feature'])."""
@@ -144,7 +159,7 @@ class SteerabilityResult:
             f"- model: {s.get('model_spec')}",
             f"- features: {s['n_features']} of {s.get('dictionary_size')}, images: {s.get('n_images')}, "
             f"vocabulary: {s.get('vocabulary_size')} words",
-            f"- strength {s.get('strength')} ({s.get('mode')}, tokens {s.get('tokens')}, error term "
+            f"- {strength_text(s)} ({s.get('mode')}, tokens {s.get('tokens')}, error term "
             f"{s.get('use_error_term')}), threshold S > {s.get('threshold')}, readout scale {s.get('readout_scale')}",
             f"- steerable: {s['n_steerable']} / {s['n_features']} = {100 * s['steerable_fraction']:.1f}%",
             f"- coverage (distinct top concepts of steerable features): {s['coverage']}",
@@ -217,9 +232,10 @@ def steerability(
     images: Any,
     vocabulary: str | os.PathLike | Sequence[str] | None = None,
     features: Any = None,
-    strength: float = PAPER_STRENGTH,
+    strength: float | None = None,
     threshold: float = PAPER_THRESHOLD,
     *,
+    relative_strength: float | None = None,
     hook_name: str | None = None,
     tokens: Any = "all",
     mode: str = "set",
@@ -233,15 +249,23 @@ def steerability(
     seed: int = 0,
     progress: bool = False,
 ) -> SteerabilityResult:
-    """Steer each chosen feature to `strength` and measure the readout shift (the paper's steerability metric; arXiv 2504.08729).
+    """Steer each chosen feature and measure the readout shift (the paper's steerability metric; arXiv 2504.08729).
 
     sae: a sae_lens SAE (its features at its hook), None (the neurons at `hook_name`), or a [n, d]
         tensor of directions at `hook_name`.
     features: None (all), a fraction (paper: 1/20), a count (random, `seed`) or a list of indices.
+    strength: the absolute value each feature is set to (the paper's is 150). Without it the strength is
+        relative to the model (`relative_strength`, default 5.41, which is 150 on the paper's ViT-B/32 SAEs):
+        see `steering_strength` for why an absolute 150 does not carry over between models.
     text: precomputed normalised vocabulary embeddings (reuse across runs); else computed once here.
     method: "fast" (cached prefix, batched suffix) or "naive" (one full forward per feature); equal results.
     """
-    check_number("strength", strength)
+    if strength is not None and relative_strength is not None:
+        raise ValueError("pass strength (absolute) or relative_strength, not both")
+    if strength is None and relative_strength is None:
+        relative_strength = PAPER_RELATIVE_STRENGTH
+    check_number("strength" if strength is not None else "relative_strength",
+                 strength if strength is not None else relative_strength)  # fmt: skip
     check_number("threshold", threshold, low=0)
     check_number("readout_scale", readout_scale, low=0, low_open=True)
     pixels = as_pixels(model, images)
@@ -251,7 +275,12 @@ def steerability(
         raise ValueError(f"text has {text.shape[0]} rows but the vocabulary has {len(words)} words")
     basis = _basis_for(model, sae, hook_name)
     chosen = select_features(basis.size, features, seed)
-    edits = [(f, float(strength)) for f in chosen]
+    typical_norm = None
+    if strength is None:
+        values, typical_norm = absolute_strengths(model, basis, pixels, chosen, relative_strength, tokens)
+    else:
+        values = [float(strength)] * len(chosen)
+    edits = list(zip(chosen, values, strict=True))
     delta_bar = _shift(
         model,
         basis,
@@ -270,12 +299,17 @@ def steerability(
     )
     table = metrics_from_shift(delta_bar, text, words, threshold)
     table.insert(0, "feature", chosen)
-    table.insert(1, "strength", float(strength))
+    table.insert(1, "strength", values)
+    if relative_strength is not None:
+        table.insert(2, "relative_strength", float(relative_strength))
     summary = summarise(
         table,
         **basis.describe(),
         model_spec=model.cfg.model_spec,
-        strength=float(strength),
+        strength=float(strength) if strength is not None else None,
+        relative_strength=float(relative_strength) if relative_strength is not None else None,
+        typical_input_norm=typical_norm,
+        mean_strength=float(sum(values) / len(values)),
         threshold=threshold,
         mode=mode,
         tokens=tokens if isinstance(tokens, str) else list(tokens),

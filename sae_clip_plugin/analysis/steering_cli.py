@@ -54,8 +54,15 @@ def register_commands(subparsers: Any) -> None:
     run.add_argument(
         "--strength",
         type=float,
-        default=150.0,
-        help="value the feature is set to (default %(default)s, the paper's)",
+        default=None,
+        help="absolute value each feature is set to (the paper's: 150); default: --relative-strength",
+    )
+    run.add_argument(
+        "--relative-strength",
+        type=float,
+        default=None,
+        help="strength relative to the hook's typical activation norm (default 5.41, which is the paper's 150 on "
+        "ViT-B/32 SAEs; carries over between models)",
     )
     run.add_argument(
         "--threshold",
@@ -132,7 +139,7 @@ def load_images(args: argparse.Namespace, model: Any) -> Any:
 def run_steerability(args: argparse.Namespace) -> int:
     import torch
 
-    from sae_clip_plugin.analysis.steerability import as_pixels, steerability, steering_curves
+    from sae_clip_plugin.analysis.steerability import as_pixels, steerability, steering_curves, strength_text
     from sae_clip_plugin.analysis.steerability_controls import random_vision_model
     from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 
@@ -173,6 +180,7 @@ def run_steerability(args: argparse.Namespace) -> int:
             parse_features(args.features),
             args.strength,
             args.threshold,
+            relative_strength=args.relative_strength,
             progress=True,
             **common,
         )
@@ -191,8 +199,9 @@ def run_steerability(args: argparse.Namespace) -> int:
     else:
         print(
             f"steerable: {summary['n_steerable']} of {summary['n_features']} features "
-            f"({100 * summary['steerable_fraction']:.1f}%; steerable means S > {summary.get('threshold')} at strength "
-            f"{summary.get('strength')}), coverage {summary['coverage']} distinct top concepts, mean S {summary['mean_S']:.4g}"
+            f"({100 * summary['steerable_fraction']:.1f}%; steerable means S > {summary.get('threshold')} at "
+            f"{strength_text(summary)}), coverage {summary['coverage']} distinct top concepts, mean S "
+            f"{summary['mean_S']:.4g}"
         )
     for key, path in paths.items():
         print(f"{key}: {path}")

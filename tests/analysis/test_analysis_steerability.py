@@ -1,4 +1,4 @@
-"""Steerability (REFERENCE §1.3) against an independent naive reference written here."""
+"""Steerability (the paper's metric, arXiv 2504.08729) against an independent naive reference written here."""
 
 from __future__ import annotations
 
@@ -236,7 +236,7 @@ def test_save_and_cli(model, pixels, tmp_path, monkeypatch, capsys):
     line = capsys.readouterr().out.splitlines()[0]  # a human summary on stdout, the JSON in the file
     assert line == (
         f"steerable: {summary['n_steerable']} of 6 features ({100 * summary['steerable_fraction']:.1f}%; steerable "
-        f"means S > 0.1 at strength 5.0), coverage {summary['coverage']} distinct top concepts, mean S "
+        f"means S > 0.1 at strength 5.0 (absolute)), coverage {summary['coverage']} distinct top concepts, mean S "
         f"{summary['mean_S']:.4g}"
     )
     assert (
@@ -300,3 +300,52 @@ def test_overflowing_strength_is_flagged_not_reported_as_a_concept(model, pixels
         table = steerability(model, sae, pixels, WORDS, features=[0, 1], strength=1e38).table
     assert not table["finite"].any()
     assert table["top_concept"].isna().all() and not table["steerable"].any()
+
+
+def test_relative_strength_gives_the_papers_150_on_a_layer_normalised_vit_b_32_sae():
+    """A layer-normalised SAE on ViT-B/32's 768-wide stream with unit decoder rows: r = 5.41 is s = 150."""
+    from sae_clip_plugin.analysis.steering_bases import make_basis
+    from sae_clip_plugin.analysis.steering_strength import PAPER_RELATIVE_STRENGTH, absolute_strengths
+    from tests.model.clips import small_open_clip
+
+    vit = HookedViT.from_open_clip(small_open_clip("ViT-B-32"))
+    sae = StandardSAE(StandardSAEConfig(d_in=768, d_sae=32, normalize_activations="layer_norm"))
+    with torch.no_grad():
+        sae.W_dec.copy_(F.normalize(torch.randn(32, 768, generator=torch.Generator().manual_seed(0)), dim=-1))
+    sae.cfg.metadata.hook_name = "blocks.1.hook_resid_post"
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    values, norm = absolute_strengths(vit, make_basis(sae, None), images, [0, 5], PAPER_RELATIVE_STRENGTH)
+    # sae_lens' layer norm divides by the unbiased std: the norm is sqrt(767), 0.07% under sqrt(768)
+    assert norm == pytest.approx(767**0.5, rel=1e-4)
+    assert values == pytest.approx([150.0, 150.0], rel=1e-3)
+
+
+def test_relative_strength_by_hand_for_neurons_and_sae_features(model, pixels):
+    from sae_clip_plugin.analysis.steering_bases import make_basis
+    from sae_clip_plugin.analysis.steering_strength import absolute_strengths
+
+    hook = "blocks.1.hook_resid_post"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(pixels, names_filter=[hook])
+    x = cache[hook].double()
+    cls_rms = float(x[:, 0].norm(dim=-1).pow(2).mean().sqrt())
+    values, norm = absolute_strengths(model, make_basis(None, hook, 64), pixels, [3, 4], 2.0, tokens="cls")
+    assert norm == pytest.approx(cls_rms, rel=1e-6) and values == pytest.approx([2 * cls_rms] * 2, rel=1e-6)
+    sae = make_sae(hook)
+    with torch.no_grad():
+        sae.W_dec[7] *= 3.0
+    rms = float(x.norm(dim=-1).pow(2).mean().sqrt())
+    values, _ = absolute_strengths(model, make_basis(sae, None), pixels, [6, 7], 2.0)
+    lengths = sae.W_dec[[6, 7]].double().norm(dim=-1)
+    assert values == pytest.approx((2 * rms / lengths).tolist(), rel=1e-6)
+    # steerability uses it by default and reports both numbers; an absolute strength still works
+    result = steerability(model, sae, pixels, WORDS, [6, 7], relative_strength=2.0)
+    assert result.table["strength"].tolist() == pytest.approx(values, rel=1e-6)
+    assert result.summary["relative_strength"] == 2.0 and result.summary["strength"] is None
+    assert "relative strength 2" in result.to_markdown()
+    default = steerability(model, sae, pixels, WORDS, [6])
+    assert default.summary["relative_strength"] == pytest.approx(150 / 768**0.5)
+    absolute = steerability(model, sae, pixels, WORDS, [6], 9.0)
+    assert absolute.table["strength"].tolist() == [9.0] and "relative_strength" not in absolute.table
+    with pytest.raises(ValueError, match="not both"):
+        steerability(model, sae, pixels, WORDS, [6], 9.0, relative_strength=2.0)
