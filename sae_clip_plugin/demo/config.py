@@ -73,7 +73,8 @@ class DemoConfig:
     hook_type: str = "hook_resid_post"
     architectures: tuple[str, ...] = ARCHITECTURES
     disentangle_architecture: str = "topk"
-    steer_strength: float = 150.0  # the paper's s
+    steer_strength: float = 150.0  # the paper's absolute s, reported beside the relative one
+    steer_relative_strength: float = 5.41  # model-relative strength; 150 on the paper's ViT-B/32 SAEs
     seed: int = 0
     device: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)

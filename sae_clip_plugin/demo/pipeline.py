@@ -216,32 +216,42 @@ class DemoRun:
         pixels = self.data.steer_pixels()
         words = load_vocabulary(self.data.vocabulary)
         n = self.cfg["n_steer_features"]
-        common = dict(strength=self.cfg.steer_strength, seed=self.cfg.seed, progress=True)
-        runs: dict[str, Any] = {}
+        # the model-relative strength (default) and the paper's absolute s, reported side by side
+        settings = {
+            f"relative {self.cfg.steer_relative_strength:g}": {
+                "relative_strength": self.cfg.steer_relative_strength
+            },
+            f"absolute {self.cfg.steer_strength:g}": {"strength": self.cfg.steer_strength},
+        }
+        runs: dict[tuple[str, str], Any] = {}
         with torch.inference_mode():
             text = text_embeddings(self.model, words)
             saes = {arch: self.load_sae(arch, hook) for arch in self.cfg.architectures}
-            for arch, sae in saes.items():
-                runs[f"{arch} SAE"] = steerability(self.model, sae, pixels, words, min(n, sae.cfg.d_sae), text=text,
-                                                   **common)  # fmt: skip
-            runs["neurons"] = steerability(self.model, None, pixels, words, min(n, self.model.cfg.d_model),
-                                           hook_name=hook, text=text, **common)  # fmt: skip
             first = self.cfg.architectures[0]
             control = random_vision_model(self.model, seed=self.cfg.seed)
-            runs[f"{first} SAE on a random model"] = steerability(
-                control, saes[first], pixels, words, min(n, saes[first].cfg.d_sae), text=text, **common
-            )
+            for setting, strength in settings.items():
+                common = dict(seed=self.cfg.seed, progress=True, text=text, **strength)
+                for arch, sae in saes.items():
+                    runs[f"{arch} SAE", setting] = steerability(self.model, sae, pixels, words,
+                                                                min(n, sae.cfg.d_sae), **common)  # fmt: skip
+                runs["neurons", setting] = steerability(self.model, None, pixels, words,
+                                                        min(n, self.model.cfg.d_model), hook_name=hook, **common)  # fmt: skip
+                runs[f"{first} SAE on a random model", setting] = steerability(
+                    control, saes[first], pixels, words, min(n, saes[first].cfg.d_sae), **common
+                )
             del control
-            table = runs[f"{first} SAE"].table.sort_values("S", ascending=False)
+            main = next(iter(settings))
+            table = runs[f"{first} SAE", main].table.sort_values("S", ascending=False)
             top = table["feature"].head(self.cfg["n_curve_features"]).tolist()
             curves = steering_curves(self.model, saes[first], pixels, words, top, CURVE_STRENGTHS, text=text)
         rows = []
-        for name, result in runs.items():
+        for (name, setting), result in runs.items():
             result.summary["run"] = name
-            result.save(out, prefix=_slug(name))
+            result.save(out, prefix=_slug(f"{name} {setting}"))
             s = result.summary
             top_concepts = ", ".join(f"{k} ({v})" for k, v in list(s["top_concepts"].items())[:5])
-            rows.append({"run": name, "hook": hook, "n_features": s["n_features"], "n_steerable": s["n_steerable"],
+            rows.append({"run": name, "strength": setting, "mean_absolute_strength": s["mean_strength"], "hook": hook,
+                         "n_features": s["n_features"], "n_steerable": s["n_steerable"],
                          "steerable_fraction": s["steerable_fraction"], "coverage": s["coverage"], "mean_S": s["mean_S"],
                          "top_concepts": top_concepts})  # fmt: skip
         import pandas as pd
@@ -250,11 +260,10 @@ class DemoRun:
         atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
         atomic_write_text(out / "curves.csv", curves.to_csv(index=False))
         _save_pyplot(plot_steering_curves(curves, 0.10), out / "steering_curves.png")
-        _save_pyplot(
-            plot_steerability_scatter({k: r.table for k, r in runs.items()}, 0.10), out / "s_vs_p.png"
-        )
+        scatter = {name: r.table for (name, setting), r in runs.items() if setting == main}
+        _save_pyplot(plot_steerability_scatter(scatter, 0.10), out / "s_vs_p.png")
         return {"hook": hook, "rows": rows, "n_images": len(pixels), "vocabulary_size": len(words),
-                "strength": self.cfg.steer_strength}  # fmt: skip
+                "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength}  # fmt: skip
 
     def step_disentangle(self) -> dict[str, Any]:
         from sae_clip_plugin.analysis.disentangle_cli import write_outputs
@@ -289,7 +298,8 @@ class DemoRun:
         first = self.cfg.architectures[0]
         hook = self.middle_hook
         k = self.cfg["n_dashboard_features"]
-        table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE')}.csv")
+        relative = f"relative {self.cfg.steer_relative_strength:g}"
+        table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE {relative}')}.csv")
         table = table.sort_values("S", ascending=False).head(4 * k)
         candidates = [int(f) for f in table["feature"]]
         peaks = torch.nan_to_num(
@@ -297,10 +307,9 @@ class DemoRun:
         )
         live = [f for f, peak in zip(candidates, peaks.amax(dim=(0, 1)).tolist(), strict=True) if peak > 0]
         chosen = (live or candidates)[:k]
-        concept = dict(zip(table["feature"], table["top_concept"], strict=True))
-        strength = f"{self.cfg.steer_strength:g}"
+        # the card's own steering (same relative strength) gives the concept; the label only says why it is shown
         sections = [(hook, f"Most steerable {first} SAE features at {hook} (that fire on these images)", chosen,
-                     [f"at s={strength} steers to '{concept[f]}'" for f in chosen])]  # fmt: skip
+                     [f"among the most steerable at {relative}" for _ in chosen])]  # fmt: skip
         disentangle = self.state.result("disentangle")
         for task in disentangle.get("tasks", []):
             sae = task["summary"].get("sae")
@@ -312,7 +321,8 @@ class DemoRun:
             ):
                 feats = [int(f) for f in str(sae["features"]).split()][:k]
                 sections.append((sae["hook"], f"Features suppressed against typographic attacks ({task['task']})",
-                                 feats, ["suppressed (text)"] * len(feats)))  # fmt: skip
+                                 feats, ["chosen to suppress: separates attacked from clean images (AUROC)"]
+                                 * len(feats)))  # fmt: skip
         return sections
 
     def step_dashboard(self) -> dict[str, Any]:
@@ -328,7 +338,7 @@ class DemoRun:
             for hook, title, feats, labels in sections:
                 data = collect_dashboard_data(
                     self.model, self.load_sae(first, hook), pixels, feats, labels=labels,
-                    n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength="auto",
+                    n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength="relative",
                     n_steer_images=self.cfg["n_steer_images"], title=title,
                 )  # fmt: skip
                 dashboards.append(data)

@@ -8,7 +8,6 @@ from typing import Any
 from sae_clip_plugin.analysis.disentangle_text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.state import DemoState
-from sae_clip_plugin.viz.dashboard_data import AUTO_STRENGTH
 from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table
 
 METRIC_COLUMNS = ("name", "layer", "d_sae", "explained_variance_all", "explained_variance_cls",
@@ -90,28 +89,41 @@ def _metrics(root: Path) -> Section:
     )
 
 
+STEERABILITY_COLUMNS = [
+    "run", "strength", "mean s", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"
+]  # fmt: skip
+
+
+STEERABILITY_COLUMNS = [
+    "run", "strength", "mean s", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"
+]  # fmt: skip
+
+
 def _steerability(root: Path, state: DemoState) -> Section:
     result = state.result("steerability")
-    rows = [[r["run"], r["n_features"], r["n_steerable"], r["steerable_fraction"], r["coverage"], r["mean_S"],
-             r["top_concepts"]] for r in result.get("rows", [])]  # fmt: skip
+    rows = [[r["run"], r.get("strength", f"absolute {result.get('strength'):g}"), r.get("mean_absolute_strength"),
+             r["n_features"], r["n_steerable"], r["steerable_fraction"], r["coverage"], r["mean_S"], r["top_concepts"]]
+            for r in result.get("rows", [])]  # fmt: skip
+    relative = result.get("relative_strength")
     return Section(
         "Steerability",
         text=[
-            f"Each feature (or neuron) at `{result.get('hook')}` clamped to s = {result.get('strength'):g} on all "
-            f"tokens, error term kept; readout over {result.get('vocabulary_size')} words on "
-            f"{result.get('n_images')} images (the paper's steerability metric; arXiv 2504.08729). Steerable: S > 0.10. The random model is the same "
-            "architecture re-initialised (control)."
+            f"Each feature (or neuron) at `{result.get('hook')}` clamped on all tokens, error term kept; readout over "
+            f"{result.get('vocabulary_size')} words on {result.get('n_images')} images (the paper's steerability "
+            "metric; arXiv 2504.08729). Steerable: S > 0.10. The random model is the same architecture "
+            "re-initialised (control). Two strengths: the paper's absolute s = "
+            f"{result.get('strength'):g}, and the model-relative strength {relative} (each feature's decoded edit "
+            f"{relative} times as long as a typical input at the hook; this is s = 150 on the paper's ViT-B/32 SAEs). "
+            "An absolute 150 pushes the small toy model much harder than it pushed ViT-B/32, so every readout "
+            "saturates and the random-model control looks as steerable as the SAE; compare the runs at the "
+            "relative strength.",
         ],
-        tables=[
-            Table(
-                ["run", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"],
-                rows,
-            )
-        ],
+        tables=[Table(STEERABILITY_COLUMNS, rows)],
         figures=[
-            FigureRef("steerability/s_vs_p.png", "S against P per feature"),
+            FigureRef("steerability/s_vs_p.png", f"S against P per feature (relative strength {relative})"),
             FigureRef(
-                "steerability/steering_curves.png", "S against strength for the most steerable features"
+                "steerability/steering_curves.png",
+                "S against absolute strength for the most steerable features",
             ),
         ],
     )
@@ -165,8 +177,9 @@ def _dashboard(state: DemoState) -> Section:
     ]
     text.append(
         "Each card: the top-activating images with the feature's activation on every patch overlaid, the "
-        "activation histogram, and the concepts gained in the readout when the feature is clamped to "
-        f"{AUTO_STRENGTH:g}x its largest activation on these images (error term kept)."
+        "activation histogram, and the concepts gained in the readout when the feature is clamped at the "
+        "model-relative steering strength (the one of the steerability section; error term kept). A feature of an "
+        "SAE that reads only the CLS token has no patch heat map (the card says so)."
     )
     caption = "A dashboard card: top images with the patch heatmap, activation histogram, concepts gained when steered"
     return Section(

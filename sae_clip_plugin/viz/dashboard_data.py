@@ -155,17 +155,25 @@ def steering_effect(
     pixels: torch.Tensor,
     features: Sequence[int],
     vocabulary: Any = None,
-    strength: float | Sequence[float] = 150.0,
+    strength: float | Sequence[float] | str = 150.0,
     n_concepts: int = 5,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module).
 
-    `strength`: one value for all features, or one per feature (features sharing a value run together).
+    `strength`: one value for all features, one per feature (features sharing a value run together), or
+    "relative": the model-relative default of the steerability metric (`analysis.steering_strength`).
     """
     from sae_clip_plugin.analysis.steerability import steerability
+    from sae_clip_plugin.analysis.steering_strength import PAPER_RELATIVE_STRENGTH
 
     features = [int(f) for f in features]
+    if strength == "relative":
+        result = steerability(model, sae, pixels, vocabulary, features=features,
+                              relative_strength=PAPER_RELATIVE_STRENGTH, **kwargs)  # fmt: skip
+        return _effects(result, list(range(len(features))), [{} for _ in features], n_concepts)
+    if isinstance(strength, str):
+        raise ValueError(f"strength must be a number, one number per feature or 'relative', got {strength!r}")
     strengths = (
         [float(strength)] * len(features)
         if isinstance(strength, (int, float))
@@ -178,19 +186,29 @@ def steering_effect(
         slots = [i for i, s in enumerate(strengths) if s == value]
         chosen = [features[i] for i in slots]
         result = steerability(model, sae, pixels, vocabulary, features=chosen, strength=value, **kwargs)
-        words = result.vocabulary
-        rows = zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True)
-        for slot, (row, delta) in zip(slots, rows, strict=True):
-            order = torch.argsort(delta, descending=True).tolist()
-            out[slot] = {
-                "strength": value,
-                "S": float(row.S),
-                "P": float(row.P),
-                "top_concept": row.top_concept,
-                "steerable": bool(row.steerable),
-                "gained": [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0],
-                "lost": [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0],
-            }
+        _effects(result, slots, out, n_concepts)
+    return out
+
+
+def _effects(
+    result: Any, slots: list[int], out: list[dict[str, Any]], n_concepts: int
+) -> list[dict[str, Any]]:
+    """Fill `out[slot]` from one steerability run, row by row (rows follow `slots`)."""
+    words = result.vocabulary
+    relative = result.summary.get("relative_strength")
+    rows = zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True)
+    for slot, (row, delta) in zip(slots, rows, strict=True):
+        order = torch.argsort(delta, descending=True).tolist()
+        out[slot] = {
+            "strength": float(row.strength),
+            "relative_strength": relative,
+            "S": float(row.S),
+            "P": float(row.P),
+            "top_concept": row.top_concept,
+            "steerable": bool(row.steerable),
+            "gained": [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0],
+            "lost": [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0],
+        }
     return out
 
 
@@ -241,8 +259,9 @@ def collect_dashboard_data(
     """Gather the dashboard of `features` of `sae` over `images` (tensor, list of PIL images or dataset).
 
     steer: also measure the steering effect on the first `n_steer_images` images over `vocabulary`.
-    strength: the clamp value (the paper's 150), or "auto": AUTO_STRENGTH x the feature's largest
-        activation on these images, a push a few times beyond its natural range whatever the model's scale.
+    strength: the clamp value (the paper's 150), "auto": AUTO_STRENGTH x the feature's largest
+        activation on these images, a push a few times beyond its natural range whatever the model's scale, or
+        "relative": the steerability metric's model-relative default (`analysis.steering_strength`).
     labels: one free-text note per feature (e.g. "most steerable").
     """
     from sae_clip_plugin.analysis.metrics import sae_token_positions
@@ -264,8 +283,8 @@ def collect_dashboard_data(
     if strength == "auto":
         peak = torch.nan_to_num(acts, nan=0.0).amax(dim=(0, 1))
         strength = [AUTO_STRENGTH * float(p) if p > 0 else 1.0 for p in peak]
-    elif isinstance(strength, str):
-        raise ValueError(f"strength must be a number or 'auto', got {strength!r}")
+    elif isinstance(strength, str) and strength != "relative":
+        raise ValueError(f"strength must be a number, 'auto' or 'relative', got {strength!r}")
     effects = (
         steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength)
         if steer

@@ -91,11 +91,18 @@ def feature_card(feature: FeatureData, tile_width: int = 128) -> str:
         f"max activation {_fmt(feature.max_activation)}",
     ]
     if s:
+        how = (
+            f"steered at relative strength {s['relative_strength']:.3g} (s = {s.get('strength', 0):.3g})"
+            if s.get("relative_strength") is not None
+            else f"steered to {s.get('strength', 0):.3g}"
+        )
         stats.append(
-            f"steered to {s.get('strength', 0):.3g}: S = {_fmt(s.get('S'))}, P = {_fmt(s.get('P'))}, "
+            f"{how}: S = {_fmt(s.get('S'))}, P = {_fmt(s.get('P'))}, "
             f"top concept <b>{html.escape(str(s.get('top_concept', '')))}</b>"
             + (" (steerable)" if s.get("steerable") else "")
         )
+    if feature.top and all(top.heatmap is None for top in feature.top):
+        stats.append("no patch heat map: this SAE reads only the CLS token")
     label = f" <small>{html.escape(feature.label)}</small>" if feature.label else ""
     plots = [
         img_tag(plot_activation_histogram(feature), f"activation histogram of feature {feature.feature}")
