@@ -364,8 +364,10 @@ def _metric_figures(df: Any, out: Path) -> list[Path]:
     from sae_clip_plugin.viz import metrics_figures as F
 
     rows = df.to_dict("records")
-    figures = [("l0_by_layer.png", F.plot_l0_by_layer), ("l0_position_heatmaps.png", F.plot_l0_heatmaps),
-               ("density_histogram.png", F.plot_density_histogram), ("ev_vs_l0.png", F.plot_ev_vs_l0)]  # fmt: skip
+    figures = [("l0_by_layer.png", F.plot_l0_by_layer), ("density_histogram.png", F.plot_density_histogram),
+               ("ev_vs_l0.png", F.plot_ev_vs_l0)]  # fmt: skip
+    if any(F.varies_by_position(r) for r in rows):  # TopK SAEs have L0 = k on every patch: nothing to map
+        figures.insert(1, ("l0_position_heatmaps.png", F.plot_l0_heatmaps))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message='.*loc="best".*')
         return [F.save_figure(plot(rows), out / name) for name, plot in figures]

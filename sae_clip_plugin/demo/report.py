@@ -10,14 +10,20 @@ from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.state import DemoState
 from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table
 
-METRIC_COLUMNS = ("name", "layer", "d_sae", "explained_variance_all", "explained_variance_cls",
-                  "explained_variance_patches", "l0_cls", "l0_patches", "dead_fraction", "top1_clean",
-                  "top1_spliced", "top1_spliced_err", "top1_mean_abl", "ce_recovered_mean", "kl_spliced")  # fmt: skip
+# the report shows these (every column is in metrics/metrics.csv); short headers so the table fits a page
+METRIC_COLUMNS = {"name": "SAE", "explained_variance_all": "EV all", "explained_variance_cls": "EV CLS",
+                  "explained_variance_patches": "EV patches", "l0_cls": "L0 CLS", "l0_patches": "L0 patches",
+                  "dead_fraction": "dead", "top1_clean": "top-1 clean", "top1_spliced": "top-1 spliced",
+                  "ce_recovered_mean": "CE recovered"}  # fmt: skip
 METRIC_FIGURES = (
     ("l0_by_layer.png", "L0 of the CLS token vs patch tokens across layers (the paper's sparsity figure)"),
     ("ev_vs_l0.png", "Explained variance against L0"),
     ("density_histogram.png", "Feature firing density (log10); dead features in the legend"),
-    ("l0_position_heatmaps.png", "L0 per patch position (CLS L0 in the titles)"),
+    (
+        "l0_position_heatmaps.png",
+        "L0 per patch position of the SAEs whose L0 varies (TopK SAEs have L0 = k on "
+        "every token, so they are not shown); CLS L0 in the titles",
+    ),
 )
 
 
@@ -81,10 +87,12 @@ def _metrics(root: Path) -> Section:
         "Metrics",
         text=[
             f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
-            "(`metrics/metrics.csv` has every column). `top1_spliced_err` keeps the SAE error term (equals clean); "
-            "`ce_recovered_mean` = (mean-ablated CE - spliced CE) / (mean-ablated CE - clean CE)."
+            "(`metrics/metrics.csv` has every column). EV: explained variance; L0: active features per token; dead: "
+            "fraction of features that never fired on these images; top-1: zero-shot accuracy of the clean model and "
+            "with the SAE spliced in (no error term); CE recovered = (mean-ablated CE - spliced CE) / (mean-ablated "
+            "CE - clean CE)."
         ],
-        tables=[Table.from_frame(df, METRIC_COLUMNS)],
+        tables=[Table.from_frame(df, list(METRIC_COLUMNS), headers=METRIC_COLUMNS)],
         figures=figures,
     )
 
@@ -198,7 +206,7 @@ def _timing(state: DemoState, timings: dict[str, Any]) -> Section:
     total = ["total (before the report)", round(sum(r[1] for r in rows), 1),
              round(sum(r[2] or 0.0 for r in rows), 1)]  # fmt: skip
     return Section(
-        "Timing", tables=[Table(["step", "wall seconds", "CPU seconds"], [*rows, total], digits=8)]
+        "Timing", tables=[Table(["step", "wall seconds", "CPU seconds"], [*rows, total], digits=1)]
     )
 
 

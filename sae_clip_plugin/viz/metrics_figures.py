@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from sae_clip_plugin.atomic import atomic_write
 
@@ -57,9 +57,31 @@ def _series(rows: Sequence[Row]) -> dict[str, list[Row]]:
     varying = [k for k in SERIES_KEYS if len({repr(r.get(k)) for r in rows}) > 1]
     groups: dict[str, list[Row]] = {}
     for r in rows:
-        label = ", ".join(f"{r.get(k)}" if k == "hook_type" else f"{k}={r.get(k)}" for k in varying)
+        # a setting that does not apply to this SAE (k of an L1 SAE: NaN) is left out of its label
+        shown = [
+            k
+            for k in varying
+            if r.get(k) is not None and not (isinstance(r.get(k), float) and math.isnan(r[k]))
+        ]
+        label = ", ".join(_setting(k, r[k]) for k in shown)
         groups.setdefault(label, []).append(r)
     return groups
+
+
+def _setting(key: str, value: Any) -> str:
+    """`k=16`, `l1_coefficient=5`, or the bare value for the hook type and architecture."""
+    if key in ("hook_type", "architecture"):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+
+
+def plain_log_axis(axis: Any) -> None:
+    """Log-scale tick labels as plain numbers (20, not 2x10^1)."""
+    formatter = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
 
 
 def plot_l0_by_layer(data: Any, path: str | os.PathLike | None = None, log: bool = True) -> Figure:
@@ -86,10 +108,11 @@ def plot_l0_by_layer(data: Any, path: str | os.PathLike | None = None, log: bool
     values = [r[k] for r in rows for k in ("l0_cls", "l0_patches") if _finite(r.get(k)) and r[k] > 0]
     if log and values and max(values) / min(values) >= 10:  # log only when the values span a decade
         ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
     ax.set_title("SAE sparsity by layer: CLS vs patch tokens")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -110,15 +133,25 @@ def plot_l0_heatmap(row: Row, path: str | os.PathLike | None = None, ax: Any = N
         ax.set_xticks([])
         ax.set_yticks([])
     cls = row.get("l0_cls")
-    ax.set_title(f"{name}\nCLS L0 = {cls:.1f}" if _finite(cls) else str(name), fontsize=8)
+    ax.set_title(f"{name}\nCLS L0 = {cls:.1f}" if _finite(cls) else str(name), fontsize=10)
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
+def varies_by_position(row: Row) -> bool:
+    """False for SAEs whose L0 is the same at every patch (TopK: L0 = k everywhere), which a map cannot show."""
+    grid = row.get("l0_patch_grid")
+    values = np.asarray(grid, dtype=float) if grid is not None else np.array([])
+    values = values[np.isfinite(values)]
+    return values.size > 0 and float(values.max() - values.min()) > 1e-6
+
+
 def plot_l0_heatmaps(data: Any, path: str | os.PathLike | None = None, cols: int = 4) -> Figure:
-    """`plot_l0_heatmap` for every SAE, one panel each."""
-    rows = _rows(data)
+    """`plot_l0_heatmap` for every SAE whose L0 varies with the patch position, one panel each."""
+    rows = [r for r in _rows(data) if varies_by_position(r)]
+    if not rows:
+        raise ValueError("no SAE's L0 varies with the patch position (TopK SAEs have L0 = k everywhere)")
     n_cols = min(cols, len(rows))
     n_rows = math.ceil(len(rows) / n_cols)
     fig = _figure(3.4 * n_cols, 3.0 * n_rows)
@@ -161,9 +194,9 @@ def plot_density_histogram(
         label = f"{row.get('name') or row.get('hook_name')} (dead {dead}/{d.size})"
         ax.hist(np.log10(d[d > 0]), bins=bins, histtype="step", label=label)
         if overlay:
-            ax.legend(fontsize=6, loc="upper left")
+            ax.legend(fontsize=8, loc="upper left")
         else:
-            ax.set_title(label, fontsize=6)
+            ax.set_title(label, fontsize=9)
     window = rows[0].get("dead_window_images")
     title = "feature density" + (f" over {window} images" if window else "")
     xlabel, ylabel = "log10 firing density (fraction of tokens)", "features"
@@ -194,6 +227,7 @@ def plot_ev_vs_l0(data: Any, path: str | os.PathLike | None = None) -> Figure:
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     if min(r["l0_all"] for r in rows) > 0:
         ax.set_xscale("log")
+        plain_log_axis(ax.xaxis)
     ax.set_xlabel("L0 (active features per token)")
     ax.set_ylabel("explained variance")
     ax.set_title("reconstruction vs sparsity")
@@ -216,8 +250,10 @@ def write_metrics_figures(data: Any, out_dir: str | os.PathLike) -> list[Path]:
     written = []
     if any(_finite(r.get("layer")) for r in rows):
         written.append(save_figure(plot_l0_by_layer(rows), out_dir / "l0_by_layer.png"))
-    written.append(save_figure(plot_l0_heatmaps(rows), out_dir / "l0_position_heatmaps.png"))
-    for row in rows:
+    varying = [r for r in rows if varies_by_position(r)]  # TopK: L0 = k on every patch, nothing to map
+    if varying:
+        written.append(save_figure(plot_l0_heatmaps(varying), out_dir / "l0_position_heatmaps.png"))
+    for row in varying:
         name = _slug(str(row.get("name") or row.get("hook_name")))
         written.append(save_figure(plot_l0_heatmap(row), out_dir / f"l0_heatmap_{name}.png"))
     written.append(save_figure(plot_density_histogram(rows), out_dir / "density_histogram.png"))

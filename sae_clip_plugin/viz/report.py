@@ -26,14 +26,17 @@ from sae_clip_plugin.viz.dashboard_html import data_uri, page
 _INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
 
 
-def format_value(value: Any, digits: int = 4) -> str:
-    """Table cell text: floats to `digits` significant digits, NaN/None empty, booleans as yes/no."""
+def format_value(value: Any, digits: int = 3) -> str:
+    """Table cell text, one format per kind: floats with `digits` decimals (one decimal from 100 up, so a
+    column of ratios lines up), integers as they are, NaN/None empty, booleans as yes/no."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.{digits}g}"
+        if math.isnan(value):
+            return ""
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
     try:  # numpy scalars
         import numpy as np
 
@@ -68,16 +71,21 @@ class Table:
     header: Sequence[str]
     rows: Sequence[Sequence[Any]]
     caption: str = ""
-    digits: int = 4
+    digits: int = 3
 
     @classmethod
     def from_frame(
-        cls, frame: Any, columns: Sequence[str] | None = None, caption: str = "", digits: int = 4
+        cls,
+        frame: Any,
+        columns: Sequence[str] | None = None,
+        caption: str = "",
+        digits: int = 3,
+        headers: dict[str, str] | None = None,
     ) -> Table:
-        """From a pandas DataFrame (only `columns` that exist, in that order)."""
+        """From a pandas DataFrame (only `columns` that exist, in that order; `headers` renames them)."""
         cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
         rows = [list(r) for r in frame[cols].itertuples(index=False)]
-        return cls(cols, rows, caption, digits)
+        return cls([(headers or {}).get(c, c) for c in cols], rows, caption, digits)
 
     def cells(self) -> list[list[str]]:
         return [[format_value(v, self.digits) for v in row] for row in self.rows]
@@ -95,7 +103,10 @@ class Table:
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.cells()
         )
         caption = f"<caption>{inline_html(self.caption)}</caption>" if self.caption else ""
-        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        table = f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (
+            f'<div class="table-wrap">{table}</div>'  # a wide table scrolls instead of running off the page
+        )
 
 
 @dataclass
@@ -115,6 +126,7 @@ class Section:
 
 REPORT_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; color: #222; max-width: 1100px; padding: 0 1em; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: .85em; margin: .6em 0 1.2em 0; }
 caption { text-align: left; font-weight: 600; padding: .3em 0; }
 td, th { border: 1px solid #ccc; padding: .2em .5em; text-align: right; }
