@@ -212,9 +212,40 @@ def _locate(repo_id: str, folder_name: str) -> tuple[str, str | None]:
     return f"{repo_id}/{repo_name}", filename or None
 
 
+def hub_unreachable_reason() -> str | None:
+    """Why the Hugging Face hub cannot be used now (None when it can).
+
+    Without this, huggingface_hub retries every request five times with back-off (about 25 s each, 80 s
+    for one SAE) before it falls back to the cache; one 3-second connection attempt tells the same.
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(constants.ENDPOINT)
+    scheme_port = 443 if endpoint.scheme == "https" else 80
+    return _connection_problem(endpoint.hostname or "huggingface.co", endpoint.port or scheme_port)
+
+
+@functools.lru_cache(maxsize=8)
+def _connection_problem(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """One TCP connection attempt per host and process."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{host} cannot be reached from this machine ({err.strerror or err})"
+    return None
+
+
 def _repo_pt_files(repo_id: str) -> list[str]:
     """Weight-file candidates: the hub listing when online, else the files of the cached snapshots."""
     try:
+        if hub_unreachable_reason() is not None:
+            raise ConnectionError(hub_unreachable_reason())
         from huggingface_hub import HfApi
 
         names = HfApi().list_repo_files(repo_id)
@@ -229,7 +260,13 @@ def _repo_pt_files(repo_id: str) -> list[str]:
 def _download(repo_id: str, filename: str, force_download: bool) -> str:
     from huggingface_hub import hf_hub_download
 
-    return hf_hub_download(repo_id=repo_id, filename=filename, force_download=force_download)
+    offline = hub_unreachable_reason() is not None  # then only the cache, at once, instead of retrying
+    return hf_hub_download(
+        repo_id=repo_id,
+        filename=filename,
+        force_download=force_download and not offline,
+        local_files_only=offline,
+    )
 
 
 def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> str:
@@ -247,12 +284,12 @@ def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> s
         matching = matching_weight_files(candidates, pattern)
         if len(matching) == 1:
             return _download(repo_id, matching[0], force_download)
-    from huggingface_hub import constants
-
+    reason = hub_unreachable_reason()
     where = (
-        "HF_HUB_OFFLINE is set, so only files already in the Hugging Face cache can be used: download them once online"
-        if constants.HF_HUB_OFFLINE
-        else "the hub could not be reached or does not list them: check the network and the repo name"
+        f"{reason}, so only files already in the Hugging Face cache can be used and they are not there: download "
+        "them once online"
+        if reason
+        else "the hub does not list them: check the repo name"
     )
     raise FileNotFoundError(
         f"cannot find the Prisma weights {filename or ''} of {repo_id} (candidates: {candidates}). {where}, or load "

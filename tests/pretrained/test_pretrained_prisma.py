@@ -434,3 +434,25 @@ def test_unregistered_repo_and_weight_file_fallback(hf_cache):
 
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
         SAE.from_pretrained(VANILLA_RELEASE, "blocks.5.hook_mlp_out/l1_0.0001")  # not cached
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_true_reason(hf_cache, monkeypatch):
+    """HF_HUB_OFFLINE unset and no network: one connection attempt, then the cache only (no retried requests),
+    and the message names the host that cannot be reached, not HF_HUB_OFFLINE."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from sae_clip_plugin.pretrained import registry
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    registry._connection_problem.cache_clear()
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("the hub listing was requested although the hub cannot be reached")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", no_listing)
+    with pytest.raises(FileNotFoundError, match=r"127\.0\.0\.1 cannot be reached") as err:
+        SAE.from_pretrained(VANILLA_RELEASE, "blocks.5.hook_mlp_out/l1_0.0001")
+    assert "HF_HUB_OFFLINE is set" not in str(err.value)
+    registry._connection_problem.cache_clear()

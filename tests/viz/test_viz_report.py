@@ -47,5 +47,10 @@ def test_report_markdown_and_html(tmp_path):
     png = (tmp_path / "fig.png").read_bytes()
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
     assert "(figure missing.png is missing)" in page
-    assert "<td>0.912</td>" in page and "table-wrap" in page and "<code>toy</code>" in page and "<b>here</b>" in page
+    assert (
+        "<td>0.912</td>" in page
+        and "table-wrap" in page
+        and "<code>toy</code>" in page
+        and "<b>here</b>" in page
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
