@@ -333,9 +333,11 @@ class DemoRun:
         pixels = as_pixels(self.model, self.data.dashboard_images())
         first = self.cfg.architectures[0]
         dashboards, figures = [], []
+        from tqdm.auto import tqdm
+
         with torch.inference_mode():
             sections = self._dashboard_features(pixels)
-            for hook, title, feats, labels in sections:
+            for hook, title, feats, labels in tqdm(sections, desc="feature dashboards", unit="section"):
                 data = collect_dashboard_data(
                     self.model, self.load_sae(first, hook), pixels, feats, labels=labels,
                     n_top=self.cfg["n_top_images"], vocabulary=self.data.vocabulary, strength="relative",

@@ -107,7 +107,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
                                         split.labels[att], weights, args.batch_size)  # fmt: skip
     images, labels = split.pixels, split.labels  # typographic: clean and attacked, so TextSpan sees the text
     report = head_report(model, images, labels, weights, texts, bank, n_texts=args.n_texts,
-                         typographic_effect=typo, batch_size=args.batch_size)  # fmt: skip
+                         typographic_effect=typo, batch_size=args.batch_size, progress=True)  # fmt: skip
 
     out = Path(args.out)
     command = "sae-clip decompose " + " ".join(args.argv_echo)

@@ -43,14 +43,21 @@ class HeadReport:
 
 @torch.no_grad()
 def head_totals_and_logits(
-    model: Any, pixels: torch.Tensor, class_weights: torch.Tensor, batch_size: int = 16
+    model: Any,
+    pixels: torch.Tensor,
+    class_weights: torch.Tensor,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """([N, layer, head, d_embed] head contributions, [N, d_embed] embeddings, [N, layer, head, class] head
     logit attributions) over `pixels`, in small batches (the per-token terms are large)."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     heads, embeds, logits = [], [], []
     W = class_weights.to(device=device, dtype=torch.float64)
-    for start in range(0, pixels.shape[0], batch_size):
+    starts = range(0, pixels.shape[0], batch_size)
+    for start in tqdm(starts, desc="decomposing images", unit="batch", disable=not progress):
         parts = decompose_image_embedding(model, pixels[start : start + batch_size].to(device))
         total = parts.total()
         per_head = parts.head_totals()
@@ -72,9 +79,10 @@ def head_report(
     n_texts: int = 3,
     typographic_effect: torch.Tensor | None = None,
     batch_size: int = 16,
+    progress: bool = False,
 ) -> HeadReport:
     """Every head's row (see the module docstring) over `pixels` with true class `labels`."""
-    heads, embeds, logits = head_totals_and_logits(model, pixels, class_weights, batch_size)
+    heads, embeds, logits = head_totals_and_logits(model, pixels, class_weights, batch_size, progress)
     idx = torch.arange(len(labels))
     correct = logits[idx, :, :, labels.long()]  # [N, layer, head]
     direct = (correct - logits.mean(-1)).mean(0)
