@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom offline on the toy CLIP, and is stored without outputs.
+"""Every notebook in notebooks/ runs top to bottom offline on the toy CLIP, is stored without outputs, and has an
+executed copy in docs/notebooks/ (docs/render_notebooks.py).
 
 Each runs in its own python3 kernel (jupyter_client starts it with this interpreter) with HF_HUB_OFFLINE=1,
 in a temporary working folder.
@@ -55,3 +56,18 @@ def test_notebook_runs_top_to_bottom_offline(path, tmp_path, monkeypatch):
     assert not errors
     shown = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert shown, f"{path.name} displayed nothing"
+
+
+def test_the_rendered_copies_in_docs_show_outputs_of_the_current_code():
+    """docs/notebooks/ holds each notebook executed (what readers see); its code must be the notebook's."""
+    rendered = NOTEBOOK_DIR.parent / "docs" / "notebooks"
+    for path in NOTEBOOKS:
+        copy = rendered / path.name
+        assert copy.is_file(), f"docs/notebooks/{path.name} is missing: run python docs/render_notebooks.py"
+        source = [c.source for c in nbformat.read(path, as_version=4).cells]
+        shown = nbformat.read(copy, as_version=4)
+        assert [c.source for c in shown.cells] == source, (
+            f"docs/notebooks/{path.name} is out of date: run python docs/render_notebooks.py {path.name[:2]}"
+        )
+        outputs = [o for c in shown.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs and not [o for o in outputs if o.output_type == "error"], path.name
