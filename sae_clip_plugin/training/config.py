@@ -32,6 +32,7 @@ NORMALIZATIONS = (
 )
 # architecture-specific defaults for `sae` (the sae_lens TrainingSAEConfig keyword arguments)
 # sae_lens' TopK auxiliary loss (dead-feature revival) refuses per-token runtime normalisation
+DEFAULT_DEAD_WINDOW = 1000  # sae_lens' default, for runs of 10,000 steps and more
 TOPK_AUX_ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk")
 RUNTIME_NORMALIZATIONS = ("layer_norm", "constant_norm_rescale")
 SAE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -104,7 +105,9 @@ class VisionSAERunnerConfig:
     adam_beta2: float = 0.999
     device: str = "auto"  # auto = cuda when available
     autocast_sae: bool = False
-    dead_feature_window: int = 1000
+    # steps without firing before a feature counts as dead (and the TopK auxiliary loss trains it); None: a tenth
+    # of the run, at most sae_lens' 1000 (a 1000-step window never fires on a 200-step run, so nothing revives)
+    dead_feature_window: int | None = None
     feature_sampling_window: int = 2000
     n_batches_for_norm_estimate: int = 20  # images are expensive: keep small
     buffer_batches: int = 16  # mixing-buffer size in training batches
@@ -166,6 +169,9 @@ class VisionSAERunnerConfig:
             self.checkpoint_path = str(Path(self.output_path) / "checkpoints")
         if self.lr_end is None:
             self.lr_end = self.lr / 10
+        if self.dead_feature_window is None:
+            steps = self.training_tokens // max(self.train_batch_size_tokens, 1)
+            self.dead_feature_window = min(DEFAULT_DEAD_WINDOW, max(1, steps // 10))
         self._check_ranges()
         check_token_selection(self.token_selection)
         if self.architecture not in TRAINING_ARCHITECTURES:
