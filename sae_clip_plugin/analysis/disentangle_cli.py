@@ -118,18 +118,10 @@ def build_task(model: Any, spec: str, args: argparse.Namespace) -> Any:
 # outputs
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    from sae_clip_plugin.viz.report import markdown_table
+
+    return markdown_table(header, rows)
 
 
 def task_markdown(result: Any, task: Any, command: str) -> str:

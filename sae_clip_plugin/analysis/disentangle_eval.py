@@ -42,7 +42,7 @@ from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
 from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_interval
 from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
-from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, check_token_selection
+from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, sae_token_selection
 
 TOKEN_CHOICES = ("sae", *TOKEN_SELECTIONS)
 
@@ -85,7 +85,7 @@ class DisentangleConfig:
 
     def tokens_for(self, model: Any, sae: Any, hook: str) -> tuple[str, str]:
         """(selection tokens, suppression tokens) for one SAE: "sae" resolves to its trained tokens."""
-        own = check_token_selection(sae, model.cfg.n_tokens, hook, None)
+        own = sae_token_selection(sae, model.cfg.n_tokens, hook, None)
         resolve = lambda t: own if t == "sae" else t  # noqa: E731
         return resolve(self.select_tokens), resolve(self.suppress_tokens)
 

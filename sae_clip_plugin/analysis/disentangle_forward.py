@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.model.device import model_device
+
 Hook = tuple[str, Any]
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -37,13 +39,6 @@ def first_layer(hooks: Sequence[Hook], n_layers: int) -> int:
                 return 0
         layers.append(layer)
     return min(layers, default=n_layers)
-
-
-def model_device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 class ImageForwarder:

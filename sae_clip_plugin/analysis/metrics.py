@@ -41,6 +41,7 @@ from sae_clip_plugin.analysis.zero_shot import (
     iter_image_batches,
     zero_shot_logits,
 )
+from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.pretrained.loading import load_sae
 
 ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
@@ -89,10 +90,10 @@ def _stop_layer(hook_name: str) -> int | None:
 
 def sae_token_positions(sae: SAE[Any], n_tokens: int) -> list[int]:
     """The token positions the SAE acts on, from its metadata token_selection (CLS is 0)."""
-    from sae_clip_plugin.model.sae_splice import check_token_selection, token_positions
+    from sae_clip_plugin.model.sae_splice import sae_token_selection, token_positions
 
     hook = sae.cfg.metadata.hook_name
-    positions = token_positions(check_token_selection(sae, n_tokens, hook, None), n_tokens)
+    positions = token_positions(sae_token_selection(sae, n_tokens, hook, None), n_tokens)
     return list(range(n_tokens)) if positions is None else positions
 
 
@@ -146,10 +147,6 @@ def _batches(model: Any, images: Any, batch_size: int, max_images: int | None, p
     return tqdm(batches, desc=desc, total=total, disable=not progress, leave=False)
 
 
-def _device(model: Any) -> torch.device:
-    return model.embed.W_E.device
-
-
 # ------------------------------------------------------------------------------------------------
 # the per-hook mean used for mean-ablation
 
@@ -168,7 +165,7 @@ def hook_mean(
     stop = _stop_layer(hook_name)
     for batch in _batches(model, images, batch_size, max_images, progress, f"mean of {hook_name}"):
         _, cache = model.run_with_cache(
-            batch.pixels.to(_device(model)), names_filter=[hook_name], stop_at_layer=stop
+            batch.pixels.to(model_device(model)), names_filter=[hook_name], stop_at_layer=stop
         )
         act = cache[hook_name].double()
         total = act.sum(0).cpu() if total is None else total + act.sum(0).cpu()
@@ -267,7 +264,7 @@ def evaluate_sae(
     sparsity = SparsityStats(positions, n_tokens, sae.cfg.d_sae)
     down = DownstreamStats()
     cache_names = [f"{hook}.hook_sae_input", f"{hook}.hook_sae_acts_post", f"{hook}.hook_sae_output"]
-    device = _device(model)
+    device = model_device(model)
     offset = 0
     for index, batch in enumerate(_batches(model, images, batch_size, max_images, progress, f"eval {hook}")):
         pixels = batch.pixels.to(device)
@@ -398,7 +395,7 @@ def evaluate_saes(
     means: dict[str, torch.Tensor] = {}
     rows = []
     for label, spec in tqdm(items, desc="SAEs", disable=not progress):
-        sae = _load(spec, _device(model))
+        sae = _load(spec, model_device(model))
         name = label or (Path(spec).name if not isinstance(spec, SAE) else sae.cfg.metadata.hook_name)
         hook = sae.cfg.metadata.hook_name
         extra = dict(kwargs)

@@ -170,7 +170,7 @@ class SteerabilityResult:
             "",
             "Top features by S:",
             "",
-            markdown_table(self.table.sort_values("S", ascending=False).head(20)),
+            frame_markdown(self.table.sort_values("S", ascending=False).head(20)),
         ]
         return "\n".join(lines) + "\n"
 
@@ -188,15 +188,11 @@ class SteerabilityResult:
         return {key: path for key, (path, _) in files.items()}
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A plain markdown table (pandas' to_markdown needs the optional tabulate package)."""
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A DataFrame as a markdown table (pandas' to_markdown needs the optional tabulate package)."""
+    from sae_clip_plugin.viz.report import markdown_table
 
-    def cell(value: Any) -> str:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    rows = [" | ".join(map(str, frame.columns)), " | ".join("---" for _ in frame.columns)]
-    rows += [" | ".join(cell(v) for v in record) for record in frame.itertuples(index=False)]
-    return "\n".join(f"| {row} |" for row in rows)
+    return markdown_table(list(frame.columns), [list(r) for r in frame.itertuples(index=False)])
 
 
 def _basis_for(model: Any, sae: SAE[Any] | torch.Tensor | None, hook_name: str | None) -> Basis:

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sae_clip_plugin.model.device import model_device
+
 Forward = Callable[[torch.Tensor], torch.Tensor]  # pixels -> image embedding
 
 
@@ -309,13 +311,6 @@ def zero_shot_metrics(
 # whole-data-set helpers
 
 
-def _model_device(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 @dataclass
 class EmbeddedImages:
     """Image embeddings of a whole data set with their labels and groups (None where absent)."""
@@ -337,7 +332,7 @@ def embed_images(
     """Image embeddings (float32, on CPU) of every image; `forward` replaces `model(pixels)` (e.g. an intervention)."""
     from tqdm.auto import tqdm
 
-    device = _model_device(model)
+    device = model_device(model)
     forward = forward or model
     embeds, labels, groups = [], [], []
     batches = iter_image_batches(

@@ -27,7 +27,7 @@ from sae_clip_plugin.model.sae_splice import (
     TokenSpec,
     ViTSAEWrapper,
     check_sae_metadata,
-    check_token_selection,
+    sae_token_selection,
     token_positions,
 )
 from sae_clip_plugin.model.text import TextTower
@@ -270,7 +270,7 @@ class HookedSAEViT(HookedViT):
     ) -> list[int] | None:
         n_tokens = self.cfg.n_tokens
         if len(shape) >= 2 and shape[0] == n_tokens and not name.endswith(_NON_TOKEN_HOOKS):
-            return token_positions(check_token_selection(sae, n_tokens, name, tokens), n_tokens)
+            return token_positions(sae_token_selection(sae, n_tokens, name, tokens), n_tokens)
         selection = tokens if tokens is not None else sae.cfg.metadata.get("token_selection") or "all"
         allowed = ("all", "cls") if len(shape) == 1 else ("all",)  # a pooled vector comes from CLS
         if not isinstance(selection, str) or selection not in allowed:

@@ -138,7 +138,7 @@ def check_sae_metadata(sae: SAE[Any], cfg: HookedViTConfig, hook_name: str, chec
         )
 
 
-def check_token_selection(
+def sae_token_selection(
     sae: SAE[Any], n_tokens: int, hook_name: str, tokens: TokenSpec
 ) -> str | Sequence[int]:
     """The selection to splice with (argument, else metadata, else all), checked against context_size."""

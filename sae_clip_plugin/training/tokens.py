@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-TOKEN_SELECTIONS = ("all", "cls", "patches")
+from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS
+
 # hooks that fire before block 0: running no block at all is enough to read them
 _PRE_BLOCK_HOOKS = re.compile(r"^(hook_patch_embed|hook_embed|hook_pos_embed|ln_pre\..*)$")
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_clip_plugin.model.device import model_device
+
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 AUTO_STRENGTH = 4.0  # strength="auto": this many times the feature's largest activation
@@ -107,10 +109,6 @@ def _pixels(model: Any, images: Any) -> torch.Tensor:
     return as_pixels(model, images)
 
 
-def _device(model: Any) -> torch.device:
-    return model.embed.W_E.device
-
-
 def _stop_layer(hook_name: str) -> int | None:
     from sae_clip_plugin.analysis.metrics import hook_layer
 
@@ -135,7 +133,7 @@ def feature_activations(
     positions = sae_token_positions(sae, n_tokens)
     idx = torch.as_tensor(list(features), dtype=torch.long)
     out = torch.full((len(pixels), n_tokens, len(idx)), float("nan"))
-    device = _device(model)
+    device = model_device(model)
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start : start + batch_size].to(device)
         _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=_stop_layer(hook))

@@ -36,6 +36,8 @@ def format_value(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
+        if value != 0 and abs(value) < 10**-digits:  # would print as 0.000
+            return f"{value:.2e}"
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
     try:  # numpy scalars
         import numpy as np
@@ -66,6 +68,14 @@ def inline_html(text: str) -> str:
     return "".join(out)
 
 
+def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """The project's one markdown table writer (cells through `format_value`; pipes escaped)."""
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(format_value(v, digits)) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 @dataclass
 class Table:
     header: Sequence[str]
@@ -91,11 +101,8 @@ class Table:
         return [[format_value(v, self.digits) for v in row] for row in self.rows]
 
     def markdown(self) -> str:
-        esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-        lines = ["| " + " | ".join(esc(h) for h in self.header) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.cells()]
         caption = f"**{self.caption}**\n\n" if self.caption else ""
-        return caption + "\n".join(lines)
+        return caption + markdown_table(self.header, self.rows, self.digits)
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in self.header)

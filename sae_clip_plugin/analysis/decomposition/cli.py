@@ -39,7 +39,9 @@ def text_bank(spec: str) -> list[str]:
     ]
 
 
-def markdown_table(rows: list[dict[str, Any]], command: str, typographic: bool) -> str:
+def heads_markdown(rows: list[dict[str, Any]], command: str, typographic: bool) -> str:
+    from sae_clip_plugin.viz.report import markdown_table
+
     cols = ["layer", "head", "direct_effect", "variance_share"] + (
         ["typographic_effect"] if typographic else []
     )
@@ -63,12 +65,8 @@ def markdown_table(rows: list[dict[str, Any]], command: str, typographic: bool) 
         "their Alg. 1), with the fraction each explains. Rows sorted by the absolute "
         + ("typographic effect." if typographic else "direct effect."),
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        markdown_table(cols, [[row[c] for c in cols] for row in order]),
     ]
-    for row in order:
-        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -113,7 +111,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
     command = "sae-clip decompose " + " ".join(args.argv_echo)
     written = [out / "heads.csv", out / "heads.md", out / "summary.json", out / "head_direct_effect.png"]
     atomic_write_text(written[0], pd.DataFrame(report.rows).to_csv(index=False))
-    atomic_write_text(written[1], markdown_table(report.rows, command, typo is not None))
+    atomic_write_text(written[1], heads_markdown(report.rows, command, typo is not None))
     plot_head_heatmap(report.direct_effect, f"{task.name}: direct effect on the correct class",
                       "logit (correct - mean over classes)", written[3])  # fmt: skip
     by = "typographic_effect" if typo is not None else "direct_effect"

@@ -21,6 +21,7 @@ import torch
 
 from sae_clip_plugin.analysis.decomposition.direct_effects import decompose_image_embedding
 from sae_clip_plugin.analysis.decomposition.textspan import TextSpanEntry, text_span
+from sae_clip_plugin.model.device import model_device
 
 
 @dataclass
@@ -53,7 +54,7 @@ def head_totals_and_logits(
     logit attributions) over `pixels`, in small batches (the per-token terms are large)."""
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     heads, embeds, logits = [], [], []
     W = class_weights.to(device=device, dtype=torch.float64)
     starts = range(0, pixels.shape[0], batch_size)

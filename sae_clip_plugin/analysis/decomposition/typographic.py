@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_attribution
+from sae_clip_plugin.model.device import model_device
 
 
 @torch.no_grad()
@@ -30,7 +31,7 @@ def head_logit_margins(
     batch_size: int = 64,
 ) -> torch.Tensor:
     """[N, layer, head]: each head's direct effect on logit[favoured] - logit[against], image by image."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = []
     for start in range(0, pixels.shape[0], batch_size):
         stop = start + batch_size
