@@ -108,9 +108,15 @@ def test_figures_plot_the_table(sweep, tmp_path) -> None:
     assert sorted(xy[:, 0].tolist()) == pytest.approx(sorted(df["l0_all"].tolist()))
     paths = write_metrics_figures(df, tmp_path / "figs")
     names = sorted(p.name for p in paths)
-    assert {"l0_by_layer.png", "density_histogram.png", "ev_vs_l0.png", "l0_position_heatmaps.png"} <= set(
-        names
-    )
+    assert {"l0_by_layer.png", "density_histogram.png", "ev_vs_l0.png"} <= set(names)
+    # these SAEs (identity, TopK) have the same L0 on every patch: a position map would be a flat field
+    assert "l0_position_heatmaps.png" not in names and not any(n.startswith("l0_heatmap_") for n in names)
+    varied = df.copy()
+    grid = np.asarray(varied.at[0, "l0_patch_grid"], dtype=float).copy()
+    grid.flat[0] += 1.0
+    varied.at[0, "l0_patch_grid"] = grid
+    more = sorted(p.name for p in write_metrics_figures(varied, tmp_path / "figs2"))
+    assert "l0_position_heatmaps.png" in more and f"l0_heatmap_{varied.at[0, 'name']}.png" in more
     assert all(p.read_bytes()[:8] == PNG for p in paths)
     assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left
 
