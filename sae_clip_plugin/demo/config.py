@@ -17,6 +17,11 @@ FULL: dict[str, Any] = {
     "n_train_images": 2000,
     "expansion_factor": 4,
     "topk_k": 16,
+    # TopK: unit decoder rows at init (sae_lens' TopK default of 0.1 left 40-55% of features dead on this
+    # budget), a stronger auxiliary loss and a higher lr: 9-10% dead after 200 steps (docs/toy_results.md)
+    "topk_decoder_init_norm": 1.0,
+    "topk_aux_loss_coefficient": 4.0,
+    "topk_lr": 3e-3,
     "l1_coefficient": 5.0,
     "training_tokens": 409_600,
     "train_batch_size_tokens": 2048,
@@ -39,6 +44,9 @@ FAST: dict[str, Any] = {
     "n_train_images": 128,
     "expansion_factor": 2,
     "topk_k": 8,
+    "topk_decoder_init_norm": 1.0,
+    "topk_aux_loss_coefficient": 4.0,
+    "topk_lr": 3e-3,
     "l1_coefficient": 2.0,
     "training_tokens": 16_384,
     "train_batch_size_tokens": 1024,

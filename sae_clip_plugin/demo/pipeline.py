@@ -149,7 +149,9 @@ class DemoRun:
             prefetch_batches=0, buffer_batches=4,
         )  # fmt: skip
         if arch == "topk":
-            return VisionSAERunnerConfig.from_preset("topk", sae={"k": b["topk_k"]}, **common)
+            topk = {**common, "lr": b["topk_lr"], "decoder_init_norm": b["topk_decoder_init_norm"]}
+            sae = {"k": b["topk_k"], "aux_loss_coefficient": b["topk_aux_loss_coefficient"]}
+            return VisionSAERunnerConfig.from_preset("topk", sae=sae, **topk)
         return VisionSAERunnerConfig.from_dict({**common, "sae": {"l1_coefficient": b["l1_coefficient"]}})
 
     def _train(self, arch: str) -> dict[str, Any]:

@@ -76,12 +76,17 @@ def test_fast_demo_writes_sae_tables_with_numbers(toy_demo):
 @needs_toy
 def test_fast_demo_steerability_and_disentanglement_tables(toy_demo):
     steer = pd.read_csv(toy_demo / "steerability" / "summary.csv")
-    assert list(steer["run"]) == ["topk SAE", "standard SAE", "neurons", "topk SAE on a random model"]
+    runs = ["topk SAE", "standard SAE", "neurons", "topk SAE on a random model"]
+    assert list(steer["run"]) == runs * 2  # at the model-relative strength, then at the paper's absolute 150
+    assert list(steer["strength"]) == ["relative 5.41"] * 4 + ["absolute 150"] * 4
     assert (steer["n_features"] == FAST["n_steer_features"]).all()
     assert steer["steerable_fraction"].between(0, 1).all() and _finite(steer["mean_S"])
-    per_feature = pd.read_csv(toy_demo / "steerability" / "topk_SAE.csv")
+    per_feature = pd.read_csv(toy_demo / "steerability" / "topk_SAE_relative_5.41.csv")
     assert len(per_feature) == FAST["n_steer_features"]
     np.testing.assert_array_equal(per_feature["steerable"], per_feature["S"] > 0.10)
+    assert (per_feature["relative_strength"] == 5.41).all() and (per_feature["strength"] > 0).all()
+    absolute = pd.read_csv(toy_demo / "steerability" / "topk_SAE_absolute_150.csv")
+    assert (absolute["strength"] == 150.0).all()
 
     rows = pd.read_csv(toy_demo / "disentangle" / "disentangle.csv")
     assert set(rows["task"]) == {"toy-typographic", "toy-background", "toy-colour"}
@@ -104,9 +109,11 @@ def test_fast_demo_report_and_dashboard(toy_demo):
     ):
         assert title in md
     assert re.search(
-        rf"\| topk \| blocks\.2\.hook_resid_post \| 256 \| k=8 \| \d+ \| {FLOAT} \| {FLOAT} \|", md
+        rf"\| topk \| blocks\.2\.hook_resid_post \| 256 \| k=8, aux_loss_coefficient=4\.0 \| \d+ \| {FLOAT} \| {FLOAT} \|",
+        md,
     )
-    assert re.search(rf"\| topk/L5 \| 5 \| 256 \| {FLOAT} \|", md)
+    assert re.search(rf"\| topk/L5 \| {FLOAT} \| {FLOAT} \|", md)  # SAE, EV all, EV CLS
+    assert "| SAE | EV all | EV CLS | EV patches | L0 CLS |" in md  # short headers: the table fits the page
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(linked) >= 8 and all((toy_demo / p).is_file() for p in linked)
 
