@@ -52,6 +52,8 @@ class FeatureData:
     max_activation: float
     steering: dict[str, Any] = field(default_factory=dict)  # strength, S, P, gained, lost
     label: str = ""  # why the feature was chosen (free text)
+    # the decoder direction read out directly (ln_post + projection): (word, cosine) best first; [] when not on the stream
+    direct_readout: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def nonzero(self) -> np.ndarray:
@@ -239,6 +241,29 @@ def top_images_for(
     return top
 
 
+def decoder_readouts(
+    model: Any, sae: Any, features: Sequence[int], vocabulary: Any, n_words: int = 3
+) -> list[list[tuple[str, float]]]:
+    """Per feature, the vocabulary words its decoder direction writes towards along the direct path to the image
+    embedding (cosine with each word's text embedding); empty for hooks outside the residual stream or models
+    without a text tower."""
+    from sae_clip_plugin.analysis.decomposition.direct_effects import STREAM_WRITERS, direction_readout
+    from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+
+    hook = sae.cfg.metadata.hook_name or ""
+    if not STREAM_WRITERS.match(hook) or getattr(model, "text", None) is None or model.cfg.d_embed is None:
+        return [[] for _ in features]
+    words = load_vocabulary(vocabulary)
+    text = text_embeddings(model, words).double().cpu()
+    embedded = direction_readout(model, sae.W_dec[list(features)])
+    cosine = torch.nn.functional.normalize(embedded, dim=-1) @ text.T
+    top = cosine.topk(min(n_words, len(words)), dim=-1)
+    return [
+        [(words[int(i)], float(v)) for v, i in zip(vals, idx, strict=True)]
+        for vals, idx in zip(*top, strict=True)
+    ]
+
+
 def collect_dashboard_data(
     model: Any,
     sae: Any,
@@ -288,6 +313,7 @@ def collect_dashboard_data(
         if steer
         else [{} for _ in features]
     )
+    readouts = decoder_readouts(model, sae, features, vocabulary)
     out = []
     for j, feature in enumerate(features):
         a = acts[:, :, j]
@@ -304,6 +330,7 @@ def collect_dashboard_data(
                 max_activation=float(read.max()),
                 steering=effects[j],
                 label=labels[j] if labels is not None else "",
+                direct_readout=readouts[j],
             )
         )
     meta = sae.cfg.metadata

@@ -101,6 +101,9 @@ def feature_card(feature: FeatureData, tile_width: int = 128) -> str:
             f"top concept <b>{html.escape(str(s.get('top_concept', '')))}</b>"
             + (" (steerable)" if s.get("steerable") else "")
         )
+    if feature.direct_readout:
+        words = ", ".join(f"{html.escape(w)} ({c:.2f})" for w, c in feature.direct_readout)
+        stats.append(f"decoder direction read out directly (ln_post + projection), cosine with: {words}")
     if feature.top and all(top.heatmap is None for top in feature.top):
         stats.append("no patch heat map: this SAE reads only the CLS token")
     label = f" <small>{html.escape(feature.label)}</small>" if feature.label else ""

@@ -190,3 +190,29 @@ def test_decompose_command_writes_a_consistent_table_and_figures(tmp_path) -> No
     best = table.sort_values("typographic_effect", ascending=False).iloc[0]
     assert summary["top_heads"]["typographic_effect"][0] == f"L{best.layer}H{best['head']}"
     assert "typographic_effect" in (out / "heads.md").read_text()
+
+
+def test_a_decoder_direction_read_out_directly_by_hand() -> None:
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    from sae_clip_plugin.analysis.decomposition.direct_effects import direction_readout
+    from sae_clip_plugin.analysis.vocabulary import text_embeddings
+    from sae_clip_plugin.viz.dashboard_data import decoder_readouts
+
+    model, _ = model_and_pixels("toy")
+    torch.manual_seed(0)
+    sae = StandardSAE(StandardSAEConfig(d_in=model.cfg.d_model, d_sae=16))
+    sae.cfg.metadata.hook_name = "blocks.4.hook_resid_post"
+    w = getattr(model.ln_post, "w", torch.ones(model.cfg.d_model))
+    d = sae.W_dec[[3, 9]].double()
+    hand = ((d - d.mean(-1, keepdim=True)) * w.double()) @ model.W_proj.double()
+    assert torch.allclose(direction_readout(model, sae.W_dec[[3, 9]]), hand, atol=1e-10)
+    words = ["circle", "square", "star", "red"]
+    cosine = F.normalize(hand, dim=-1) @ text_embeddings(model, words).double().T
+    readouts = decoder_readouts(model, sae, [3, 9], words, n_words=2)
+    for got, row in zip(readouts, cosine, strict=True):
+        best = torch.argsort(row, descending=True)[:2]
+        assert [w for w, _ in got] == [words[int(i)] for i in best]
+        assert [c for _, c in got] == pytest.approx(row[best].tolist(), abs=1e-6)
+    sae.cfg.metadata.hook_name = "blocks.4.attn.hook_z"  # not a residual-stream write: nothing to read out
+    assert decoder_readouts(model, sae, [3], words) == [[]]

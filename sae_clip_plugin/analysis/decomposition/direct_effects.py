@@ -18,6 +18,7 @@ logit scale and the embedding's frozen norm, so they sum to the zero-shot logits
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -109,6 +110,22 @@ def _readout(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.diag(w), b
     W_proj = model.W_proj.detach().to(dtype).cpu()
     return w[:, None] * W_proj, b @ W_proj + model.b_proj.detach().to(dtype).cpu()
+
+
+STREAM_WRITERS = re.compile(
+    r"^blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out|hook_mlp_out)$"
+)
+
+
+def direction_readout(model: Any, directions: torch.Tensor) -> torch.Tensor:
+    """[n, d_embed]: what each residual-stream direction ([n, d_model]) adds to the image embedding along the
+    direct path (centred by ln_post, times its weight, through the projection), per unit of ln_post's scale.
+
+    The direct path only: later blocks may also read the direction. For a feature's decoder row this is the
+    decomposition's view of the feature (which concepts it writes towards directly).
+    """
+    R, _ = _readout(model)
+    return _centred(directions.detach().to(torch.float64).cpu()) @ R
 
 
 def _centred(weight: torch.Tensor) -> torch.Tensor:
