@@ -105,7 +105,7 @@ class VisionSAERunnerConfig:
     adam_beta2: float = 0.999
     device: str = "auto"  # auto = cuda when available
     autocast_sae: bool = False
-    # steps without firing before a feature counts as dead (and the TopK auxiliary loss trains it); None: a tenth
+    # steps without firing before a feature counts as dead (and the TopK auxiliary loss trains it); None: 1/20
     # of the run, at most sae_lens' 1000 (a 1000-step window never fires on a 200-step run, so nothing revives)
     dead_feature_window: int | None = None
     feature_sampling_window: int = 2000
@@ -171,7 +171,7 @@ class VisionSAERunnerConfig:
             self.lr_end = self.lr / 10
         if self.dead_feature_window is None:
             steps = self.training_tokens // max(self.train_batch_size_tokens, 1)
-            self.dead_feature_window = min(DEFAULT_DEAD_WINDOW, max(1, steps // 10))
+            self.dead_feature_window = min(DEFAULT_DEAD_WINDOW, max(1, steps // 20))
         self._check_ranges()
         check_token_selection(self.token_selection)
         if self.architecture not in TRAINING_ARCHITECTURES:

@@ -230,10 +230,10 @@ def test_default_config_is_the_paper_recipe():
     assert "l1_coefficient" in cfg.sae_kwargs() and not cfg.log_to_wandb
     topk = VisionSAERunnerConfig.from_preset("topk")
     assert topk.architecture == "topk" and topk.sae_kwargs()["k"] == 64
-    # the dead-feature window is a tenth of the run, at most sae_lens' 1000 steps
+    # the dead-feature window is a twentieth of the run, at most sae_lens' 1000 steps
     assert cfg.dead_feature_window == 1000  # 31,738 steps
     short = VisionSAERunnerConfig(training_tokens=409_600, train_batch_size_tokens=2048, lr_warm_up_steps=20)
-    assert short.dead_feature_window == 20  # 200 steps: a 1000-step window would never mark a feature dead
+    assert short.dead_feature_window == 10  # 200 steps: a 1000-step window would never mark a feature dead
     assert VisionSAERunnerConfig(dead_feature_window=7).dead_feature_window == 7
 
 
