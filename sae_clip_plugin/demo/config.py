@@ -18,7 +18,7 @@ FULL: dict[str, Any] = {
     "expansion_factor": 4,
     "topk_k": 16,
     # TopK: unit decoder rows at init (sae_lens' TopK default of 0.1 left 40-55% of features dead on this
-    # budget), a stronger auxiliary loss and a higher lr: 9-10% dead after 200 steps (docs/toy_results.md)
+    # budget), a stronger auxiliary loss and a higher lr: 5-6% dead after 200 steps (docs/toy_results.md)
     "topk_decoder_init_norm": 1.0,
     "topk_aux_loss_coefficient": 4.0,
     "topk_lr": 3e-3,

@@ -36,9 +36,9 @@ def format_value(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if value != 0 and abs(value) < 10**-digits:  # would print as 0.000
+        if value != 0 and abs(value) < 10 ** -max(digits, 1):  # would print as 0.000
             return f"{value:.2e}"
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+        return f"{value:.1f}" if abs(value) >= 100 and digits > 1 else f"{value:.{digits}f}"
     try:  # numpy scalars
         import numpy as np
 
@@ -68,11 +68,43 @@ def inline_html(text: str) -> str:
     return "".join(out)
 
 
+def column_cells(rows: Sequence[Sequence[Any]], digits: int = 3) -> list[list[str]]:
+    """Cell texts with one format per column: a column of whole numbers prints them whole (16, not 16.000); a
+    column reaching 100 prints one decimal throughout (226.6 and 67.5, not 226.6 and 67.457); else `digits`."""
+    columns = list(zip(*rows, strict=True)) if rows else []
+    formats = []
+    for values in columns:
+        numbers = [float(v) for v in values if _is_number(v) and math.isfinite(float(v))]
+        if numbers and all(n.is_integer() for n in numbers) and any(_is_float(v) for v in values):
+            formats.append(0)
+        elif numbers and max(abs(n) for n in numbers) >= 100:
+            formats.append(1)
+        else:
+            formats.append(digits)
+    return [[format_value(v, formats[i]) if _is_float(v) else format_value(v, digits) for i, v in enumerate(row)]
+            for row in rows]  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _is_float(value)
+
+
+def _is_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    try:
+        import numpy as np
+
+        return isinstance(value, np.floating)
+    except ImportError:  # pragma: no cover
+        return False
+
+
 def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
-    """The project's one markdown table writer (cells through `format_value`; pipes escaped)."""
+    """The project's one markdown table writer (cells as `column_cells` formats them; pipes escaped)."""
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(format_value(v, digits)) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in column_cells(rows, digits)]
     return "\n".join(lines)
 
 
@@ -98,7 +130,7 @@ class Table:
         return cls([(headers or {}).get(c, c) for c in cols], rows, caption, digits)
 
     def cells(self) -> list[list[str]]:
-        return [[format_value(v, self.digits) for v in row] for row in self.rows]
+        return column_cells(self.rows, self.digits)
 
     def markdown(self) -> str:
         caption = f"**{self.caption}**\n\n" if self.caption else ""
