@@ -88,7 +88,7 @@ def _metrics(root: Path) -> Section:
         text=[
             f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
             "(`metrics/metrics.csv` has every column). EV: explained variance; L0: active features per token; dead: "
-            "fraction of features that never fired on these images; top-1: zero-shot accuracy of the clean model and "
+            "fraction of features that never fired on these images (on the toy world: shapes without text, so features of written words count as dead here; the SAEs-trained table above gives the fraction on held-out training images); top-1: zero-shot accuracy of the clean model and "
             "with the SAE spliced in (no error term); CE recovered = (mean-ablated CE - spliced CE) / (mean-ablated "
             "CE - clean CE)."
         ],
