@@ -9,23 +9,12 @@ and direct_logit_attribution / forward, both with the per-neuron terms, measured
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py (scripts run from their folder)
 
 from sae_clip_plugin import HookedViT
 from sae_clip_plugin.analysis.decomposition import decompose_image_embedding, direct_logit_attribution
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 
 import open_clip
 import torch
+from timing import median_seconds  # benchmarks/timing.py (scripts run from their folder)
 
 from sae_clip_plugin import HookedViT
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds over `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -47,10 +35,10 @@ def main() -> None:
         # interleave the two so machine load drifts affect both alike
         t_ref, t_ours = [], []
         for _ in range(args.repeats):
-            t_ref.append(timed(lambda: clip.encode_image(x), 1))
-            t_ours.append(timed(lambda: model(x), 1))
+            t_ref.append(median_seconds(lambda: clip.encode_image(x), 1))
+            t_ours.append(median_seconds(lambda: model(x), 1))
         ref, ours = statistics.median(t_ref), statistics.median(t_ours)
-        cache_time = timed(
+        cache_time = median_seconds(
             lambda: model.run_with_cache(
                 x, names_filter=f"blocks.{mid - 1}.hook_resid_post", stop_at_layer=mid
             ),

@@ -126,35 +126,6 @@ STEERABILITY_COLUMNS = [
 ]  # fmt: skip
 
 
-def _control_comparison(rows: list[dict[str, Any]]) -> list[str]:
-    """What the random-model control says, per strength, in words (the check that steering is not saturated)."""
-    out = []
-    for setting in dict.fromkeys(r.get("strength") for r in rows):
-        runs = [r for r in rows if r.get("strength") == setting]
-        control = next((r for r in runs if r["run"].endswith("on a random model")), None)
-        sae = (
-            next((r for r in runs if r["run"] == control["run"].removesuffix(" on a random model")), None)
-            if control
-            else None
-        )
-        if sae is None:
-            continue
-        saturated = control["mean_S"] >= sae["mean_S"]
-        out.append(
-            f"At {setting}: {sae['run']} mean S {sae['mean_S']:.3f} ({100 * sae['steerable_fraction']:.0f}% steerable), "
-            f"the same SAE on the random model {control['mean_S']:.3f} ({100 * control['steerable_fraction']:.0f}%). "
-            + ("The control is as steerable as the trained model or more: the readout saturates at this strength, "
-               "so here steerability does not separate trained features from random ones."
-               if saturated else "The trained model is more steerable than the control.")
-        )  # fmt: skip
-    return out
-
-
-STEERABILITY_COLUMNS = [
-    "run", "strength", "mean s", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"
-]  # fmt: skip
-
-
 def _steerability(root: Path, state: DemoState) -> Section:
     result = state.result("steerability")
     rows = [[r["run"], r.get("strength", f"absolute {result.get('strength'):g}"), r.get("mean_absolute_strength"),
