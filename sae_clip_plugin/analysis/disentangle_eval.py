@@ -29,7 +29,7 @@ from sae_clip_plugin.analysis.disentangle_baselines import (
     random_features,
     top_heads,
 )
-from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder, hook_layer
+from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder
 from sae_clip_plugin.analysis.disentangle_select import (
     METHODS,
     POOLS,
@@ -42,6 +42,7 @@ from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
 from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_interval
 from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
+from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, sae_token_selection
 
 TOKEN_CHOICES = ("sae", *TOKEN_SELECTIONS)

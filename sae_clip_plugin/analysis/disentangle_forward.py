@@ -8,37 +8,15 @@ HookedViT `start_at_layer` argument). Hooks before the cached layer force a rest
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooks import first_layer, hook_layer  # noqa: F401 (hook_layer: re-exported)
 
 Hook = tuple[str, Any]
-
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-
-
-def hook_layer(hook_name: str) -> int | None:
-    """Block index of a `blocks.L.*` hook; None for hooks outside the blocks (embeddings, ln_post...)."""
-    match = _BLOCK.match(hook_name)
-    return int(match.group(1)) if match else None
-
-
-def first_layer(hooks: Sequence[Hook], n_layers: int) -> int:
-    """The earliest block any hook sits in (0 for pre-block hooks, n_layers when there are none)."""
-    layers = []
-    for name, _ in hooks:
-        layer = hook_layer(name)
-        if layer is None:
-            if name.startswith(("ln_post", "hook_pooled", "hook_image_embed")):
-                layer = n_layers
-            else:
-                return 0
-        layers.append(layer)
-    return min(layers, default=n_layers)
 
 
 class ImageForwarder:
@@ -78,7 +56,7 @@ class ImageForwarder:
     def embeds(self, hooks: Sequence[Hook] = ()) -> torch.Tensor:
         """Image embeddings [N, d_embed] (float32, CPU) with `hooks` active."""
         n_layers = self.model.cfg.n_layers
-        start = first_layer(hooks, n_layers)
+        start = first_layer([name for name, _ in hooks], n_layers)
         out = []
         with self.model.hooks(fwd_hooks=list(hooks)):
             if start == 0:

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from sae_lens import SAE
 
-from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder, hook_layer
+from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder
 from sae_clip_plugin.analysis.steering import sae_hook_name
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.sae_splice import token_positions
 
 METHODS = ("auroc", "mean_diff", "steering")

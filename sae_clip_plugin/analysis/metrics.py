@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from sae_clip_plugin.analysis.zero_shot import (
     zero_shot_logits,
 )
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooks import hook_layer, hook_type, stop_layer
 from sae_clip_plugin.pretrained.loading import load_sae
 
 ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
@@ -65,27 +65,6 @@ def as_sae_model(model: Any) -> Any:
         f"expected a HookedSAEViT (or HookedViT), got {type(model).__name__}; "
         "build one with HookedSAEViT.from_pretrained(spec)"
     )
-
-
-def hook_layer(hook_name: str) -> int | None:
-    """The block index in `blocks.{L}.…`, None for hooks outside the blocks."""
-    match = re.match(r"blocks\.(\d+)\.", hook_name)
-    return int(match.group(1)) if match else None
-
-
-def hook_type(hook_name: str) -> str:
-    """The hook name without its block prefix (`hook_resid_post`, `mlp.hook_post`, ...)."""
-    return re.sub(r"^blocks\.\d+\.", "", hook_name)
-
-
-def _stop_layer(hook_name: str) -> int | None:
-    """The stop_at_layer after which `hook_name` has fired (None: the whole forward pass)."""
-    layer = hook_layer(hook_name)
-    if layer is not None:
-        return layer + 1
-    if hook_name.startswith(("hook_patch_embed", "hook_embed", "hook_pos_embed", "ln_pre")):
-        return 0
-    return None
 
 
 def sae_token_positions(sae: SAE[Any], n_tokens: int) -> list[int]:
@@ -162,7 +141,7 @@ def hook_mean(
 ) -> torch.Tensor:
     """Per-position mean activation at `hook_name` over the images ([n_tokens, ...], float64, CPU)."""
     total, n = None, 0
-    stop = _stop_layer(hook_name)
+    stop = stop_layer(hook_name)
     for batch in _batches(model, images, batch_size, max_images, progress, f"mean of {hook_name}"):
         _, cache = model.run_with_cache(
             batch.pixels.to(model_device(model)), names_filter=[hook_name], stop_at_layer=stop
@@ -275,7 +254,7 @@ def evaluate_sae(
             use_error_term=False,
             check_model=check_model,
             names_filter=cache_names,
-            stop_at_layer=None if downstream else _stop_layer(hook),
+            stop_at_layer=None if downstream else stop_layer(hook),
         )
         x, feats, x_hat = (cache[n] for n in cache_names)
         if x.ndim < 3 or x.shape[1] != n_tokens:

@@ -12,7 +12,6 @@ Naive path: one `run_with_hooks` full forward per edit with the steering hook fr
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,9 @@ from sae_clip_plugin.analysis.steerability_suffix import finish_forward
 from sae_clip_plugin.analysis.steering import apply_mode, check_mode, token_mask
 from sae_clip_plugin.analysis.steering_bases import Basis, SAEBasis
 from sae_clip_plugin.analysis.vocabulary import readout_probabilities
+from sae_clip_plugin.model.hooks import BLOCK_HOOK
 
 Edit = tuple[int, float]  # (feature index, value)
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class ResumePlan:
 
 def resume_plan(model: Any, hook_name: str) -> ResumePlan:
     model.check_hook_names([hook_name])
-    match = _BLOCK_HOOK.match(hook_name)
+    match = BLOCK_HOOK.match(hook_name)
     if match is None:
         return ResumePlan(hook_name, "full", None)
     layer, rest = int(match.group(1)), match.group(2)

@@ -364,3 +364,10 @@ class HookedViT(HookedRootModule):
     @property
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)
+
+    @staticmethod
+    def stop_at_layer_for(hook_names: Sequence[str]) -> int | None:
+        """The smallest `stop_at_layer` that still fires every hook in `hook_names` (None: the whole forward)."""
+        from sae_clip_plugin.model.hooks import stop_at_layer_for
+
+        return stop_at_layer_for(hook_names)

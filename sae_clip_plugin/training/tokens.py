@@ -6,18 +6,14 @@ when its activation is per token, [batch, tokens, ...]; heads are flattened into
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sae_clip_plugin.model.hooks import stop_at_layer_for
 from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS
-
-# hooks that fire before block 0: running no block at all is enough to read them
-_PRE_BLOCK_HOOKS = re.compile(r"^(hook_patch_embed|hook_embed|hook_pos_embed|ln_pre\..*)$")
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
 def check_token_selection(token_selection: str) -> str:
@@ -26,20 +22,6 @@ def check_token_selection(token_selection: str) -> str:
             f"token_selection must be one of {TOKEN_SELECTIONS} (CLS is token 0), got {token_selection!r}"
         )
     return token_selection
-
-
-def stop_at_layer_for(hook_names: Sequence[str]) -> int | None:
-    """The smallest `stop_at_layer` that still fires every hook (None: run the whole model)."""
-    stops: list[int] = []
-    for name in hook_names:
-        match = _BLOCK_HOOK.match(name)
-        if match:
-            stops.append(int(match.group(1)) + 1)
-        elif _PRE_BLOCK_HOOKS.match(name):
-            stops.append(0)
-        else:
-            return None
-    return max(stops) if stops else None
 
 
 @dataclass(frozen=True)

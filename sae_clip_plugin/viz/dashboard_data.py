@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooks import stop_layer
 
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -111,13 +112,6 @@ def _pixels(model: Any, images: Any) -> torch.Tensor:
     return as_pixels(model, images)
 
 
-def _stop_layer(hook_name: str) -> int | None:
-    from sae_clip_plugin.analysis.metrics import hook_layer
-
-    layer = hook_layer(hook_name)
-    return None if layer is None else layer + 1
-
-
 @torch.no_grad()
 def feature_activations(
     model: Any, sae: Any, pixels: torch.Tensor, features: Sequence[int], batch_size: int = 64
@@ -138,7 +132,7 @@ def feature_activations(
     device = model_device(model)
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start : start + batch_size].to(device)
-        _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=_stop_layer(hook))
+        _, cache = model.run_with_cache(batch, names_filter=[hook], stop_at_layer=stop_layer(hook))
         acts = cache[hook]
         if acts.ndim != 3 or acts.shape[1] != n_tokens:
             raise ValueError(

@@ -137,7 +137,7 @@ def test_suppression_subtracts_the_features_decoder_contributions(model, pixels,
     fw = ImageForwarder(model, pixels, batch_size=4)
     torch.testing.assert_close(fw.embeds([hook]), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fw.embeds(), model(pixels), atol=1e-5, rtol=1e-5)
-    assert first_layer([hook], 2) == 0 and first_layer([("blocks.1.attn.hook_z", None)], 2) == 1
+    assert first_layer([hook[0]], 2) == 0 and first_layer(["blocks.1.attn.hook_z"], 2) == 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -188,3 +188,38 @@ def test_weight_processing_keeps_the_output(
         _, b = processed.run_with_cache(x, names_filter="blocks.1.hook_resid_post")
     resid_same = torch.allclose(a["blocks.1.hook_resid_post"], b["blocks.1.hook_resid_post"], atol=1e-4)
     assert resid_same == (not center)  # fold_ln keeps residual values; centring changes them
+
+
+def test_where_hooks_sit_and_how_far_to_run() -> None:
+    from sae_clip_plugin.model.hooks import first_layer, hook_layer, hook_type, stop_at_layer_for, stop_layer
+
+    assert hook_layer("blocks.7.attn.hook_z") == 7 and hook_layer("ln_post.hook_scale") is None
+    assert hook_type("blocks.7.mlp.hook_post") == "mlp.hook_post" and hook_type("hook_embed") == "hook_embed"
+    assert [stop_layer(n) for n in ("hook_patch_embed", "ln_pre.hook_scale", "blocks.2.hook_resid_mid", "hook_pooled")] == [
+        0, 0, 3, None
+    ]  # fmt: skip
+    assert stop_at_layer_for(["blocks.1.hook_resid_post", "blocks.4.attn.hook_q"]) == 5
+    assert stop_at_layer_for(["blocks.1.hook_resid_post", "hook_image_embed"]) is None
+    assert stop_at_layer_for([]) is None
+    assert first_layer(["blocks.3.hook_resid_post", "blocks.1.mlp.hook_post"], 6) == 1
+    assert first_layer(["hook_embed"], 6) == 0 and first_layer(["ln_post.hook_scale"], 6) == 6
+    assert first_layer([], 6) == 6
+
+
+def test_stop_at_layer_for_fires_every_hook_and_no_block_beyond() -> None:
+    import torch
+
+    from sae_clip_plugin import HookedViT
+    from tests.model.clips import tiny_open_clip
+
+    model = HookedViT.from_open_clip(tiny_open_clip(layers=3))
+    names = ["hook_pos_embed", "blocks.1.attn.hook_pattern"]
+    stop = model.stop_at_layer_for(names)
+    assert stop == 2
+    fired = []
+    model.blocks[2].hook_resid_pre.add_hook(lambda x, hook: fired.append(hook.name))
+    try:
+        _, cache = model.run_with_cache(torch.randn(1, 3, 64, 64), names_filter=names, stop_at_layer=stop)
+    finally:
+        model.reset_hooks()
+    assert set(cache.keys()) == set(names) and not fired
