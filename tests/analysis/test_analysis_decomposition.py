@@ -12,8 +12,13 @@ import torch.nn.functional as F
 
 from sae_clip_plugin import HookedViT
 from sae_clip_plugin.analysis.decomposition import decompose_image_embedding, direct_logit_attribution
+from sae_clip_plugin.analysis.decomposition.heads import head_totals_and_logits
 from sae_clip_plugin.analysis.decomposition.textspan import text_span
-from sae_clip_plugin.analysis.decomposition.typographic import head_logit_margins, typographic_head_effects
+from sae_clip_plugin.analysis.decomposition.typographic import (
+    head_logit_margins,
+    margins_from_head_logits,
+    typographic_head_effects,
+)
 from tests.model.clips import small_open_clip, tiny_hf_clip, tiny_open_clip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,6 +167,11 @@ def test_typographic_head_effects_match_a_transformer_lens_computation() -> None
     assert torch.allclose(effects, hand.double(), atol=1e-5)
     per_image = head_logit_margins(model, clean, written, true, weights, batch_size=2)
     assert torch.allclose(per_image, margins_tl(clean).double(), atol=1e-5)
+    # the path `sae-clip decompose` takes: margins from the head table's own (unprojected) decomposition
+    from_table = margins_from_head_logits(
+        head_totals_and_logits(model, clean, weights, 2).logits, written, true
+    )
+    assert torch.allclose(from_table, margins_tl(clean).double(), atol=1e-5)
 
 
 def test_decompose_command_writes_a_consistent_table_and_figures(tmp_path) -> None:

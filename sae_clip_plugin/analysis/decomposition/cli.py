@@ -76,8 +76,11 @@ def run_decompose_command(args: argparse.Namespace) -> int:
     import torch
 
     from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_attribution
-    from sae_clip_plugin.analysis.decomposition.heads import head_report
-    from sae_clip_plugin.analysis.decomposition.typographic import typographic_head_effects
+    from sae_clip_plugin.analysis.decomposition.heads import head_report, head_totals_and_logits
+    from sae_clip_plugin.analysis.decomposition.typographic import (
+        effects_from_margins,
+        margins_from_head_logits,
+    )
     from sae_clip_plugin.analysis.disentangle_cli import build_task
     from sae_clip_plugin.analysis.vocabulary import text_embeddings
     from sae_clip_plugin.model.hooked_vit import HookedViT
@@ -98,14 +101,18 @@ def run_decompose_command(args: argparse.Namespace) -> int:
         f"model {args.model} on {device}; task {task.name}: {len(split)} images; {len(texts)} TextSpan texts"
     )
 
+    # one decomposition of every image (typographic: clean and attacked, so TextSpan sees the text) serves both
+    # the head table and the typographic effects
+    images, labels = split.pixels, split.labels
+    contributions = head_totals_and_logits(model, images, weights, args.batch_size, progress=True)
     typo = None
     if twins is not None:
         att, cln = twins
-        typo = typographic_head_effects(model, split.pixels[att], split.pixels[cln], split.spurious[att],
-                                        split.labels[att], weights, args.batch_size)  # fmt: skip
-    images, labels = split.pixels, split.labels  # typographic: clean and attacked, so TextSpan sees the text
+        written, true = split.spurious[att], split.labels[att]
+        typo = effects_from_margins(margins_from_head_logits(contributions.logits[att], written, true),
+                                    margins_from_head_logits(contributions.logits[cln], written, true))  # fmt: skip
     report = head_report(model, images, labels, weights, texts, bank, n_texts=args.n_texts,
-                         typographic_effect=typo, batch_size=args.batch_size, progress=True)  # fmt: skip
+                         typographic_effect=typo, contributions=contributions)  # fmt: skip
 
     out = Path(args.out)
     command = "sae-clip decompose " + " ".join(args.argv_echo)
@@ -139,10 +146,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
         "task": task.name,
         "n_images": len(images),
         "top_heads": {by: [f"L{layer}H{head}" for layer, head in report.top_heads(by, n=5)]},
-        "textspan": {
-            f"L{layer}H{head}": report.rows[layer * model.cfg.n_heads + head]["textspan"]
-            for layer, head in top
-        },
+        "textspan": {f"L{layer}H{head}": report.textspan_text(layer, head) for layer, head in top},
     }
     atomic_write_json(written[2], summary, indent=1)
     print(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -32,6 +32,10 @@ class HeadReport:
     typographic_effect: torch.Tensor | None = None  # [layer, head]
     rows: list[dict[str, Any]] = field(default_factory=list)
 
+    def textspan_text(self, layer: int, head: int) -> str:
+        """The head's TextSpan description in one line: `text (share%); ...`."""
+        return "; ".join(f"{e.text} ({100 * e.variance_explained:.0f}%)" for e in self.textspan[layer, head])
+
     def top_heads(self, by: str = "direct_effect", n: int = 5) -> list[tuple[int, int]]:
         """The n heads with the largest value of column `by`."""
         values = getattr(self, by)
@@ -42,6 +46,12 @@ class HeadReport:
         return [(int(i) // n_heads, int(i) % n_heads) for i in order]
 
 
+class HeadContributions(NamedTuple):
+    heads: torch.Tensor  # [N, layer, head, d_embed]: each head's direct contribution, summed over tokens
+    embeds: torch.Tensor  # [N, d_embed]: the image embeddings (the decompositions' totals)
+    logits: torch.Tensor  # [N, layer, head, class]: each head's direct logit attribution
+
+
 @torch.no_grad()
 def head_totals_and_logits(
     model: Any,
@@ -49,9 +59,9 @@ def head_totals_and_logits(
     class_weights: torch.Tensor,
     batch_size: int = 16,
     progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """([N, layer, head, d_embed] head contributions, [N, d_embed] embeddings, [N, layer, head, class] head
-    logit attributions) over `pixels`, in small batches (the per-token terms are large)."""
+) -> HeadContributions:
+    """Each head's direct contributions and logit attributions over `pixels`, in small batches (the per-token
+    terms are large)."""
     from tqdm.auto import tqdm
 
     device = model_device(model)
@@ -66,7 +76,7 @@ def head_totals_and_logits(
         heads.append(per_head.cpu())
         embeds.append(total.cpu())
         logits.append((per_head @ W * scale[:, None, None, None]).cpu())
-    return torch.cat(heads), torch.cat(embeds), torch.cat(logits)
+    return HeadContributions(torch.cat(heads), torch.cat(embeds), torch.cat(logits))
 
 
 def head_report(
@@ -81,9 +91,15 @@ def head_report(
     typographic_effect: torch.Tensor | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    contributions: HeadContributions | None = None,
 ) -> HeadReport:
-    """Every head's row (see the module docstring) over `pixels` with true class `labels`."""
-    heads, embeds, logits = head_totals_and_logits(model, pixels, class_weights, batch_size, progress)
+    """Every head's row (see the module docstring) over `pixels` with true class `labels`.
+
+    `contributions`: `head_totals_and_logits` of these pixels when the caller has them already.
+    """
+    if contributions is None:
+        contributions = head_totals_and_logits(model, pixels, class_weights, batch_size, progress)
+    heads, embeds, logits = contributions
     idx = torch.arange(len(labels))
     correct = logits[idx, :, :, labels.long()]  # [N, layer, head]
     direct = (correct - logits.mean(-1)).mean(0)
@@ -97,7 +113,7 @@ def head_report(
         for head in range(heads.shape[2])
     }
     report = HeadReport(direct, variance, spans, typographic_effect)
-    for (layer, head), span in spans.items():
+    for layer, head in spans:
         row = {
             "layer": layer,
             "head": head,
@@ -106,6 +122,6 @@ def head_report(
         }
         if typographic_effect is not None:
             row["typographic_effect"] = float(typographic_effect[layer, head])
-        row["textspan"] = "; ".join(f"{e.text} ({100 * e.variance_explained:.0f}%)" for e in span)
+        row["textspan"] = report.textspan_text(layer, head)
         report.rows.append(row)
     return report

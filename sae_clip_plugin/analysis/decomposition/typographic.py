@@ -21,6 +21,21 @@ from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_a
 from sae_clip_plugin.model.device import model_device
 
 
+def margins_from_head_logits(
+    head_logits: torch.Tensor, favoured: torch.Tensor, against: torch.Tensor
+) -> torch.Tensor:
+    """[N, layer, head]: logit[favoured] - logit[against] of each head's direct logits ([N, layer, head, class])."""
+    shape = (*head_logits.shape[:3], 1)
+    fav = favoured.long().reshape(-1, 1, 1, 1).to(head_logits.device).expand(shape)
+    ag = against.long().reshape(-1, 1, 1, 1).to(head_logits.device).expand(shape)
+    return (head_logits.gather(3, fav) - head_logits.gather(3, ag))[..., 0]
+
+
+def effects_from_margins(on_attacked: torch.Tensor, on_clean: torch.Tensor) -> torch.Tensor:
+    """[layer, head]: mean over pairs of the attacked margin minus its clean twin's."""
+    return (on_attacked - on_clean).mean(0)
+
+
 @torch.no_grad()
 def head_logit_margins(
     model: Any,
@@ -30,16 +45,19 @@ def head_logit_margins(
     class_weights: torch.Tensor,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """[N, layer, head]: each head's direct effect on logit[favoured] - logit[against], image by image."""
+    """[N, layer, head]: each head's direct effect on logit[favoured] - logit[against], image by image.
+
+    Projects onto the classes inside the decomposition, so the per-token terms stay [class]-wide (small for
+    ViT-B/32 at any batch size); `heads.head_totals_and_logits` keeps the embedding-wide terms instead.
+    """
     device = model_device(model)
     out = []
     for start in range(0, pixels.shape[0], batch_size):
         stop = start + batch_size
         dla = direct_logit_attribution(model, pixels[start:stop].to(device), class_weights)
-        per_head = dla.head_totals().cpu()  # [b, layer, head, class]
-        fav = favoured[start:stop].long().reshape(-1, 1, 1, 1).expand(*per_head.shape[:3], 1)
-        ag = against[start:stop].long().reshape(-1, 1, 1, 1).expand(*per_head.shape[:3], 1)
-        out.append((per_head.gather(3, fav) - per_head.gather(3, ag))[..., 0])
+        out.append(
+            margins_from_head_logits(dla.head_totals().cpu(), favoured[start:stop], against[start:stop])
+        )
     return torch.cat(out)
 
 
@@ -57,4 +75,4 @@ def typographic_head_effects(
         raise ValueError("attacked and clean twins, written and true labels must all have one entry per pair")
     on_attacked = head_logit_margins(model, attacked, written, true, class_weights, batch_size)
     on_clean = head_logit_margins(model, clean, written, true, class_weights, batch_size)
-    return (on_attacked - on_clean).mean(0)
+    return effects_from_margins(on_attacked, on_clean)
