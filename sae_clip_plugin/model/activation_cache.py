@@ -54,15 +54,17 @@ class VisionActivationCache(ActivationCache):
         if getattr(self.model, "ln_pre", None) is None or STREAM_START not in self.cache_dict:
             yield
             return
-        saved = dict(self.cache_dict), self.has_embed, self.has_pos_embed
+        embed, flags = self.cache_dict.get("hook_embed"), (self.has_embed, self.has_pos_embed)
         self.cache_dict["hook_embed"] = self.cache_dict[STREAM_START]
         self.has_embed, self.has_pos_embed = True, False
         try:
             yield
-        finally:
-            self.cache_dict.clear()
-            self.cache_dict.update(saved[0])
-            self.has_embed, self.has_pos_embed = saved[1], saved[2]
+        finally:  # only hook_embed is put back: what the analysis cached meanwhile (head results) stays
+            if embed is None:
+                del self.cache_dict["hook_embed"]
+            else:
+                self.cache_dict["hook_embed"] = embed
+            self.has_embed, self.has_pos_embed = flags
 
     def decompose_resid(self, *args: Any, **kwargs: Any):  # type: ignore[override]
         """transformer_lens' decompose_resid; "embed" is the stream after ln_pre (see the module docstring)."""
