@@ -13,6 +13,8 @@ from collections.abc import Sequence
 BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 PRE_BLOCK_PREFIXES = ("hook_patch_embed", "hook_embed", "hook_pos_embed", "ln_pre")
 POST_BLOCK_PREFIXES = ("ln_post", "hook_pooled", "hook_image_embed")
+# hooks whose activation is the residual stream or what a block adds to it (a direction there is a stream direction)
+STREAM_HOOK_TYPES = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
 
 def hook_layer(hook_name: str) -> int | None:
@@ -25,6 +27,11 @@ def hook_type(hook_name: str) -> str:
     """The hook name without its block prefix (`hook_resid_post`, `mlp.hook_post`, ...)."""
     match = BLOCK_HOOK.match(hook_name)
     return match.group(2) if match else hook_name
+
+
+def on_residual_stream(hook_name: str) -> bool:
+    """True for `blocks.L.<type>` hooks of `STREAM_HOOK_TYPES`."""
+    return hook_layer(hook_name) is not None and hook_type(hook_name) in STREAM_HOOK_TYPES
 
 
 def stop_layer(hook_name: str) -> int | None:

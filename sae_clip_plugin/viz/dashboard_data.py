@@ -241,11 +241,12 @@ def decoder_readouts(
     """Per feature, the vocabulary words its decoder direction writes towards along the direct path to the image
     embedding (cosine with each word's text embedding); empty for hooks outside the residual stream or models
     without a text tower."""
-    from sae_clip_plugin.analysis.decomposition.direct_effects import STREAM_WRITERS, direction_readout
+    from sae_clip_plugin.analysis.decomposition.direct_effects import direction_readout
     from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+    from sae_clip_plugin.model.hooks import on_residual_stream
 
     hook = sae.cfg.metadata.hook_name or ""
-    if not STREAM_WRITERS.match(hook) or getattr(model, "text", None) is None or model.cfg.d_embed is None:
+    if not on_residual_stream(hook) or getattr(model, "text", None) is None or model.cfg.d_embed is None:
         return [[] for _ in features]
     words = load_vocabulary(vocabulary)
     text = text_embeddings(model, words).double().cpu()

@@ -191,7 +191,17 @@ def test_weight_processing_keeps_the_output(
 
 
 def test_where_hooks_sit_and_how_far_to_run() -> None:
-    from sae_clip_plugin.model.hooks import first_layer, hook_layer, hook_type, stop_at_layer_for, stop_layer
+    from sae_clip_plugin.model.hooks import (
+        first_layer,
+        hook_layer,
+        hook_type,
+        on_residual_stream,
+        stop_at_layer_for,
+        stop_layer,
+    )
+
+    assert on_residual_stream("blocks.2.hook_mlp_out") and on_residual_stream("blocks.0.hook_resid_pre")
+    assert not on_residual_stream("blocks.2.attn.hook_z") and not on_residual_stream("hook_embed")
 
     assert hook_layer("blocks.7.attn.hook_z") == 7 and hook_layer("ln_post.hook_scale") is None
     assert hook_type("blocks.7.mlp.hook_post") == "mlp.hook_post" and hook_type("hook_embed") == "hook_embed"

@@ -18,7 +18,6 @@ logit scale and the embedding's frozen norm, so they sum to the zero-shot logits
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -110,11 +109,6 @@ def _readout(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.diag(w), b
     W_proj = model.W_proj.detach().to(dtype).cpu()
     return w[:, None] * W_proj, b @ W_proj + model.b_proj.detach().to(dtype).cpu()
-
-
-STREAM_WRITERS = re.compile(
-    r"^blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out|hook_mlp_out)$"
-)
 
 
 def direction_readout(model: Any, directions: torch.Tensor) -> torch.Tensor:
