@@ -24,6 +24,8 @@ import torch
 
 from sae_clip_plugin.analysis.steering import token_mask
 from sae_clip_plugin.analysis.steering_bases import Basis, SAEBasis
+from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooks import stop_layer
 
 PAPER_STRENGTH = 150.0
 PAPER_D_MODEL = 768  # ViT-B/32
@@ -46,11 +48,11 @@ def typical_input_norm(
     model: Any, basis: Basis, pixels: torch.Tensor, tokens: Any = "all", batch_size: int = 64
 ) -> float:
     """Root mean square of the norm of `basis_input` at the steered tokens, over `pixels`."""
-    device = model.embed.W_E.device
+    device, stop = model_device(model), stop_layer(basis.hook_name)  # no block past the hook is run
     total, count = 0.0, 0
     for start in range(0, pixels.shape[0], batch_size):
         _, cache = model.run_with_cache(
-            pixels[start : start + batch_size].to(device), names_filter=[basis.hook_name]
+            pixels[start : start + batch_size].to(device), names_filter=[basis.hook_name], stop_at_layer=stop
         )
         x = basis_input(basis, cache[basis.hook_name]).double()
         mask = token_mask(tokens, x)
