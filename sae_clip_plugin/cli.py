@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(raw)
+    args.command_line = "sae-clip " + " ".join(raw)  # as typed: written into reports so a run can be repeated
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -234,7 +234,7 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"sae-clip disentangle: {err}", file=sys.stderr)
         return 2
-    command = "sae-clip disentangle " + " ".join(args.argv_echo)
+    command = getattr(args, "command_line", "sae-clip disentangle")
     print(f"model {spec} on {device}; {len(saes)} SAE(s): {', '.join(saes)}")
     results = []
     for task_spec in args.task:
@@ -321,10 +321,4 @@ def register_commands(subparsers: Any) -> None:
         "--no-check-model", action="store_true", help="allow SAEs whose metadata names another model"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_entry)
-
-
-def _entry(args: argparse.Namespace) -> int:
-    if not hasattr(args, "argv_echo"):
-        args.argv_echo = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "disentangle" else sys.argv[1:]
-    return run_disentangle_command(args)
+    p.set_defaults(func=run_disentangle_command)

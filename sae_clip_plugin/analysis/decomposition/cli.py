@@ -14,7 +14,6 @@ selection split of the task (the same images `sae-clip disentangle` chooses its 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
                          typographic_effect=typo, contributions=contributions)  # fmt: skip
 
     out = Path(args.out)
-    command = "sae-clip decompose " + " ".join(args.argv_echo)
+    command = getattr(args, "command_line", "sae-clip decompose")
     written = [out / "heads.csv", out / "heads.md", out / "summary.json", out / "head_direct_effect.png"]
     atomic_write_text(written[0], pd.DataFrame(report.rows).to_csv(index=False))
     atomic_write_text(written[1], heads_markdown(report.rows, command, typo is not None))
@@ -180,10 +179,4 @@ def register_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the image sets (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (default %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.set_defaults(func=_entry)
-
-
-def _entry(args: argparse.Namespace) -> int:
-    if not hasattr(args, "argv_echo"):
-        args.argv_echo = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "decompose" else sys.argv[1:]
-    return run_decompose_command(args)
+    p.set_defaults(func=run_decompose_command)
