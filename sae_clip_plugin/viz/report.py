@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.viz.dashboard_html import data_uri, page
 
@@ -39,15 +41,10 @@ def format_value(value: Any, digits: int = 3) -> str:
         if value != 0 and abs(value) < 10 ** -max(digits, 1):  # would print as 0.000
             return f"{value:.2e}"
         return f"{value:.1f}" if abs(value) >= 100 and digits > 1 else f"{value:.{digits}f}"
-    try:  # numpy scalars
-        import numpy as np
-
-        if isinstance(value, np.bool_):
-            return "yes" if value else "no"
-        if isinstance(value, np.floating):
-            return format_value(float(value), digits)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, np.floating):
+        return format_value(float(value), digits)
     return str(value)
 
 
@@ -90,14 +87,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    try:
-        import numpy as np
-
-        return isinstance(value, np.floating)
-    except ImportError:  # pragma: no cover
-        return False
+    return isinstance(value, (float, np.floating))
 
 
 def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
