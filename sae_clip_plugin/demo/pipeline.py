@@ -89,6 +89,11 @@ class DemoRun:
         hooks = self.hooks
         return hooks[(len(hooks) - 1) // 2]
 
+    @property
+    def relative_setting(self) -> str:
+        """The label (and file-name part) of the steerability runs at the model-relative strength."""
+        return f"relative {self.cfg.steer_relative_strength:g}"
+
     def sae_dir(self, arch: str, hook: str) -> Path:
         return self.root / "saes" / arch / hook
 
@@ -220,9 +225,7 @@ class DemoRun:
         n = self.cfg["n_steer_features"]
         # the model-relative strength (default) and the paper's absolute s, reported side by side
         settings = {
-            f"relative {self.cfg.steer_relative_strength:g}": {
-                "relative_strength": self.cfg.steer_relative_strength
-            },
+            self.relative_setting: {"relative_strength": self.cfg.steer_relative_strength},
             f"absolute {self.cfg.steer_strength:g}": {"strength": self.cfg.steer_strength},
         }
         runs: dict[tuple[str, str], Any] = {}
@@ -300,7 +303,7 @@ class DemoRun:
         first = self.cfg.architectures[0]
         hook = self.middle_hook
         k = self.cfg["n_dashboard_features"]
-        relative = f"relative {self.cfg.steer_relative_strength:g}"
+        relative = self.relative_setting
         table = pd.read_csv(self.root / "steerability" / f"{_slug(f'{first} SAE {relative}')}.csv")
         table = table.sort_values("S", ascending=False).head(4 * k)
         candidates = [int(f) for f in table["feature"]]
