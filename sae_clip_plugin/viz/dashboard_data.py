@@ -236,11 +236,16 @@ def top_images_for(
 
 
 def decoder_readouts(
-    model: Any, sae: Any, features: Sequence[int], vocabulary: Any, n_words: int = 3
+    model: Any,
+    sae: Any,
+    features: Sequence[int],
+    vocabulary: Any,
+    n_words: int = 3,
+    text: torch.Tensor | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Per feature, the vocabulary words its decoder direction writes towards along the direct path to the image
-    embedding (cosine with each word's text embedding); empty for hooks outside the residual stream or models
-    without a text tower."""
+    embedding (cosine with each word's text embedding; `text`: those embeddings when the caller has them);
+    empty for hooks outside the residual stream or models without a text tower."""
     from sae_clip_plugin.analysis.decomposition.direct_effects import direction_readout
     from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
     from sae_clip_plugin.model.hooks import on_residual_stream
@@ -249,7 +254,7 @@ def decoder_readouts(
     if not on_residual_stream(hook) or getattr(model, "text", None) is None or model.cfg.d_embed is None:
         return [[] for _ in features]
     words = load_vocabulary(vocabulary)
-    text = text_embeddings(model, words).double().cpu()
+    text = (text_embeddings(model, words) if text is None else text).double().cpu()
     embedded = direction_readout(model, sae.W_dec[list(features)])
     cosine = torch.nn.functional.normalize(embedded, dim=-1) @ text.T
     top = cosine.topk(min(n_words, len(words)), dim=-1)
@@ -303,12 +308,18 @@ def collect_dashboard_data(
         strength = [AUTO_STRENGTH * float(p) if p > 0 else 1.0 for p in peak]
     elif isinstance(strength, str) and strength != "relative":
         raise ValueError(f"strength must be a number, 'auto' or 'relative', got {strength!r}")
+    text = None
+    if getattr(model, "text", None) is not None:  # the vocabulary is embedded once, for steering and readouts
+        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+
+        vocabulary = load_vocabulary(vocabulary)
+        text = text_embeddings(model, vocabulary)
     effects = (
-        steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength)
+        steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength, text=text)
         if steer
         else [{} for _ in features]
     )
-    readouts = decoder_readouts(model, sae, features, vocabulary)
+    readouts = decoder_readouts(model, sae, features, vocabulary, text=text)
     out = []
     for j, feature in enumerate(features):
         a = acts[:, :, j]
