@@ -24,7 +24,7 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
 from sae_clip_plugin import HookedSAEViT, HookedViT
-from sae_clip_plugin.analysis.steerability import metrics_from_shift, select_features, steerability
+from sae_clip_plugin.analysis.steerability.metric import metrics_from_shift, select_features, steerability
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, readout_probabilities, text_embeddings
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}

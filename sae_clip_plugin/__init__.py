@@ -21,9 +21,9 @@ _EXPORTS = {
     "load_sae": "sae_clip_plugin.pretrained.loading",
     "VisionSAERunnerConfig": "sae_clip_plugin.training.config",
     "VisionSAETrainingRunner": "sae_clip_plugin.training.runner",
-    "evaluate_sae": "sae_clip_plugin.analysis.metrics",
-    "steer": "sae_clip_plugin.analysis.steering",
-    "steerability": "sae_clip_plugin.analysis.steerability",
+    "evaluate_sae": "sae_clip_plugin.analysis.metrics.evaluate",
+    "steer": "sae_clip_plugin.analysis.steering.interventions",
+    "steerability": "sae_clip_plugin.analysis.steerability.metric",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

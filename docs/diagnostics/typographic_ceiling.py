@@ -19,14 +19,14 @@ import torch
 from sae_lens import SAE
 
 from sae_clip_plugin import HookedSAEViT
-from sae_clip_plugin.analysis.disentangle_tasks import toy_task
+from sae_clip_plugin.analysis.disentangle.tasks import build_task
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits
 
 
 @torch.no_grad()
 def main(sae_root: str, n_pairs: int = 300, ranks: tuple[int, ...] = (6, 12)) -> None:
     model = HookedSAEViT.from_pretrained("toy").eval()
-    task = toy_task(model, "toy-typographic", n_select=n_pairs, n_eval=n_pairs)
+    task = build_task(model, "toy-typographic", n_select=n_pairs, n_eval=n_pairs)
     weights = model.zero_shot_weights(task.classnames, task.templates).float()
     scale = float(model.logit_scale)
 

@@ -1,25 +1,21 @@
-"""Analysis of vision SAEs: metrics, zero-shot evaluation, steering, steerability, disentanglement.
+"""Analysis of vision SAEs: metrics/, steering/, steerability/, disentangle/, decomposition/ subpackages, and
+zero-shot evaluation, vocabularies, intervals and feature-dashboard data as modules.
 
-Import the modules directly (`from sae_clip_plugin.analysis.metrics import evaluate_sae`); the
-names below are also reachable here, loaded on first use so that importing the package stays cheap
-and no module pulls in another's dependencies.
+The main names are reachable here (and from the package top level), loaded on first use so that importing the
+package stays cheap and no module pulls in another's dependencies.
 """
 
-from __future__ import annotations
+from sae_clip_plugin._lazy import lazy_exports
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "evaluate_sae": "sae_clip_plugin.analysis.metrics",
-    "evaluate_saes": "sae_clip_plugin.analysis.metrics",
+_EXPORTS = {
+    "evaluate_sae": "sae_clip_plugin.analysis.metrics.evaluate",
+    "evaluate_saes": "sae_clip_plugin.analysis.metrics.evaluate",
     "evaluate_zero_shot": "sae_clip_plugin.analysis.zero_shot",
     "iter_image_batches": "sae_clip_plugin.analysis.zero_shot",
     "zero_shot_logits": "sae_clip_plugin.analysis.zero_shot",
+    "steer": "sae_clip_plugin.analysis.steering.interventions",
+    "steerability": "sae_clip_plugin.analysis.steerability.metric",
+    "run_disentangle": "sae_clip_plugin.analysis.disentangle.evaluate",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,9 +1,10 @@
 """Vocabularies for the steerability readout: lists of bare words, embedded once by the text tower.
 
 The paper read steering out over 5000 common English words (bare words, no prompt template). That
-list is not shipped; the default here is open_clip's 1000 ImageNet class names. `"toy"` is the toy
-world's concepts (shapes, colours, backgrounds; the shapes are its class names). A user file is a
-text file with one word per line (`#` comments and blank lines skipped) or a JSON list.
+list is not shipped; the default here is open_clip's 1000 ImageNet class names. Worlds register their own
+vocabularies (`sae_clip_plugin.registry`, kind "vocabulary"): `"toy"` is the toy world's concepts (shapes,
+colours, backgrounds; the shapes are its class names). A user file is a text file with one word per line
+(`#` comments and blank lines skipped) or a JSON list.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-VOCABULARIES = ("imagenet", "toy")
+from sae_clip_plugin import registry
+
 DEFAULT_VOCABULARY = "imagenet"
 
 
-def toy_vocabulary() -> list[str]:
-    """The toy world's concept words: its shapes (the class names), colours and backgrounds."""
-    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES
+def vocabulary_names() -> list[str]:
+    """The vocabularies known by name: "imagenet" and those registered by installed worlds."""
+    return [DEFAULT_VOCABULARY, *registry.names("vocabulary")]
 
-    return [*SHAPES, *COLOURS, *BACKGROUNDS]
+
+def default_vocabulary(model_spec: str | None) -> str:
+    """The model's own world's vocabulary when it registered one (the toy CLIP: "toy"), else "imagenet"."""
+    return model_spec if model_spec and registry.find("vocabulary", model_spec) else DEFAULT_VOCABULARY
 
 
 def imagenet_vocabulary() -> list[str]:
@@ -55,7 +60,7 @@ def read_vocabulary_file(path: str | os.PathLike) -> list[str]:
 
 
 def load_vocabulary(vocabulary: str | os.PathLike | Sequence[str] | None = None) -> list[str]:
-    """A word list from a name ('imagenet', 'toy'), a file, a comma list of those ('toy,imagenet'), or a
+    """A word list from a name ('imagenet', or a registered one such as 'toy'), a file, a comma list of those ('toy,imagenet'), or a
     list of words; duplicates and blanks dropped, first occurrence kept."""
     if vocabulary is None:
         vocabulary = DEFAULT_VOCABULARY
@@ -65,13 +70,13 @@ def load_vocabulary(vocabulary: str | os.PathLike | Sequence[str] | None = None)
         name = str(vocabulary)
         if name == "imagenet":
             words = imagenet_vocabulary()
-        elif name == "toy":
-            words = toy_vocabulary()
+        elif registry.find("vocabulary", name) is not None:
+            words = registry.lookup("vocabulary", name)()
         elif Path(name).is_file():
             words = read_vocabulary_file(name)
         else:
             raise ValueError(
-                f"unknown vocabulary {name!r}: pass one of {VOCABULARIES}, a word-per-line text file, a JSON list "
+                f"unknown vocabulary {name!r}: pass one of {vocabulary_names()}, a word-per-line text file, a JSON list "
                 "file, or a list of words"
             )
     else:

@@ -11,7 +11,7 @@ from .celeba import (
     read_celeba_partition,
 )
 from .fonts import DEFAULT_FONT, find_system_fonts, load_font, resolve_fonts
-from .image_folder import load_image_folder
+from .image_folder import load_image_folder, load_labelled_images
 from .labelled import DEFAULT_TEMPLATE, LabelledImageDataset
 from .scam import SCAM_HUB_NAME, SCAM_TYPES, load_scam
 from .typo_generator import (
@@ -52,6 +52,7 @@ __all__ = [
     "load_celeba",
     "load_font",
     "load_image_folder",
+    "load_labelled_images",
     "load_paint_typographic",
     "load_rta100",
     "load_scam",

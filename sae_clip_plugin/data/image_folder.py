@@ -59,3 +59,23 @@ def load_image_folder(
         name=name or root.name,
         info={"root": str(root), "format": "image_folder"},
     )
+
+
+def load_labelled_images(
+    spec: str | os.PathLike, max_images: int | None = None, seed: int = 4321
+) -> tuple[Any, list[str], list[str]]:
+    """(labelled images, class names, zero-shot templates) from a name: a world's registered evaluation set
+    (e.g. "toy": `max_images` shape images, default 512) or a folder with one subfolder per class."""
+    from sae_clip_plugin import registry
+
+    registered = registry.find("eval_images", str(spec))
+    if registered is not None:
+        return registered(max_images or 512, seed=seed)
+    if not Path(spec).is_dir():
+        raise FileNotFoundError(
+            f"images {str(spec)!r}: not a folder and not a registered evaluation set "
+            f"({', '.join(registry.names('eval_images')) or 'none installed'}); pass a folder with one subfolder "
+            "per class"
+        )
+    dataset = load_image_folder(spec)
+    return dataset, list(dataset.classnames), list(dataset.templates)

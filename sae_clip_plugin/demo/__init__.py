@@ -17,8 +17,6 @@ _EXPORTS = {
     "DemoRun": "pipeline",
     "run_demo": "pipeline",
     "SettingsMismatchError": "state",
-    "register_commands": "cli",
-    "run_demo_command": "cli",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

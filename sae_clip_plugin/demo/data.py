@@ -15,7 +15,7 @@ import torch
 
 from sae_clip_plugin.demo.config import DemoConfig
 
-TOY_TASKS = ("toy-typographic", "toy-background", "toy-colour")
+from sae_clip_plugin.toy.registration import TASKS as TOY_TASKS
 
 
 def has_class_folders(root: str | Path) -> bool:
@@ -55,10 +55,9 @@ class DemoData:
         """(images, class names, templates) for the metrics (names None: no zero-shot labels)."""
         n = self.cfg["n_metric_images"]
         if self.cfg.is_toy_world:
-            from sae_clip_plugin.analysis.metrics_cli import toy_eval_images
-            from sae_clip_plugin.toy import toy_classnames, toy_templates
+            from sae_clip_plugin.data import load_labelled_images
 
-            return toy_eval_images(n, seed=4321 + self.cfg.seed), toy_classnames(), toy_templates()
+            return load_labelled_images("toy", n, seed=4321 + self.cfg.seed)
         if has_class_folders(self.cfg.images):
             from sae_clip_plugin.data import load_image_folder
 
@@ -71,7 +70,7 @@ class DemoData:
 
     # -- steering ----------------------------------------------------------------------------------
     def steer_pixels(self) -> torch.Tensor:
-        from sae_clip_plugin.analysis.steerability import as_pixels
+        from sae_clip_plugin.analysis.steerability.metric import as_pixels
         from sae_clip_plugin.training.sources import image_source
 
         n = self.cfg["n_steer_images"]
@@ -110,11 +109,11 @@ class DemoData:
         return ["typo-generate"] if has_class_folders(self.cfg.images) else []
 
     def task(self, name: str) -> Any:
-        from sae_clip_plugin.analysis import disentangle_tasks as T
+        from sae_clip_plugin.analysis.disentangle import tasks as T
 
         n = self.cfg["n_disentangle"]
         if name in TOY_TASKS:
-            return T.toy_task(self.model, name, n_select=n, n_eval=n, seed=self.cfg.seed)
+            return T.build_task(self.model, name, n_select=n, n_eval=n, seed=self.cfg.seed)
         if name == "typo-generate":
             from sae_clip_plugin.data import TypographicConfig, load_image_folder, make_typographic_dataset
 

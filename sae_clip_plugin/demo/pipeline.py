@@ -188,8 +188,13 @@ class DemoRun:
     def step_metrics(self) -> dict[str, Any]:
         import numpy as np
 
-        from sae_clip_plugin.analysis.metrics import ARRAY_KEYS, evaluate_saes, metrics_table, to_markdown
-        from sae_clip_plugin.analysis.metrics_cli import SUMMARY_COLUMNS
+        from sae_clip_plugin.analysis.metrics.evaluate import (
+            ARRAY_KEYS,
+            evaluate_saes,
+            metrics_table,
+            to_markdown,
+        )
+        from sae_clip_plugin.viz.metrics_report import SUMMARY_COLUMNS
 
         images, classnames, templates = self.data.metric_images()
         saes = {f"{arch}/L{layer}": self.sae_dir(arch, hook) for arch in self.cfg.architectures
@@ -213,8 +218,8 @@ class DemoRun:
                 "figures": [str(p.relative_to(self.root)) for p in figures]}  # fmt: skip
 
     def step_steerability(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.steerability import steerability, steering_curves
-        from sae_clip_plugin.analysis.steerability_controls import random_vision_model
+        from sae_clip_plugin.analysis.steerability.controls import random_vision_model
+        from sae_clip_plugin.analysis.steerability.metric import steerability, steering_curves
         from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
         from sae_clip_plugin.viz.steering_figures import plot_steerability_scatter, plot_steering_curves
 
@@ -271,8 +276,8 @@ class DemoRun:
                 "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength}  # fmt: skip
 
     def step_disentangle(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.disentangle_cli import write_outputs
-        from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
+        from sae_clip_plugin.analysis.disentangle.evaluate import DisentangleConfig, run_disentangle
+        from sae_clip_plugin.viz.disentangle_report import write_disentangle_outputs
 
         names = self.data.task_names()
         if not names:
@@ -288,7 +293,7 @@ class DemoRun:
                 task = self.data.task(name)
                 results.append((run_disentangle(self.model, saes, task, dcfg, progress=True), task))
         command = f"sae-clip demo --out {self.cfg.out}" + (" --fast" if self.cfg.fast else "")
-        write_outputs(results, self.root / "disentangle", command)
+        write_disentangle_outputs(results, self.root / "disentangle", command)
         return {"architecture": arch, "tasks": [{"task": r.task, "kind": r.kind, "summary": r.summary,
                                                   "best": r.best} for r, _ in results]}  # fmt: skip
 
@@ -331,7 +336,7 @@ class DemoRun:
         return sections
 
     def step_dashboard(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.steerability import as_pixels
+        from sae_clip_plugin.analysis.steerability.metric import as_pixels
         from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
         from sae_clip_plugin.viz.metrics_figures import save_figure
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sae_clip_plugin.analysis.disentangle_text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
+from sae_clip_plugin.analysis.disentangle.text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.state import DemoState
 from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table

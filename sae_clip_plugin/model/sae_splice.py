@@ -138,6 +138,14 @@ def check_sae_metadata(sae: SAE[Any], cfg: HookedViTConfig, hook_name: str, chec
         )
 
 
+def check_saes_fit(model: Any, saes: dict[str, SAE[Any]], check_model: bool = True) -> None:
+    """Refuse SAEs (hook name -> SAE) made for another model or hook width, as HookedSAEViT.add_sae does."""
+    for hook, sae in saes.items():
+        if hook not in model.hook_dict:
+            raise ValueError(f"the SAE for {hook!r} names a hook this model does not have")
+        check_sae_metadata(sae, model.cfg, hook, check_model)
+
+
 def sae_token_selection(
     sae: SAE[Any], n_tokens: int, hook_name: str, tokens: TokenSpec
 ) -> str | Sequence[int]:

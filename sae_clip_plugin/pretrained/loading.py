@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,33 @@ def load_sae(spec: Any, device: str = "cpu") -> Any:
             f"{spec!r} holds {len(found)} SAEs ({', '.join(w for w, _ in found[:4])}...); name one SAE folder"
         )
     return found[0][1].eval()
+
+
+def load_saes_by_hook(specs: Sequence[Any], device: str = "cpu") -> dict[str, Any]:
+    """hook name -> SAE (eval mode) for every SAE the `specs` name (one SAE per hook, e.g. one per layer)."""
+    saes: dict[str, Any] = {}
+    for where, sae in (found for spec in specs for found in load_saes(spec, device)):
+        hook = sae.cfg.metadata.hook_name
+        if not hook:
+            raise ValueError(f"the SAE at {where} has no metadata.hook_name; cannot tell which hook it reads")
+        if hook in saes:
+            raise ValueError(f"two SAEs for {hook} ({where} and another); pass one SAE per hook")
+        saes[hook] = sae.eval()
+    if not saes:
+        raise ValueError(
+            "no SAEs given: pass --sae FOLDER (an SAE, or a folder of them) or --sae RELEASE:SAE_ID"
+        )
+    return saes
+
+
+def model_spec_from_saes(saes: Iterable[Any], default: str | None = None) -> str:
+    """The model spec the SAEs' metadata names (they must agree), else `default`; an error naming --model."""
+    specs = {sae.cfg.metadata.get("model_name") for sae in saes} - {None, ""}
+    if len(specs) == 1:
+        return specs.pop()
+    if default:
+        return default
+    raise ValueError(
+        f"cannot tell which model to load (the SAEs' metadata model_name: {sorted(specs) or 'none'}); "
+        "pass --model SPEC"
+    )

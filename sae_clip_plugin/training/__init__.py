@@ -30,7 +30,7 @@ _EXPORTS = {
     "TRAINING_ARCHITECTURES": "config",
     "TensorSource": "sources",
     "TorchDatasetSource": "sources",
-    "ToySource": "sources",
+    "RegisteredSource": "sources",
     "VisionSAERunnerConfig": "config",
     "VisionSAETrainingRunner": "runner",
     "evaluate_sae": "evaluate",

@@ -1,4 +1,4 @@
-"""Image sources for harvesting activations: folders, `datasets` datasets, torch datasets/tensors, the toy world.
+"""Image sources for harvesting activations: folders, `datasets` datasets, torch datasets/tensors, registered worlds.
 
 Every source is a torch Dataset of pixel tensors [3, S, S] (PIL images go through the model's
 preprocess) with a stable id per image, so a disk cache can record exactly which images it holds.
@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sae_clip_plugin import registry
 from sae_clip_plugin.data._io import list_images, open_rgb, to_rgb
 
 
@@ -200,13 +201,13 @@ class TorchDatasetSource(ImageSource):
         return item[0] if isinstance(item, (tuple, list)) else item
 
 
-class ToySource(TorchDatasetSource):
-    """The toy world's CLIP training stream (`sae_clip_plugin.toy.train_dataset`), rendered lazily."""
+class RegisteredSource(TorchDatasetSource):
+    """Images a world registered under a name (`sae_clip_plugin.registry`, kind "images"; e.g. "toy": the toy
+    CLIP's training stream), rendered lazily."""
 
-    def __init__(self, n_images: int = 10_000, seed: int = 0) -> None:
-        from sae_clip_plugin.toy import train_dataset  # imported late: the toy package is optional here
-
-        super().__init__(train_dataset(n_images, seed=seed), name=f"toy-seed{seed}")
+    def __init__(self, name: str, n_images: int = 10_000, seed: int = 0) -> None:
+        images = registry.lookup("images", name)(n_images, seed=seed)
+        super().__init__(images, name=f"{name}-seed{seed}")
         self.seed = seed
 
     def describe(self) -> dict[str, Any]:
@@ -245,7 +246,8 @@ def image_source(
 ) -> ImageSource:
     """Turn what a user names into an ImageSource.
 
-    `spec`: an ImageSource; "toy" (the toy world, `max_images` long, default 10000); "hf:<hub name>";
+    `spec`: an ImageSource; a registered image set such as "toy" (the toy world, `max_images` long, default
+    10000); "hf:<hub name>";
     a `save_to_disk` folder of a datasets Dataset/DatasetDict; a folder of image files; a
     `datasets.Dataset`; a tensor; or any torch Dataset of images. `max_images` keeps the first N.
     """
@@ -264,8 +266,8 @@ def _make_source(
         return TensorSource(spec)
     if isinstance(spec, (str, os.PathLike)):
         text = str(spec)
-        if text == "toy":
-            return ToySource(max_images or 10_000, seed=seed)
+        if registry.find("images", text) is not None:
+            return RegisteredSource(text, max_images or 10_000, seed=seed)
         if text.startswith("hf:"):
             return _hub_source(text[3:], split, image_column)
         path = Path(text)
@@ -283,7 +285,8 @@ def _make_source(
         if path.is_dir():
             return FolderSource(path)
         raise FileNotFoundError(
-            f"dataset {text!r} is neither 'toy', 'hf:<hub name>' nor an existing folder; "
+            f"dataset {text!r} is neither a registered image set ({', '.join(registry.names('images'))}), "
+            "'hf:<hub name>' nor an existing folder; "
             "pass a folder of images, a datasets save_to_disk folder or a hub name prefixed with 'hf:'"
         )
     try:

@@ -6,7 +6,7 @@ plot_feature(data.features[0])              # a matplotlib Figure (shown inline 
 write_dashboard(data, "dashboard.html")     # self-contained page, images embedded as base64 PNG
 """
 
-from sae_clip_plugin.viz.dashboard_data import (
+from sae_clip_plugin.analysis.dashboard import (
     DashboardData,
     FeatureData,
     TopImage,

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sae_clip_plugin.viz.dashboard_data import FeatureData
+from sae_clip_plugin.analysis.dashboard import FeatureData
 
 CMAP = "inferno"
 MAX_ALPHA = 0.6

@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from sae_clip_plugin.analysis.dashboard import DashboardData, FeatureData
 from sae_clip_plugin.atomic import atomic_write_text
-from sae_clip_plugin.viz.dashboard_data import DashboardData, FeatureData
 from sae_clip_plugin.viz.dashboard_figures import plot_activation_histogram, plot_steering_effect, tile_images
 
 STYLE = """

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from sae_clip_plugin.atomic import atomic_write_text
+from sae_clip_plugin.viz.metrics_figures import save_figure
 
 
 def _pyplot() -> Any:
@@ -55,3 +59,13 @@ def plot_steerability_scatter(
     ax.legend(fontsize=7)
     ax.figure.tight_layout()
     return ax.figure
+
+
+def save_steering_curves(curves: Any, out: Path, prefix: str, threshold: float) -> dict[str, Path]:
+    """<prefix>_curves.csv and <prefix>_curves.png (S against strength per feature) in `out`."""
+    csv = out / f"{prefix}_curves.csv"
+    atomic_write_text(csv, curves.to_csv(index=False))
+    png = out / f"{prefix}_curves.png"
+    fig = plot_steering_curves(curves, threshold)
+    save_figure(fig, png, dpi=120)
+    return {"curves": csv, "curves_figure": png}

@@ -205,9 +205,9 @@ def test_decompose_command_writes_a_consistent_table_and_figures(tmp_path) -> No
 def test_a_decoder_direction_read_out_directly_by_hand() -> None:
     from sae_lens import StandardSAE, StandardSAEConfig
 
+    from sae_clip_plugin.analysis.dashboard import decoder_readouts
     from sae_clip_plugin.analysis.decomposition.direct_effects import direction_readout
     from sae_clip_plugin.analysis.vocabulary import text_embeddings
-    from sae_clip_plugin.viz.dashboard_data import decoder_readouts
 
     model, _ = model_and_pixels("toy")
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 from scipy.stats import mannwhitneyu
 
-from sae_clip_plugin.analysis.disentangle_baselines import (
+from sae_clip_plugin.analysis.disentangle.baselines import (
     cls_text_attention,
     head_ablation_hooks,
     patch_mask_from_boxes,
@@ -16,21 +16,21 @@ from sae_clip_plugin.analysis.disentangle_baselines import (
     random_features,
     top_heads,
 )
-from sae_clip_plugin.analysis.disentangle_eval import (
+from sae_clip_plugin.analysis.disentangle.evaluate import (
     objective,
     split_metrics,
     typographic_success,
 )
-from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder, first_layer
-from sae_clip_plugin.analysis.disentangle_select import (
+from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder, first_layer
+from sae_clip_plugin.analysis.disentangle.select import (
     auroc,
     image_feature_acts,
     mean_difference,
     separation_scores,
     top_k,
 )
-from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, disjoint_split
-from sae_clip_plugin.analysis.steering import sae_feature_hook
+from sae_clip_plugin.analysis.disentangle.tasks import ImageSplit, disjoint_split
+from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook
 from sae_clip_plugin.model.hooked_vit import HookedViT
 from tests.model.clips import tiny_open_clip
 
@@ -282,9 +282,10 @@ def _synthetic_split(model: HookedViT, n_pairs: int, seed: int) -> ImageSplit:
 
 
 def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
-    from sae_clip_plugin.analysis.disentangle_cli import register_commands, summary_line, write_outputs
-    from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
-    from sae_clip_plugin.analysis.disentangle_tasks import SpuriousTask
+    from sae_clip_plugin.analysis.disentangle.evaluate import DisentangleConfig, run_disentangle
+    from sae_clip_plugin.analysis.disentangle.tasks import SpuriousTask
+    from sae_clip_plugin.cli.disentangle import register_commands
+    from sae_clip_plugin.viz.disentangle_report import summary_line, write_disentangle_outputs
 
     saes = [random_sae(model.cfg.d_model, hook=f"blocks.{L}.hook_resid_post", seed=L) for L in range(2)]
     cfg = DisentangleConfig(ks=(2, 4), n_random=2, n_heads=(1, 2), batch_size=16)
@@ -332,11 +333,10 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
 
     parser = argparse.ArgumentParser()
     register_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        ["disentangle", "--saes", "x", "--task", "toy-typographic", "--out", "o", "--k", "3"]
-    )
-    assert args.k == [3] and callable(args.func)
-    written = write_outputs([(result, task(1))], tmp_path, "sae-clip disentangle ...")
+    args = parser.parse_args(["disentangle", "--sae", "x", "--sae", "R:id", "--task", "toy-typographic", "--out", "o",
+                              "--k", "3"])  # fmt: skip
+    assert args.k == [3] and args.sae == ["x", "R:id"] and args.device == "auto" and callable(args.func)
+    written = write_disentangle_outputs([(result, task(1))], tmp_path, "sae-clip disentangle ...")
     assert {p.name for p in written} == {"disentangle.csv", "disentangle.md", "summary.json",
                                          "accuracy_by_layer_tiny-typo.png"}  # fmt: skip
     md = (tmp_path / "disentangle.md").read_text()
@@ -349,7 +349,7 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
 def test_steering_scores_by_hand(model, pixels) -> None:
     import torch.nn.functional as F
 
-    from sae_clip_plugin.analysis.disentangle_select import steering_scores
+    from sae_clip_plugin.analysis.disentangle.select import steering_scores
 
     sae = random_sae(model.cfg.d_model)
     gen = torch.Generator().manual_seed(5)
@@ -376,7 +376,7 @@ def test_steering_scores_by_hand(model, pixels) -> None:
 def test_task_from_a_generated_typographic_set(model) -> None:
     from PIL import Image
 
-    from sae_clip_plugin.analysis.disentangle_tasks import task_from_dataset
+    from sae_clip_plugin.analysis.disentangle.tasks import task_from_dataset
     from sae_clip_plugin.data import TypographicConfig, make_typographic_dataset
 
     gen = torch.Generator().manual_seed(0)
@@ -403,8 +403,8 @@ def test_task_from_a_generated_typographic_set(model) -> None:
 
 
 def test_token_selections_default_to_the_tokens_each_sae_was_trained_on(model) -> None:
-    from sae_clip_plugin.analysis.disentangle_eval import DisentangleConfig, run_disentangle
-    from sae_clip_plugin.analysis.disentangle_tasks import SpuriousTask
+    from sae_clip_plugin.analysis.disentangle.evaluate import DisentangleConfig, run_disentangle
+    from sae_clip_plugin.analysis.disentangle.tasks import SpuriousTask
 
     hook = "blocks.1.hook_resid_post"
     cls_sae = random_sae(model.cfg.d_model, hook=hook, seed=5)

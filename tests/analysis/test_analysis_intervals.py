@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sae_clip_plugin.analysis.disentangle_text import format_with_interval
+from sae_clip_plugin.analysis.disentangle.text import format_with_interval
 from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_interval
 
 

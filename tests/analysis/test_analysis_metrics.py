@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sae_clip_plugin.analysis.metrics import evaluate_sae, hook_mean, sae_token_positions
-from sae_clip_plugin.analysis.metrics_stats import (
+from sae_clip_plugin.analysis.metrics.evaluate import evaluate_sae, hook_mean, sae_token_positions
+from sae_clip_plugin.analysis.metrics.stats import (
     DownstreamStats,
     ReconstructionStats,
     SparsityStats,

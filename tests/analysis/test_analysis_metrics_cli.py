@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sae_clip_plugin.analysis.metrics import evaluate_sae, evaluate_saes, metrics_table, to_markdown
-from sae_clip_plugin.analysis.metrics_cli import load_results, register_commands
+from sae_clip_plugin.analysis.metrics.evaluate import evaluate_sae, evaluate_saes, metrics_table, to_markdown
+from sae_clip_plugin.cli.eval import register_commands
 from sae_clip_plugin.data import load_image_folder
 from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 from sae_clip_plugin.pretrained import save_sae
 from sae_clip_plugin.pretrained.loading import find_sae_folders
+from sae_clip_plugin.viz.metrics_report import load_metrics_results
 from sae_clip_plugin.viz.metrics_figures import (
     plot_density_histogram,
     plot_ev_vs_l0,
@@ -137,7 +138,7 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     _image_folder(tmp_path / "imgs")
     out = tmp_path / "eval"
     code = main(
-        ["eval", str(sae_dir), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch-size", "4"]
+        ["eval", "--sae", str(sae_dir), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch-size", "4"]
     )
     assert code == 0
     csv = pd.read_csv(out / "metrics.csv")
@@ -159,17 +160,20 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     for key in ("fvu_all", "l0_cls", "ce_spliced", "top1_clean", "kl_mean_abl", "ce_recovered_mean"):
         assert row[key] == pytest.approx(ref[key], rel=1e-6), key
     assert "| L0_half |" in capsys.readouterr().out
-    reloaded = load_results(out)
+    reloaded = load_metrics_results(out)
     np.testing.assert_allclose(reloaded["l0_patch_grid"][0], arrays["L0_half/l0_patch_grid"])
     (out / "figures" / "ev_vs_l0.png").unlink()
     assert main(["eval", "--replot", "--out", str(out)]) == 0
     assert (out / "figures" / "ev_vs_l0.png").read_bytes()[:8] == PNG
 
 
-def test_register_commands() -> None:
+def test_register_commands(capsys) -> None:
     parser = argparse.ArgumentParser()
     register_commands(parser.add_subparsers())
-    args = parser.parse_args(["eval", "x", "--toy", "--max-images", "8"])
-    assert args.toy and args.max_images == 8 and callable(args.func)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["eval", "x", "--toy", "--images", "y"])
+    args = parser.parse_args(["eval", "--sae", "x", "--images", "toy", "--max-images", "8"])
+    assert args.sae == ["x"] and args.images == "toy" and args.max_images == 8 and args.device == "auto"
+    assert callable(args.func) and capsys.readouterr().err == ""
+    # the spellings of the previous release still parse, and say what to use instead
+    old = parser.parse_args(["eval", "x", "--toy", "--max-images", "8"])
+    assert old.sae_positional == "x" and old.images == "toy"
+    assert "--toy is deprecated and will be removed in 0.3; use --images toy" in capsys.readouterr().err

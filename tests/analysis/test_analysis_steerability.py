@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from sae_lens import StandardSAE, StandardSAEConfig
 
 from sae_clip_plugin import HookedSAEViT, HookedViT
-from sae_clip_plugin.analysis.steerability import select_features, steerability, steering_curves
-from sae_clip_plugin.analysis.steerability_controls import random_vision_model
+from sae_clip_plugin.analysis.steerability.controls import random_vision_model
+from sae_clip_plugin.analysis.steerability.metric import select_features, steerability, steering_curves
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary
 from tests.model.clips import tiny_open_clip
 
@@ -211,14 +211,13 @@ def test_vocabulary_sources(tmp_path):
 
 
 def test_save_and_cli(model, pixels, tmp_path, monkeypatch, capsys):
-    from sae_clip_plugin.analysis import steering_cli
     from sae_clip_plugin.cli import main
     from sae_clip_plugin.pretrained import save_sae
 
     sae = make_sae("blocks.1.hook_resid_post")
     save_sae(sae, tmp_path / "sae")
     plain = HookedViT.from_open_clip(tiny_open_clip(layers=3), tokenizer=open_clip.get_tokenizer("ViT-B-32"))
-    monkeypatch.setattr(steering_cli, "load_model", lambda spec, device: plain)
+    monkeypatch.setattr(HookedViT, "from_pretrained", classmethod(lambda cls, spec, device: plain))
     images = tmp_path / "images"
     images.mkdir()
     from PIL import Image
@@ -304,8 +303,8 @@ def test_overflowing_strength_is_flagged_not_reported_as_a_concept(model, pixels
 
 def test_relative_strength_gives_the_papers_150_on_a_layer_normalised_vit_b_32_sae():
     """A layer-normalised SAE on ViT-B/32's 768-wide stream with unit decoder rows: r = 5.41 is s = 150."""
-    from sae_clip_plugin.analysis.steering_bases import make_basis
-    from sae_clip_plugin.analysis.steering_strength import PAPER_RELATIVE_STRENGTH, absolute_strengths
+    from sae_clip_plugin.analysis.steering.bases import make_basis
+    from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH, absolute_strengths
     from tests.model.clips import small_open_clip
 
     vit = HookedViT.from_open_clip(small_open_clip("ViT-B-32"))
@@ -321,8 +320,8 @@ def test_relative_strength_gives_the_papers_150_on_a_layer_normalised_vit_b_32_s
 
 
 def test_relative_strength_by_hand_for_neurons_and_sae_features(model, pixels):
-    from sae_clip_plugin.analysis.steering_bases import make_basis
-    from sae_clip_plugin.analysis.steering_strength import absolute_strengths
+    from sae_clip_plugin.analysis.steering.bases import make_basis
+    from sae_clip_plugin.analysis.steering.strength import absolute_strengths
 
     hook = "blocks.1.hook_resid_post"
     with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
 from sae_clip_plugin import HookedViT
-from sae_clip_plugin.analysis.steering import (
+from sae_clip_plugin.analysis.steering.interventions import (
     direction_hook,
     feature_means,
     neuron_hook,

@@ -46,7 +46,7 @@ def test_every_flag_has_help_and_docs_cli_md_is_current():
     from pathlib import Path
 
     from sae_clip_plugin.cli import build_parser
-    from sae_clip_plugin.cli_docs import cli_markdown
+    from sae_clip_plugin.cli.docs import cli_markdown
 
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     missing = [
@@ -58,5 +58,5 @@ def test_every_flag_has_help_and_docs_cli_md_is_current():
     assert missing == []
     docs = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
     assert docs.read_text(encoding="utf-8") == cli_markdown() + "\n", (
-        "regenerate: python -m sae_clip_plugin.cli_docs > docs/cli.md"
+        "regenerate: python -m sae_clip_plugin.cli.docs > docs/cli.md"
     )

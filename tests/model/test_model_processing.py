@@ -10,7 +10,7 @@ from sae_lens.saes.sae import SAEMetadata
 from transformer_lens.weight_processing import ProcessWeights
 
 from sae_clip_plugin import HookedSAEViT
-from sae_clip_plugin.analysis.steering import steer
+from sae_clip_plugin.analysis.steering.interventions import steer
 from sae_clip_plugin.model.weights import fold_value_biases
 from tests.model.clips import small_open_clip, tiny_open_clip
 

@@ -6,7 +6,7 @@ import argparse
 
 from PIL import Image
 
-from sae_clip_plugin.toy.cli import register_commands
+from sae_clip_plugin.cli.toy import register_commands
 
 
 def _run(argv: list[str]) -> int:

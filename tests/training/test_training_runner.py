@@ -10,13 +10,13 @@ import torch
 from sae_lens import SAE
 from safetensors.torch import load_file
 
+from sae_clip_plugin.cli.train import main as cli_main
 from sae_clip_plugin.training import (
     TRAINING_ARCHITECTURES,
     CacheMismatchError,
     VisionSAERunnerConfig,
     VisionSAETrainingRunner,
 )
-from sae_clip_plugin.training.cli import main as cli_main
 from tests.training.conftest import TINY_SPEC
 
 HOOK = "blocks.1.hook_resid_post"
@@ -208,7 +208,7 @@ def test_yaml_config_presets_and_cli(model, pixels, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["sae"] == {"k": 4} and printed["lr"] == 0.002 and printed["preset"] == "topk"
     out = tmp_path / "cli_out"
-    assert cli_main(["train", "--config", str(yaml_file), "--set", "sae.k=4", "--output-path", str(out)]) == 0
+    assert cli_main(["train", "--config", str(yaml_file), "--set", "sae.k=4", "--out", str(out)]) == 0
     assert SAE.load_from_disk(out).cfg.architecture() == "topk"
     assert "explained_variance=" in capsys.readouterr().out
     assert (

@@ -236,10 +236,10 @@ def test_sigterm_saves_a_checkpoint_and_the_cli_says_how_to_resume(tmp_path, mon
         return real_next(self)
 
     monkeypatch.setattr(ActivationProvider, "__next__", terminated_next)
-    argv = ["train", "--model-spec", "toy", "--dataset", "toy", "--max-images", "16", "--hook-name",
+    argv = ["train", "--model", "toy", "--images", "toy", "--max-images", "16", "--hook",
             "blocks.1.hook_resid_post", "--expansion-factor", "2", "--training-tokens", "4096",
             "--train-batch-size-tokens", "256", "--set", "lr_warm_up_steps=1", "--num-workers", "0",
-            "--output-path", str(tmp_path / "out"), "--checkpoint-path", str(tmp_path / "ckpt"), "--device", "cpu"]  # fmt: skip
+            "--out", str(tmp_path / "out"), "--checkpoint-path", str(tmp_path / "ckpt"), "--device", "cpu"]  # fmt: skip
     assert main(argv) == 143
     err = capsys.readouterr().err
     assert "interrupted (SIGTERM) after 768 training tokens; checkpoint saved at" in err

@@ -195,5 +195,5 @@ def test_hub_name_offline_names_the_workaround(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="save_to_disk"):
         image_source("hf:sae-clip-plugin/no-such-dataset")
-    with pytest.raises(FileNotFoundError, match="neither 'toy'"):
+    with pytest.raises(FileNotFoundError, match=r"neither a registered image set \(toy\)"):
         image_source("/no/such/folder")

@@ -21,7 +21,8 @@ from PIL import Image
 from sae_lens import StandardSAE, StandardSAEConfig
 
 from sae_clip_plugin import HookedSAEViT
-from sae_clip_plugin.analysis.steering import steer
+from sae_clip_plugin.analysis.dashboard import AUTO_STRENGTH
+from sae_clip_plugin.analysis.steering.interventions import steer
 from sae_clip_plugin.viz.dashboard import (
     collect_dashboard_data,
     dashboard_html,
@@ -32,7 +33,6 @@ from sae_clip_plugin.viz.dashboard import (
     plot_feature,
     write_dashboard,
 )
-from sae_clip_plugin.viz.dashboard_data import AUTO_STRENGTH
 from sae_clip_plugin.viz.dashboard_figures import MAX_ALPHA
 from tests.model.clips import tiny_open_clip
 

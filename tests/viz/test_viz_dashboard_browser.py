@@ -14,8 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from sae_clip_plugin.analysis.dashboard import DashboardData, FeatureData, TopImage
 from sae_clip_plugin.viz.dashboard import write_dashboard
-from sae_clip_plugin.viz.dashboard_data import DashboardData, FeatureData, TopImage
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
                  if p and os.path.exists(p)), None)  # fmt: skip

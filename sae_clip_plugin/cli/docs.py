@@ -1,6 +1,6 @@
 """docs/cli.md, generated from the `sae-clip` parser itself, so the table of commands and flags cannot drift.
 
-python -m sae_clip_plugin.cli_docs > docs/cli.md
+python -m sae_clip_plugin.cli.docs > docs/cli.md
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from sae_clip_plugin.cli import build_parser
+from sae_clip_plugin.cli.options import REMOVED_IN, DeprecatedAlias
 
 
 def _flags(action: argparse.Action) -> str:
@@ -30,10 +31,11 @@ def cli_markdown() -> str:
     lines = [
         "# `sae-clip` commands and flags",
         "",
-        "Generated from the parser (`python -m sae_clip_plugin.cli_docs > docs/cli.md`); `sae-clip COMMAND --help`",
+        "Generated from the parser (`python -m sae_clip_plugin.cli.docs > docs/cli.md`); `sae-clip COMMAND --help`",
         "says the same. `sae-clip --debug COMMAND ...` shows Python tracebacks; errors exit 2 (bad input) or 1.",
         "",
     ]
+    deprecated: list[list[str]] = []
     for name, sub in commands.choices.items():
         lines += [
             f"## `sae-clip {name}`",
@@ -44,11 +46,25 @@ def cli_markdown() -> str:
             "|---|---|---|",
         ]
         for action in sub._actions:
-            if isinstance(action, argparse._HelpAction):
+            if isinstance(action, DeprecatedAlias):
+                deprecated.append([f"`sae-clip {name}`", _flags(action), f"`{action.new}`"])
+                continue
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
             meaning = (action.help or "").replace("%(default)s", str(action.default)).replace("|", "\\|")
             lines.append(f"| {_flags(action)} | {_default(action)} | {meaning} |")
         lines.append("")
+    lines += [
+        "## Older spellings",
+        "",
+        f"Accepted until {REMOVED_IN}, with a line on stderr naming the flag to use instead.",
+        "",
+        "| command | old flag | use |",
+        "|---|---|---|",
+        *[f"| {' | '.join(row)} |" for row in deprecated],
+        "| `sae-clip eval` | positional SAE folder | `--sae FOLDER` |",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -182,7 +182,7 @@ def _pair_ids(dataset: Any) -> torch.Tensor | None:
 
 
 def _twin_text_patches(split: ImageSplit, patch_size: int, threshold: float) -> torch.Tensor | None:
-    from sae_clip_plugin.analysis.disentangle_baselines import patch_mask_from_twins
+    from sae_clip_plugin.analysis.disentangle.baselines import patch_mask_from_twins
 
     twins = split.twins()
     if twins is None:
@@ -238,96 +238,51 @@ def task_from_dataset(
     )  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------------------
-# the toy world
+BUILT_IN_TASKS = ("celeba", "waterbirds", "typo-folder", "typo-generate")
 
 
-TOY_TASKS = ("toy-typographic", "toy-background", "toy-colour")
-
-
-def _toy_pixels(model: Any, dataset: Any) -> torch.Tensor:
-    from sae_clip_plugin.toy.world import render
-
-    return torch.stack([model.preprocess(render(s)) for s in dataset.samples])
-
-
-def _toy_word_boxes(dataset: Any, model_size: int) -> list[tuple[float, float, float, float] | None]:
-    from sae_clip_plugin.toy.world import IMAGE_SIZE, word_box
-
-    scale = model_size / IMAGE_SIZE
-    boxes: list[tuple[float, float, float, float] | None] = []
-    for s in dataset.samples:
-        if s.word is None:
-            boxes.append(None)
-            continue
-        w, h = word_box(s.word, s.word_size)
-        boxes.append((s.word_x * scale, s.word_y * scale, (s.word_x + w) * scale, (s.word_y + h) * scale))
-    return boxes
-
-
-def _toy_split(model: Any, dataset: Any, kind: str, spurious_by: str) -> ImageSplit:
-    from sae_clip_plugin.analysis.disentangle_baselines import patch_mask_from_boxes
-
-    pixels = _toy_pixels(model, dataset)
-    meta = dataset.labels
-    labels = torch.tensor([m["label"] for m in meta])
-    if kind == "typographic":
-        groups = torch.tensor([int(m["variant"] == "attacked") for m in meta])
-        words = torch.tensor([m["word_label"] for m in meta])
-        spurious = groups.clone() if spurious_by == "attack" else words
-        boxes = _toy_word_boxes(dataset, model.cfg.image_size)
-        text = patch_mask_from_boxes(boxes, model.cfg.image_size, model.cfg.patch_size)
-        return ImageSplit(pixels, labels, groups, spurious, torch.tensor([m["pair_id"] for m in meta]), text)
-    groups = torch.tensor([m["group_id"] for m in meta])
-    return ImageSplit(pixels, labels, groups, torch.tensor([m["spurious_label"] for m in meta]))
-
-
-def toy_task(
+def build_task(
     model: Any,
-    task: str,
+    spec: str,
     *,
-    n_select: int = 300,
-    n_eval: int = 300,
+    n_select: int | None = None,
+    n_eval: int | None = None,
     seed: int = 0,
     spurious_by: str = "word",
-    placement: str = "beside",
+    batch_size: int = 128,
+    **options: Any,
 ) -> SpuriousTask:
-    """A toy-world task with disjoint splits drawn from different seeds.
+    """A SpuriousTask from a name: a task a world registered (e.g. "toy-typographic"; `options` such as
+    `placement` go to it), or NAME=PATH for the built-in data sets: celeba=ROOT (select on train, evaluate on
+    val, both group-balanced), waterbirds=ROOT (select on val, evaluate on test), typo-folder=DIR (RTA-100 /
+    PAINT naming, split in halves), typo-generate=IMAGE_FOLDER (wrong class names written on a
+    class-per-subfolder image set, clean twins kept, split in halves)."""
+    from sae_clip_plugin import registry
 
-    `n_select` / `n_eval`: clean/attacked pairs (typographic) or images per group (spurious sets).
-    `placement`: where the typographic attack writes its word (see `toy.typographic_set`).
-    Seeds are chosen away from the toy CLIP's own evaluation seeds (1234..1236).
-    """
-    from sae_clip_plugin.toy import (
-        background_spurious_set,
-        colour_spurious_set,
-        toy_templates,
-        typographic_set,
-    )
+    name, _, root = spec.partition("=")
+    registered = registry.find("task", name) if not root else None
+    if registered is not None:
+        return registered(model, n_select=n_select or 300, n_eval=n_eval or 300, seed=seed,
+                          spurious_by=spurious_by, **options)  # fmt: skip
+    known = f"{registry.names('task')} or NAME=PATH with NAME in {BUILT_IN_TASKS}"
+    if not root or name not in BUILT_IN_TASKS:
+        raise ValueError(f"unknown task {spec!r}; use one of {known}")
+    common = {"spurious_by": spurious_by, "batch_size": batch_size}
+    if name in ("celeba", "waterbirds"):
+        from sae_clip_plugin import data
 
-    if task not in TOY_TASKS:
-        raise ValueError(f"unknown toy task {task!r}; choose one of {TOY_TASKS}")
-    if spurious_by not in SPURIOUS_BY:
-        raise ValueError(f"spurious_by must be one of {SPURIOUS_BY}, got {spurious_by!r}")
-    base = 5000 + 10 * seed
-    if task == "toy-typographic":
-        sets = [
-            typographic_set(n, seed=base + i, placement=placement) for i, n in enumerate((n_select, n_eval))
-        ]
-        kind, group_names = "typographic", ["clean", "attacked"]
-        reference = 0 if spurious_by == "attack" else -1
-        prompts = [f"the word {c}." for c in sets[0].classnames]
+        load = data.load_celeba if name == "celeba" else data.load_waterbirds
+        splits = ("train", "val") if name == "celeba" else ("val", "test")
+        sel = load(root, splits[0], balanced=True, n_per_group=n_select, seed=seed)
+        ev = load(root, splits[1], balanced=True, n_per_group=n_eval, seed=seed)
+        return task_from_datasets(model, sel, ev, kind="groups", name=name, **common)
+    if name == "typo-folder":
+        from sae_clip_plugin.data import load_typographic_folder
+
+        ds = load_typographic_folder(root)
     else:
-        make = background_spurious_set if task == "toy-background" else colour_spurious_set
-        sets = [make(n, seed=base + i) for i, n in enumerate((n_select, n_eval))]
-        kind, reference = "groups", None
-        names: dict[int, str] = {m["group_id"]: m["group"] for m in sets[1].labels}
-        group_names = [names[g] for g in sorted(names)]
-        values = sorted({m["group"].split("/")[1] for m in sets[1].labels})
-        prompts = [f"a photo of {v}." if task == "toy-background" else f"something {v}." for v in values]
-    splits = [_toy_split(model, ds, kind, spurious_by) for ds in sets]
-    return SpuriousTask(
-        name=task, kind=kind, classnames=list(sets[1].classnames), templates=toy_templates(),
-        group_names=group_names, select=splits[0], evaluate=splits[1], reference=reference,
-        spurious_prompts=prompts, info={"seeds": [base, base + 1], "n_select": n_select, "n_eval": n_eval},
-    )  # fmt: skip
+        from sae_clip_plugin.data import TypographicConfig, load_image_folder, make_typographic_dataset
+
+        config = TypographicConfig(size=model.cfg.image_size, seed=seed)
+        ds = make_typographic_dataset(load_image_folder(root), config)
+    return task_from_dataset(model, ds, kind="typographic", seed=seed, name=name, **common)

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sae_clip_plugin.analysis.steerability_suffix import finish_forward
-from sae_clip_plugin.analysis.steering import apply_mode, check_mode, token_mask
-from sae_clip_plugin.analysis.steering_bases import Basis, SAEBasis
+from sae_clip_plugin.analysis.steerability.suffix import finish_forward
+from sae_clip_plugin.analysis.steering.bases import Basis, SAEBasis
+from sae_clip_plugin.analysis.steering.interventions import apply_mode, check_mode, token_mask
 from sae_clip_plugin.analysis.vocabulary import readout_probabilities
 from sae_clip_plugin.model.hooks import BLOCK_HOOK
 

@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from sae_lens import SAE
 
-from sae_clip_plugin.analysis.steerability_engine import fast_mean_shift, naive_mean_shift
-from sae_clip_plugin.analysis.steering_bases import Basis, make_basis
-from sae_clip_plugin.analysis.steering_strength import (
+from sae_clip_plugin.analysis.steerability.engine import fast_mean_shift, naive_mean_shift
+from sae_clip_plugin.analysis.steering.bases import Basis, make_basis
+from sae_clip_plugin.analysis.steering.strength import (
     PAPER_RELATIVE_STRENGTH,
     PAPER_STRENGTH,
     absolute_strengths,

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from sae_clip_plugin.cli.options import add_device, add_images, add_model, add_out, resolve_device
+
 EPILOG = """examples:
   sae-clip demo --out out/demo                      # the bundled toy CLIP and world, offline (< 10 min on 2 cores)
   sae-clip demo --out out/demo-fast --fast          # tiny budgets: the same pipeline in about a minute
@@ -22,16 +24,14 @@ def register_commands(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="output folder (created; a re-run resumes it)")
-    p.add_argument("--model", default="toy", help="model spec (default: toy, the bundled toy CLIP)")
-    p.add_argument("--images", default=None,
-                   help="image folder (class subfolders give zero-shot labels and a typographic task); "
-                        "default: the toy world")  # fmt: skip
+    add_out(p, help_text="output folder (created; a re-run resumes it)")
+    add_model(p, default="toy")
+    add_images(p, "the toy world; a folder's class subfolders give zero-shot labels and a typographic task")
     p.add_argument("--fast", action="store_true", help="tiny budgets (smoke test)")
     p.add_argument(
         "--layers", type=int, nargs="+", default=None, help="blocks to train SAEs on (default: 3 spread)"
     )
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default %(default)s)")
     p.add_argument(
         "--force", action="store_true", help="delete this demo's previous outputs in --out and start over"
@@ -44,11 +44,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from sae_clip_plugin.demo.pipeline import run_demo
     from sae_clip_plugin.demo.state import SettingsMismatchError
 
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     try:
         cfg = DemoConfig.make(args.out, fast=args.fast, model_spec=args.model, images=args.images,
                               layers=tuple(args.layers) if args.layers else None, device=device, seed=args.seed)  # fmt: skip

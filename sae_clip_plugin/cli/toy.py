@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from .recipe import DEFAULTS
+from sae_clip_plugin.toy.recipe import DEFAULTS
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import train_toy_clip
+    from sae_clip_plugin.toy.train import train_toy_clip
 
     result = train_toy_clip(
         args.out,
@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .grid import sample_grid
+    from sae_clip_plugin.toy.grid import sample_grid
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,8 +39,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_toy_clip, format_report
-    from .model import load_toy_clip
+    from sae_clip_plugin.toy.evaluate import evaluate_toy_clip, format_report
+    from sae_clip_plugin.toy.model import load_toy_clip
 
     model, preprocess, tokenizer = load_toy_clip(weights=args.weights)
     result = evaluate_toy_clip(

@@ -107,7 +107,7 @@ def display_images(pixels: torch.Tensor, preprocess_cfg: dict[str, Any] | None) 
 
 
 def _pixels(model: Any, images: Any) -> torch.Tensor:
-    from sae_clip_plugin.analysis.steerability import as_pixels
+    from sae_clip_plugin.analysis.steerability.metric import as_pixels
 
     return as_pixels(model, images)
 
@@ -120,7 +120,7 @@ def feature_activations(
 
     Tokens outside the SAE's token selection are NaN (the SAE never reads them).
     """
-    from sae_clip_plugin.analysis.metrics import sae_token_positions
+    from sae_clip_plugin.analysis.metrics.evaluate import sae_token_positions
 
     hook = sae.cfg.metadata.hook_name
     if not hook:
@@ -158,8 +158,8 @@ def steering_effect(
     `strength`: one value for all features, one per feature (features sharing a value run together), or
     "relative": the model-relative default of the steerability metric (`analysis.steering_strength`).
     """
-    from sae_clip_plugin.analysis.steerability import steerability
-    from sae_clip_plugin.analysis.steering_strength import PAPER_RELATIVE_STRENGTH
+    from sae_clip_plugin.analysis.steerability.metric import steerability
+    from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH
 
     features = [int(f) for f in features]
     if strength == "relative":
@@ -287,7 +287,7 @@ def collect_dashboard_data(
         "relative": the steerability metric's model-relative default (`analysis.steering_strength`).
     labels: one free-text note per feature (e.g. "most steerable").
     """
-    from sae_clip_plugin.analysis.metrics import sae_token_positions
+    from sae_clip_plugin.analysis.metrics.evaluate import sae_token_positions
 
     features = [int(f) for f in features]
     if not features:

@@ -1,9 +1,11 @@
 """`sae-clip train`: train vision SAEs from a YAML/JSON config, with flags for the common fields.
 
-    sae-clip train --config cfg.yaml --hook-name blocks.6.hook_resid_post --training-tokens 1000000
-    sae-clip train --preset topk --dataset /data/imagenet/train --hook-name blocks.5.hook_resid_post --set sae.k=32
+    sae-clip train --config cfg.yaml --hook blocks.6.hook_resid_post --training-tokens 1000000
+    sae-clip train --preset topk --images /data/imagenet/train --hook blocks.5.hook_resid_post --set sae.k=32
 
-`register_commands` adds the subcommand to the top-level `sae-clip` parser (sae_clip_plugin/cli.py).
+The flags shared with the other commands (--model, --hook, --images, --out, --device) set the config's
+model_spec, hook_name, dataset, output_path and device; the older spellings (--model-spec, --hook-name,
+--dataset, --output-path) still work for one release.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import argparse
 import sys
 from typing import Any
 
+from sae_clip_plugin.cli.options import add_deprecated
+
 # flag -> (config field, type); None type = boolean switch
 _FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--model-spec": ("model_spec", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
+    "--model": ("model_spec", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
     "--token-selection": ("token_selection", str, "all | cls | patches"),
-    "--dataset": ("dataset", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
+    "--images": ("dataset", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
     "--max-images": ("max_images", int, "keep the first N images"),
     "--architecture": (
         "architecture",
@@ -34,12 +38,12 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--train-batch-size-tokens": ("train_batch_size_tokens", int, "tokens per training batch"),
     "--lr": ("lr", float, "learning rate"),
     "--lr-warm-up-steps": ("lr_warm_up_steps", int, "linear warm-up steps"),
-    "--device": ("device", str, "cpu | cuda | auto"),
+    "--device": ("device", str, "auto (cuda when available) | cpu | cuda"),
     "--harvest-batch-size": ("harvest_batch_size", int, "images per ViT forward"),
     "--num-workers": ("num_workers", int, "image decoding processes"),
     "--cache-path": ("cache_path", str, "activation cache folder (built or resumed first)"),
     "--cache-dtype": ("cache_dtype", str, "float32 | float16 | bfloat16"),
-    "--output-path": ("output_path", str, "where the SAE folder(s) go"),
+    "--out": ("output_path", str, "where the SAE folder(s) go"),
     "--checkpoint-path": ("checkpoint_path", str, "where checkpoints and eval_log.json go"),
     "--n-checkpoints": ("n_checkpoints", int, "evenly spaced checkpoints"),
     "--checkpoint-every-tokens": ("checkpoint_every_tokens", int, "a checkpoint every N tokens"),
@@ -48,6 +52,14 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--seed": ("seed", int, "random seed"),
     "--log-to-wandb": ("log_to_wandb", None, "log through sae_lens' wandb logger"),
     "--overwrite-output": ("overwrite_output", None, "replace an existing output folder"),
+}
+
+
+DEPRECATED_FLAGS = {
+    "--model-spec": "--model",
+    "--hook-name": "--hook",
+    "--dataset": "--images",
+    "--output-path": "--out",
 }
 
 
@@ -76,8 +88,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and not (kind is None and value is False):
             overrides[field] = value
-    if args.hook_name:
-        hooks = [h for item in args.hook_name for h in item.split(",") if h]
+    if args.hook:
+        hooks = [h for item in args.hook for h in item.split(",") if h]
         overrides["hook_name"] = hooks[0] if len(hooks) == 1 else hooks
     if args.preset:
         overrides["preset"] = args.preset
@@ -128,8 +140,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--config", help="YAML or JSON file of VisionSAERunnerConfig fields")
     parser.add_argument("--preset", choices=["vanilla", "topk"], help="start from a preset recipe")
     parser.add_argument(
-        "--hook-name", action="append", help="hook to train on; repeat or comma-separate for several"
+        "--hook", action="append", help="hook to train on; repeat or comma-separate for several"
     )
+    for old, new in DEPRECATED_FLAGS.items():
+        add_deprecated(parser, old, new, dest=new[2:], append=new == "--hook")
     for flag, (_, kind, help_text) in _FLAGS.items():
         if kind is None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)

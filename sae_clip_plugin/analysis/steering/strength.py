@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from sae_clip_plugin.analysis.steering import token_mask
-from sae_clip_plugin.analysis.steering_bases import Basis, SAEBasis
+from sae_clip_plugin.analysis.steering.bases import Basis, SAEBasis
+from sae_clip_plugin.analysis.steering.interventions import token_mask
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import stop_layer
 

@@ -18,82 +18,37 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
-
-
-def text_bank(spec: str) -> list[str]:
-    """TextSpan texts: a vocabulary spec (see `analysis.vocabulary.load_vocabulary`), or "toy": the toy
-    world's concepts as things and as written words (so TextSpan can tell "a circle" from "the word circle")."""
-    from sae_clip_plugin.analysis.vocabulary import load_vocabulary
-
-    if spec != "toy":
-        return load_vocabulary(spec)
-    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES
-
-    as_thing = {"a {}": SHAPES, "something {}": COLOURS, "a photo of {}": BACKGROUNDS}
-    return [
-        text
-        for form, words in as_thing.items()
-        for word in words
-        for text in (form.format(word), f"the word {word}")
-    ]
-
-
-def heads_markdown(rows: list[dict[str, Any]], command: str, typographic: bool) -> str:
-    from sae_clip_plugin.viz.report import markdown_table
-
-    cols = ["layer", "head", "direct_effect", "variance_share"] + (
-        ["typographic_effect"] if typographic else []
-    )
-    cols.append("textspan")
-    order = sorted(rows, key=lambda r: -abs(r["typographic_effect" if typographic else "direct_effect"]))
-    lines = [
-        "# Direct effects of attention heads on the image embedding",
-        "",
-        "The image embedding is the exact sum of each head's, neuron's and bias's direct contribution through "
-        "ln_post (its scale frozen) and the projection (Gandelsman, Efros & Steinhardt, ICLR 2024). Per head, "
-        "over the images: `direct_effect` = mean contribution to the correct class's zero-shot logit minus its "
-        "mean over all classes (logit units); `variance_share` = variance of the head's contribution over images "
-        "/ variance of the embedding; "
-        + (
-            "`typographic_effect` = how much more the head favours the written class over the true one on the "
-            "attacked image than on its clean twin (logit units, mean over pairs); "
-            if typographic
-            else ""
-        )
-        + "`textspan` = the texts whose directions explain most of the head's output variance (TextSpan, "
-        "their Alg. 1), with the fraction each explains. Rows sorted by the absolute "
-        + ("typographic effect." if typographic else "direct effect."),
-        "",
-        markdown_table(cols, [[row[c] for c in cols] for row in order]),
-    ]
-    lines += ["", f"Command: `{command}`", ""]
-    return "\n".join(lines)
+from sae_clip_plugin.cli.options import add_device, add_model, add_out, resolve_device
 
 
 def run_decompose_command(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
+    from sae_clip_plugin.analysis.dashboard import display_images
     from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_attribution
     from sae_clip_plugin.analysis.decomposition.heads import head_report, head_totals_and_logits
+    from sae_clip_plugin.analysis.decomposition.textspan import text_bank
     from sae_clip_plugin.analysis.decomposition.typographic import (
         effects_from_margins,
         margins_from_head_logits,
     )
-    from sae_clip_plugin.analysis.disentangle_cli import build_task
-    from sae_clip_plugin.analysis.vocabulary import text_embeddings
+    from sae_clip_plugin.analysis.disentangle.tasks import build_task
+    from sae_clip_plugin.analysis.vocabulary import default_vocabulary, text_embeddings
     from sae_clip_plugin.model.hooked_vit import HookedViT
-    from sae_clip_plugin.viz.dashboard_data import display_images
     from sae_clip_plugin.viz.decomposition_figures import plot_head_heatmap, plot_token_maps
+    from sae_clip_plugin.viz.decomposition_report import heads_markdown
 
     torch.manual_seed(args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model = HookedViT.from_pretrained(args.model, device=device).eval()
-    args.n_select, args.n_eval, args.spurious_by = args.n_images, args.n_images, "word"
-    task = build_task(model, args.task, args)
+    options = {"placement": args.word_placement} if args.word_placement else {}
+    task = build_task(
+        model, args.task, n_select=args.n_images, n_eval=args.n_images, seed=args.seed, **options
+    )
     split = task.select
     weights = model.zero_shot_weights(task.classnames, task.templates)
-    texts = text_bank(args.texts or ("toy" if args.task.startswith("toy-") else "imagenet"))
+    texts = text_bank(args.texts or default_vocabulary(args.model))
     bank = text_embeddings(model, texts)
     twins = split.twins() if task.kind == "typographic" else None
     print(
@@ -165,18 +120,18 @@ def register_commands(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="toy", help="model spec (default %(default)s)")
+    add_model(p, default="toy")
     p.add_argument("--task", default="toy-typographic",
                    help="image set, as in `sae-clip disentangle --task` (default %(default)s)")  # fmt: skip
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--texts", help="TextSpan texts: toy | imagenet | a word-per-line file (default: toy for toy "
-                                    "tasks, else imagenet)")  # fmt: skip
+    add_out(p)
+    p.add_argument("--texts", help="TextSpan texts: a registered text bank (toy) | imagenet | a word-per-line file "
+                                    "(default: the model's registered text bank, else imagenet)")  # fmt: skip
     p.add_argument("--n-texts", type=int, default=3, help="TextSpan texts per head (default %(default)s)")
     p.add_argument("--n-images", type=int, default=None,
                    help="toy pairs / images per group of the task's selection split (default: the task's)")  # fmt: skip
-    p.add_argument("--word-placement", default="beside", choices=["beside", "anywhere"],
-                   help="toy-typographic: where the word is written (default %(default)s)")  # fmt: skip
+    p.add_argument("--word-placement", default=None, choices=["beside", "anywhere"],
+                   help="toy-typographic: where the word is written (default: beside)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the image sets (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (default %(default)s)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device(p)
     p.set_defaults(func=run_decompose_command)

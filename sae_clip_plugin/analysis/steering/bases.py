@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 
-from sae_clip_plugin.analysis.steering import (
+from sae_clip_plugin.analysis.steering.interventions import (
     HookFn,
     direction_hook,
     neuron_hook,

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from sae_lens import SAE
 
-from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder
-from sae_clip_plugin.analysis.steering import sae_hook_name
+from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
+from sae_clip_plugin.analysis.steering.interventions import sae_hook_name
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.sae_splice import token_positions
@@ -192,7 +192,7 @@ def steering_scores(
     mean rise of the probability mass on the spurious prompts. `values`: one clamp value per
     candidate, or one for all (e.g. a feature's largest activation on the selection images).
     """
-    from sae_clip_plugin.analysis.steering import sae_feature_hook
+    from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook
 
     candidates = [int(c) for c in candidates]
     if isinstance(values, (int, float)):

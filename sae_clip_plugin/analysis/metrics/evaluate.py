@@ -1,6 +1,6 @@
 """What a vision researcher reads off an SAE: reconstruction, sparsity by token type, downstream zero-shot.
 
-    from sae_clip_plugin.analysis.metrics import evaluate_sae, evaluate_saes
+    from sae_clip_plugin.analysis.metrics.evaluate import evaluate_sae, evaluate_saes
     row = evaluate_sae(model, sae, images, classnames=names, templates=["a photo of a {}."])
     df = evaluate_saes(model, {"L3": sae3, "L5": "out/saes/L5"}, images, classnames=names)
 
@@ -26,7 +26,7 @@ import torch
 from sae_lens import SAE
 from torch.utils.data import DataLoader
 
-from sae_clip_plugin.analysis.metrics_stats import (
+from sae_clip_plugin.analysis.metrics.stats import (
     GROUPS,
     DownstreamStats,
     ReconstructionStats,

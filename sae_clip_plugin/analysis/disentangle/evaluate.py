@@ -24,13 +24,13 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.analysis.decomposition.typographic import typographic_head_effects
-from sae_clip_plugin.analysis.disentangle_baselines import (
+from sae_clip_plugin.analysis.disentangle.baselines import (
     head_ablation_hooks,
     random_features,
     top_heads,
 )
-from sae_clip_plugin.analysis.disentangle_forward import ImageForwarder
-from sae_clip_plugin.analysis.disentangle_select import (
+from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
+from sae_clip_plugin.analysis.disentangle.select import (
     METHODS,
     POOLS,
     image_feature_acts,
@@ -38,9 +38,9 @@ from sae_clip_plugin.analysis.disentangle_select import (
     steering_scores,
     top_k,
 )
-from sae_clip_plugin.analysis.disentangle_tasks import ImageSplit, SpuriousTask
+from sae_clip_plugin.analysis.disentangle.tasks import ImageSplit, SpuriousTask
 from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_interval
-from sae_clip_plugin.analysis.steering import sae_feature_hook, sae_hook_name
+from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
 from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, sae_token_selection

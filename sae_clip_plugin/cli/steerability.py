@@ -17,6 +17,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.cli.options import (
+    add_deprecated,
+    add_device,
+    add_hook,
+    add_images,
+    add_model,
+    add_out,
+    add_sae,
+    resolve_device,
+)
+
 
 def register_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -26,23 +37,24 @@ def register_commands(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_argument_group("what to steer")
-    what.add_argument("--model", help="model spec (default: the SAE's metadata model_name)")
-    what.add_argument(
-        "--sae", help="SAE folder (sae_lens format), a Prisma .pt file/folder, or a sae_lens release"
-    )
-    what.add_argument("--sae-id", help="SAE id within the release given by --sae")
+    add_model(what, help_default="the SAE's metadata model_name")
+    add_sae(what, several=False)
+    add_deprecated(what, "--sae-id", "--sae RELEASE:SAE_ID", dest="sae_id")
     what.add_argument("--neurons", action="store_true", help="steer the neurons at --hook instead (baseline)")
-    what.add_argument("--hook", help="hook name (neurons; overrides the SAE's hook)")
+    add_hook(what, "hook name (neurons; overrides the SAE's hook)")
     what.add_argument(
         "--random-model", action="store_true", help="randomly re-initialise the image tower (control)"
     )
     what.add_argument("--random-seed", type=int, default=0, help="seed of the random image tower")
     data = p.add_argument_group("images and readout")
-    data.add_argument("--images", default=None, help="image source: folder, hf:<name>, datasets folder, toy")
+    add_images(data, "the model's own registered images, e.g. toy for the toy CLIP")
     data.add_argument("--split", default="validation", help="split of a hub / datasets source")
     data.add_argument("--n-images", type=int, default=192, help="images to average over (paper: 192)")
     data.add_argument(
-        "--vocabulary", default=None, help="imagenet | toy | toy,imagenet | word-per-line file | JSON list"
+        "--vocabulary",
+        default=None,
+        help="imagenet | a registered name (toy) | toy,imagenet | word-per-line file | JSON list (default: the "
+        "model's registered vocabulary, else imagenet)",
     )
     data.add_argument(
         "--readout-scale", type=float, default=100.0, help="softmax scale of the readout (paper: 100)"
@@ -88,9 +100,9 @@ def register_commands(subparsers: Any) -> None:
     )
     run.add_argument("--batch-size", type=int, default=256, help="rows (features x images) per forward")
     run.add_argument("--seed", type=int, default=0, help="feature sampling seed")
-    run.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    add_device(run)
     out = p.add_argument_group("output")
-    out.add_argument("--out", required=True, help="output folder")
+    add_out(out)
     out.add_argument("--json", action="store_true", help="print the summary as JSON instead of one line")
     out.add_argument(
         "--prefix", default="steerability", help="file name prefix of the outputs (default %(default)s)"
@@ -119,18 +131,16 @@ def load_sae(args: argparse.Namespace) -> Any:
     return resolve(f"{args.sae}:{args.sae_id}" if args.sae_id else args.sae, device=args.device)
 
 
-def load_model(spec: str, device: str) -> Any:
-    from sae_clip_plugin import HookedViT
-
-    return HookedViT.from_pretrained(spec, device=device)
-
-
 def load_images(args: argparse.Namespace, model: Any) -> Any:
+    from sae_clip_plugin import registry
     from sae_clip_plugin.training.sources import image_source
 
-    spec = args.images or ("toy" if model.cfg.model_spec == "toy" else None)
+    own = model.cfg.model_spec if registry.find("images", model.cfg.model_spec or "") else None
+    spec = args.images or own
     if spec is None:
-        raise SystemExit("--images is required (an image folder, hf:<name>, a datasets folder, or toy)")
+        raise SystemExit(
+            "--images is required (an image folder, hf:<name>, a datasets folder, or a registered name)"
+        )
     source = image_source(spec, split=args.split, max_images=args.n_images, seed=args.seed + 1)
     source.with_transform(model.preprocess)
     return source
@@ -139,10 +149,18 @@ def load_images(args: argparse.Namespace, model: Any) -> Any:
 def run_steerability(args: argparse.Namespace) -> int:
     import torch
 
-    from sae_clip_plugin.analysis.steerability import as_pixels, steerability, steering_curves, strength_text
-    from sae_clip_plugin.analysis.steerability_controls import random_vision_model
-    from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+    from sae_clip_plugin.analysis.steerability.controls import random_vision_model
+    from sae_clip_plugin.analysis.steerability.metric import (
+        as_pixels,
+        steerability,
+        steering_curves,
+        strength_text,
+    )
+    from sae_clip_plugin.analysis.vocabulary import default_vocabulary, load_vocabulary, text_embeddings
+    from sae_clip_plugin.model.hooked_vit import HookedViT
+    from sae_clip_plugin.viz.steering_figures import save_steering_curves
 
+    args.device = resolve_device(args.device)
     if not args.sae and not args.neurons:
         raise SystemExit("pass --sae PATH (SAE features) or --neurons --hook NAME (neuron baseline)")
     sae = None if args.neurons else load_sae(args)
@@ -151,11 +169,11 @@ def run_steerability(args: argparse.Namespace) -> int:
         raise SystemExit("--model is required (the SAE's metadata names no model_name)")
     if spec.startswith("random:"):  # an SAE trained on random_vision_model(<spec>, seed=--random-seed)
         spec, args.random_model = spec.removeprefix("random:"), True
-    model = load_model(spec, args.device)
+    model = HookedViT.from_pretrained(spec, device=args.device)
     hook = args.hook or (sae.cfg.metadata.hook_name if sae is not None else None)
     if hook is None:
         raise SystemExit("--neurons needs --hook (e.g. blocks.6.hook_resid_post)")
-    vocabulary = load_vocabulary(args.vocabulary or ("toy" if spec == "toy" else None))
+    vocabulary = load_vocabulary(args.vocabulary or default_vocabulary(spec))
     pixels = as_pixels(model, load_images(args, model))
     with torch.inference_mode():
         text = text_embeddings(model, vocabulary)  # the text tower is kept by the random control
@@ -192,7 +210,7 @@ def run_steerability(args: argparse.Namespace) -> int:
             curves = steering_curves(
                 model, sae, pixels, vocabulary, args.curve_features, strengths, args.threshold, **common
             )
-            paths.update(save_curves(curves, Path(args.out), args.prefix, args.threshold))
+            paths.update(save_steering_curves(curves, Path(args.out), args.prefix, args.threshold))
     summary = result.summary
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "top_concepts"}, default=str))
@@ -206,16 +224,3 @@ def run_steerability(args: argparse.Namespace) -> int:
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
-
-
-def save_curves(curves: Any, out: Path, prefix: str, threshold: float) -> dict[str, Path]:
-    from sae_clip_plugin.atomic import atomic_write_text
-    from sae_clip_plugin.viz.metrics_figures import save_figure
-    from sae_clip_plugin.viz.steering_figures import plot_steering_curves
-
-    csv = out / f"{prefix}_curves.csv"
-    atomic_write_text(csv, curves.to_csv(index=False))
-    png = out / f"{prefix}_curves.png"
-    fig = plot_steering_curves(curves, threshold)
-    save_figure(fig, png, dpi=120)
-    return {"curves": csv, "curves_figure": png}

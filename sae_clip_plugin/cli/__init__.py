@@ -1,4 +1,4 @@
-"""The `sae-clip` command: one entry point, subcommands contributed by the modules that own them."""
+"""The `sae-clip` command: one entry point; each subcommand lives in its own module of this package."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import pickle
 import sys
 from collections.abc import Sequence
 
-# modules exposing register_commands(subparsers); each owns its subcommands
+# one module per command (or family of commands), each exposing register_commands(subparsers); they import the
+# library only inside the functions that run a command, so `sae-clip --help` imports no torch
 COMMAND_MODULES = (
-    "sae_clip_plugin.model.cli",
-    "sae_clip_plugin.toy.cli",
-    "sae_clip_plugin.training.cli",
-    "sae_clip_plugin.analysis.metrics_cli",
-    "sae_clip_plugin.analysis.steering_cli",
-    "sae_clip_plugin.analysis.disentangle_cli",
-    "sae_clip_plugin.analysis.decomposition.cli",
-    "sae_clip_plugin.demo",
+    "sae_clip_plugin.cli.info",
+    "sae_clip_plugin.cli.toy",
+    "sae_clip_plugin.cli.train",
+    "sae_clip_plugin.cli.eval",
+    "sae_clip_plugin.cli.steerability",
+    "sae_clip_plugin.cli.disentangle",
+    "sae_clip_plugin.cli.decompose",
+    "sae_clip_plugin.cli.demo",
 )
 
 

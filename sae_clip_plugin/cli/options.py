@@ -1,0 +1,110 @@
+"""The flags every `sae-clip` command shares, spelled one way: --model, --hook, --sae, --images, --out, --device.
+
+Older spellings (--model-spec, --hook-name, --saes, --pretrained, --dataset, --output-path, --toy, --sae-id)
+still work for one release and print a deprecation line naming the new flag. Importing this module costs no
+torch, so `sae-clip --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+REMOVED_IN = "0.3"
+
+
+def deprecation_message(old: str, new: str) -> str:
+    return f"sae-clip: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}"
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag spelling: stores into the new flag's destination and says which flag to use instead."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str, new: str, append: bool = False, **kwargs: Any
+    ) -> None:
+        self.new, self.append = new, append
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ):
+        print(deprecation_message(str(option_string), self.new), file=sys.stderr)
+        if self.nargs == 0:
+            values = self.const
+        if self.append:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated(parser: Any, old: str, new: str, dest: str, append: bool = False, **kwargs: Any) -> None:
+    """Accept `old` as a hidden spelling of `new` (same destination; `append` for repeatable flags)."""
+    parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, append=append, **kwargs)
+
+
+def add_model(
+    parser: Any, default: str | None = None, help_default: str = "the SAEs' metadata model_name"
+) -> None:
+    parser.add_argument(
+        "--model",
+        default=default,
+        help="model spec: open_clip:<name>/<pretrained tag>, hf:<repo id>, or a registered name such as toy "
+        f"(default: {default or help_default})",
+    )
+
+
+def add_sae(parser: Any, required: bool = False, several: bool = True) -> None:
+    """--sae: an SAE folder, a folder of SAE folders, a Prisma .pt file, or RELEASE:SAE_ID (`load_sae`)."""
+    what = "; repeatable (one SAE per hook)" if several else ""
+    parser.add_argument(
+        "--sae",
+        action="append" if several else "store",
+        required=required,
+        help=f"SAE: a sae_lens folder, a folder of them, a Prisma .pt file, or RELEASE:SAE_ID{what}",
+    )
+
+
+def add_hook(parser: Any, help_text: str) -> None:
+    parser.add_argument("--hook", help=help_text)
+
+
+def add_images(parser: Any, help_default: str, default: str | None = None) -> None:
+    parser.add_argument(
+        "--images",
+        default=default,
+        help="images: a folder (one subfolder per class where labels are needed), a datasets save_to_disk "
+        f"folder, hf:<hub name>, or a registered name such as toy (default: {help_default})",
+    )
+
+
+def add_out(parser: Any, default: str | None = None, help_text: str = "output folder") -> None:
+    parser.add_argument(
+        "--out",
+        default=default,
+        required=default is None,
+        help=help_text + (f" (default: {default})" if default else ""),
+    )
+
+
+def add_device(parser: Any) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda when available, else cpu), cpu, cuda, ..."
+    )
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' (or None) -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def sae_specs(args: argparse.Namespace) -> list[str]:
+    """Every SAE the command was given (--sae, and the deprecated spellings folded into it)."""
+    value = getattr(args, "sae", None)
+    specs = value if isinstance(value, list) else ([value] if value else [])
+    return [str(s) for s in specs]

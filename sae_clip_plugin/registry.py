@@ -1,0 +1,81 @@
+"""Names that worlds contribute: model specs, image sources, vocabularies, text banks, evaluation images, tasks.
+
+Why: the library looks these names up here instead of importing a world. A world (the bundled toy CLIP world, or a
+synthetic world of your own) registers its factories from a `register()` function that its distribution declares
+under the entry-point group `sae_clip_plugin.worlds`; the entry points load on the first lookup that misses.
+Registering by hand works too:
+
+    from sae_clip_plugin import registry
+    registry.register("vocabulary", "my-words", lambda: ["cat", "dog"])
+
+Kinds and the factory each one takes:
+
+- "model": `factory(model_cls, **build_kwargs) -> HookedViT`; the name is then a model spec (`--model NAME`).
+- "images": `factory(n_images, seed) -> torch Dataset of images`; a dataset / `--images` name.
+- "vocabulary": `factory() -> list[str]`; a steerability readout vocabulary name.
+- "text_bank": `factory() -> list[str]`; TextSpan's texts for `sae-clip decompose --texts NAME`.
+- "eval_images": `factory(n, seed) -> (labelled dataset, classnames, templates)`; `sae-clip eval --images NAME`.
+- "task": `factory(model, n_select, n_eval, seed, **options) -> SpuriousTask`; `sae-clip disentangle --task NAME`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+ENTRY_POINT_GROUP = "sae_clip_plugin.worlds"
+KINDS = ("model", "images", "vocabulary", "text_bank", "eval_images", "task")
+
+_REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
+_loaded_entry_points: set[str] = set()
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown registry kind {kind!r}; choose one of {KINDS}")
+
+
+def register(kind: str, name: str, factory: Callable[..., Any], *, overwrite: bool = False) -> None:
+    """Make `name` mean `factory` for `kind` (idempotent for the same factory)."""
+    _check_kind(kind)
+    known = _REGISTRY[kind].get(name)
+    if known is not None and known is not factory and not overwrite:
+        raise ValueError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[kind][name] = factory
+
+
+def load_worlds() -> None:
+    """Run the `register()` of every installed world (once each)."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in _loaded_entry_points:
+            _loaded_entry_points.add(entry.name)
+            entry.load()()
+
+
+def names(kind: str) -> list[str]:
+    """Every registered name of `kind` (installed worlds included)."""
+    _check_kind(kind)
+    load_worlds()
+    return sorted(_REGISTRY[kind])
+
+
+def find(kind: str, name: str) -> Callable[..., Any] | None:
+    """The factory registered as `name` for `kind`, or None."""
+    _check_kind(kind)
+    if name not in _REGISTRY[kind]:
+        load_worlds()
+    return _REGISTRY[kind].get(name)
+
+
+def lookup(kind: str, name: str) -> Callable[..., Any]:
+    """The factory registered as `name` for `kind`; a clear error that lists the known names otherwise."""
+    factory = find(kind, name)
+    if factory is None:
+        known = ", ".join(names(kind)) or "none"
+        raise ValueError(
+            f"no {kind} named {name!r} is registered (known: {known}); a world registers its names from the "
+            f"entry-point group {ENTRY_POINT_GROUP!r} (reinstall the package that provides it, e.g. "
+            "`pip install -e .` for the bundled toy world) or call sae_clip_plugin.registry.register"
+        )
+    return factory

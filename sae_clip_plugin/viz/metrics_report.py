@@ -1,0 +1,82 @@
+"""The written results of `sae-clip eval` (and the demo's metrics step): metrics.csv, metrics.md, arrays.npz, figures.
+
+`load_metrics_results` reads them back, so figures can be redrawn (`sae-clip eval --replot`) without
+re-evaluating.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sae_clip_plugin.atomic import atomic_write_text
+
+# columns of the markdown summary (the CSV has every scalar)
+SUMMARY_COLUMNS = (
+    "name",
+    "layer",
+    "hook_type",
+    "token_selection",
+    "d_sae",
+    "n_images",
+    "explained_variance_all",
+    "explained_variance_cls",
+    "explained_variance_patches",
+    "cos_sim_all",
+    "l0_all",
+    "l0_cls",
+    "l0_patches",
+    "dead_fraction",
+    "dense_fraction_10",
+    "top1_clean",
+    "top1_spliced",
+    "top1_spliced_err",
+    "top1_mean_abl",
+    "ce_clean",
+    "ce_spliced",
+    "ce_mean_abl",
+    "ce_recovered_zero",
+    "ce_recovered_mean",
+    "top1_recovered_mean",
+    "embed_cos_spliced",
+    "kl_spliced",
+)
+
+
+def write_metrics_results(df: Any, out: Path, title: str) -> list[Path]:
+    """metrics.csv (every scalar), metrics.md (the summary columns), arrays.npz and the figures."""
+    import numpy as np
+
+    from sae_clip_plugin.analysis.metrics.evaluate import ARRAY_KEYS, metrics_table, to_markdown
+    from sae_clip_plugin.viz.metrics_figures import write_metrics_figures
+
+    table = metrics_table(df)
+    atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n{to_markdown(table, SUMMARY_COLUMNS)}")
+    arrays = {
+        f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
+        for _, row in df.iterrows()
+        for key in ARRAY_KEYS
+        if key in row and row[key] is not None
+    }
+    with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as f:
+        np.savez(f, **arrays)
+    os.replace(f.name, out / "arrays.npz")
+    return write_metrics_figures(df, out / "figures")
+
+
+def load_metrics_results(out: str | os.PathLike) -> Any:
+    """The DataFrame `write_metrics_results` wrote (metrics.csv with its arrays.npz entries put back)."""
+    import numpy as np
+    import pandas as pd
+
+    out = Path(out)
+    if not (out / "metrics.csv").is_file():
+        raise FileNotFoundError(f"{out} has no metrics.csv; run `sae-clip eval ... --out {out}` first")
+    df = pd.read_csv(out / "metrics.csv")
+    with np.load(out / "arrays.npz") as arrays:
+        for key in ("l0_by_position", "l0_patch_grid", "feature_density"):
+            df[key] = [arrays.get(f"{n}/{key}") for n in df["name"]]
+    return df

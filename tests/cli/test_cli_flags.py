@@ -1,0 +1,78 @@
+"""One flag vocabulary across commands; the previous release's spellings still parse, to the same values, with a
+deprecation line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sae_clip_plugin.cli import build_parser
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def _visible_flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {o for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
+
+
+def test_shared_concepts_have_one_spelling_and_device_defaults_to_auto():
+    old_spellings = {
+        "--model-spec",
+        "--hook-name",
+        "--output-path",
+        "--saes",
+        "--pretrained",
+        "--dataset",
+        "--toy",
+    }
+    for name, parser in _subparsers().items():
+        visible = _visible_flags(parser)
+        assert not visible & old_spellings, (name, visible & old_spellings)
+        device = [a for a in parser._actions if "--device" in a.option_strings]
+        if device and name != "train":  # train's flags override config fields (whose default is "auto")
+            assert device[0].default == "auto", name
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (["disentangle", "--saes", "a", "--pretrained", "R:x", "--task", "t", "--out", "o"],
+         ["disentangle", "--sae", "a", "--sae", "R:x", "--task", "t", "--out", "o"]),
+        (["eval", "--toy", "--sae", "a"], ["eval", "--images", "toy", "--sae", "a"]),
+        (["train", "--model-spec", "toy", "--dataset", "toy", "--hook-name", "blocks.1.hook_resid_post",
+          "--output-path", "o"],
+         ["train", "--model", "toy", "--images", "toy", "--hook", "blocks.1.hook_resid_post", "--out", "o"]),
+    ],
+)  # fmt: skip
+def test_old_spellings_parse_to_the_new_values_with_a_deprecation_line(old, new, capsys):
+    parser = build_parser()
+    new_args = vars(parser.parse_args(new))
+    assert capsys.readouterr().err == ""
+    old_args = vars(parser.parse_args(old))
+    err = capsys.readouterr().err
+    assert old_args == new_args
+    for flag in (a for a in old if a.startswith("--") and a not in new):
+        assert f"sae-clip: {flag} is deprecated and will be removed in 0.3; use --" in err
+
+
+def test_old_train_flags_give_the_same_config():
+    from sae_clip_plugin.cli.train import config_from_args
+
+    parser = build_parser()
+    common = ["--expansion-factor", "2", "--training-tokens", "409600", "--train-batch-size-tokens", "256"]
+    old = parser.parse_args(["train", "--model-spec", "toy", "--dataset", "toy", "--hook-name", "blocks.1.hook_resid_post",
+                             "--output-path", "o", *common])  # fmt: skip
+    new = parser.parse_args(["train", "--model", "toy", "--images", "toy", "--hook", "blocks.1.hook_resid_post",
+                             "--out", "o", *common])  # fmt: skip
+    assert config_from_args(old).to_json() == config_from_args(new).to_json()
+    cfg = config_from_args(new)
+    assert (cfg.model_spec, cfg.dataset, cfg.hook_name, cfg.output_path) == (
+        "toy",
+        "toy",
+        "blocks.1.hook_resid_post",
+        "o",
+    )
