@@ -19,12 +19,16 @@ def test_the_toy_world_registers_through_its_entry_point_in_a_fresh_process():
         "print(registry.names('model'), registry.names('task'), registry.names('vocabulary'))\n"
         "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')], 'registering is cheap'\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "['toy'] ['toy-background', 'toy-colour', 'toy-typographic'] ['toy']"
 
 
 def test_lookup_of_an_unknown_name_lists_the_known_ones_and_the_fix():
-    with pytest.raises(ValueError, match=r"no task named 'nope' is registered \(known: toy-background, toy-colour"):
+    with pytest.raises(
+        ValueError, match=r"no task named 'nope' is registered \(known: toy-background, toy-colour"
+    ):
         registry.lookup("task", "nope")
     with pytest.raises(ValueError, match="unknown registry kind 'tasks'"):
         registry.find("tasks", "toy-colour")
@@ -35,7 +39,9 @@ def test_registering_by_hand_reaches_every_library_lookup(monkeypatch):
 
     monkeypatch.setitem(registry._REGISTRY, "vocabulary", dict(registry._REGISTRY["vocabulary"]))
     registry.register("vocabulary", "pets", lambda: ["cat", "dog", "cat"])
-    registry.register("vocabulary", "pets", registry.find("vocabulary", "pets"))  # the same factory: idempotent
+    registry.register(
+        "vocabulary", "pets", registry.find("vocabulary", "pets")
+    )  # the same factory: idempotent
     assert load_vocabulary("pets") == ["cat", "dog"]
     assert load_vocabulary("pets,toy")[:3] == ["cat", "dog", "circle"]
     assert default_vocabulary("toy") == "toy" and default_vocabulary("open_clip:ViT-B-32") == "imagenet"

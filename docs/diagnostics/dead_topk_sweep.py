@@ -21,7 +21,9 @@ HOOKS = ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post", "blocks.5.hook_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window", type=int, default=None, help="dead_feature_window (default: the runner's)")
+    parser.add_argument(
+        "--window", type=int, default=None, help="dead_feature_window (default: the runner's)"
+    )
     parser.add_argument("--aux", type=float, default=1.0, help="aux_loss_coefficient")
     parser.add_argument("--decoder-init-norm", type=float, default=0.1)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.demo.config import DemoConfig
-
 from sae_clip_plugin.toy.registration import TASKS as TOY_TASKS
 
 

@@ -16,7 +16,6 @@ from sae_clip_plugin.data import load_image_folder
 from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 from sae_clip_plugin.pretrained import save_sae
 from sae_clip_plugin.pretrained.loading import find_sae_folders
-from sae_clip_plugin.viz.metrics_report import load_metrics_results
 from sae_clip_plugin.viz.metrics_figures import (
     plot_density_histogram,
     plot_ev_vs_l0,
@@ -24,6 +23,7 @@ from sae_clip_plugin.viz.metrics_figures import (
     plot_l0_heatmap,
     write_metrics_figures,
 )
+from sae_clip_plugin.viz.metrics_report import load_metrics_results
 from tests.analysis.test_analysis_metrics_support import (
     identity_sae,
     images,
@@ -138,7 +138,17 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     _image_folder(tmp_path / "imgs")
     out = tmp_path / "eval"
     code = main(
-        ["eval", "--sae", str(sae_dir), "--images", str(tmp_path / "imgs"), "--out", str(out), "--batch-size", "4"]
+        [
+            "eval",
+            "--sae",
+            str(sae_dir),
+            "--images",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+        ]
     )
     assert code == 0
     csv = pd.read_csv(out / "metrics.csv")
