@@ -120,7 +120,7 @@ def feature_activations(
 
     Tokens outside the SAE's token selection are NaN (the SAE never reads them).
     """
-    from sae_clip_plugin.analysis.metrics.evaluate import sae_token_positions
+    from sae_clip_plugin.model.sae_splice import sae_token_positions
 
     hook = sae.cfg.metadata.hook_name
     if not hook:
@@ -287,7 +287,7 @@ def collect_dashboard_data(
         "relative": the steerability metric's model-relative default (`analysis.steering_strength`).
     labels: one free-text note per feature (e.g. "most steerable").
     """
-    from sae_clip_plugin.analysis.metrics.evaluate import sae_token_positions
+    from sae_clip_plugin.model.sae_splice import sae_token_positions
 
     features = [int(f) for f in features]
     if not features:

@@ -24,13 +24,12 @@ from transformer_lens.hook_points import HookPoint
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.hooked_vit import OPTIONAL_HOOKS, HookedViT
 from sae_clip_plugin.model.sae_splice import (
-    TokenSpec,
     ViTSAEWrapper,
     check_sae_metadata,
     sae_token_selection,
-    token_positions,
 )
 from sae_clip_plugin.model.text import TextTower
+from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
 
 SAEs = SAE[Any] | Sequence[SAE[Any]]
 
@@ -270,7 +269,7 @@ class HookedSAEViT(HookedViT):
     ) -> list[int] | None:
         n_tokens = self.cfg.n_tokens
         if len(shape) >= 2 and shape[0] == n_tokens and not name.endswith(_NON_TOKEN_HOOKS):
-            return token_positions(sae_token_selection(sae, n_tokens, name, tokens), n_tokens)
+            return TokenSelection.parse(sae_token_selection(sae, n_tokens, name, tokens)).positions(n_tokens)
         selection = tokens if tokens is not None else sae.cfg.metadata.get("token_selection") or "all"
         allowed = ("all", "cls") if len(shape) == 1 else ("all",)  # a pooled vector comes from CLS
         if not isinstance(selection, str) or selection not in allowed:

@@ -18,6 +18,7 @@ from sae_clip_plugin.model.blocks import FastLayerNorm, FastLayerNormPre, ViTBlo
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.embeddings import PatchEmbed, PosEmbed
 from sae_clip_plugin.model.text import TextTower
+from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
 
 # transformer_lens hooks that fire only when a config flag is on (as in HookedTransformer)
 OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {
@@ -371,3 +372,8 @@ class HookedViT(HookedRootModule):
         from sae_clip_plugin.model.hooks import stop_at_layer_for
 
         return stop_at_layer_for(hook_names)
+
+    def token_positions(self, tokens: TokenSpec = "all") -> list[int]:
+        """The positions of this model's tokens that a selection names: 'all', 'cls' (position 0), 'patches', or
+        positions (negative ones count from the end). The same meaning everywhere a `tokens=` argument is taken."""
+        return TokenSelection.parse(tokens).all_positions(self.cfg.n_tokens)

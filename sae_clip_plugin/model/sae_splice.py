@@ -1,4 +1,4 @@
-"""Pieces of SAE splicing that do not need the model class: token selections, the wrapper, fit checks."""
+"""Pieces of SAE splicing that do not need the model class: an SAE's token selection, the wrapper, fit checks."""
 
 from __future__ import annotations
 
@@ -10,37 +10,7 @@ from sae_lens import SAE
 from sae_lens.analysis.hooked_sae_transformer import _SAEWrapper
 
 from sae_clip_plugin.model.config import HookedViTConfig
-
-TOKEN_SELECTIONS = ("all", "cls", "patches")
-TokenSpec = str | Sequence[int] | None
-
-
-def token_positions(tokens: str | Sequence[int], n_tokens: int) -> list[int] | None:
-    """A token selection -> the positions an SAE acts on (CLS is 0); None means every token."""
-    if isinstance(tokens, str):
-        if tokens not in TOKEN_SELECTIONS:
-            raise ValueError(
-                f"tokens must be one of {TOKEN_SELECTIONS} or a list of positions, got {tokens!r}"
-            )
-        return None if tokens == "all" else [0] if tokens == "cls" else list(range(1, n_tokens))
-    given = [int(p) for p in tokens]
-    if not given:
-        raise ValueError(
-            "tokens is an empty list of positions; pass 'all', 'cls', 'patches' or some positions"
-        )
-    bad = [p for p in given if not -n_tokens <= p < n_tokens]
-    if bad:
-        raise ValueError(
-            f"token positions {bad} are out of range for a model with {n_tokens} tokens (0 is CLS)"
-        )
-    positions = sorted({p % n_tokens for p in given})
-    return None if len(positions) == n_tokens else positions
-
-
-def n_selected(selection: str, n_tokens: int) -> int:
-    """Tokens per image a selection keeps: what the SAE's context_size should be."""
-    return {"all": n_tokens, "cls": 1, "patches": n_tokens - 1}[selection]
-
+from sae_clip_plugin.model.tokens import TOKEN_SELECTIONS, TokenSelection, TokenSpec
 
 # hooks where centring the writing weights subtracts exactly each token's own mean over d_model
 _CENTRED_OUTPUT_HOOKS = ("hook_attn_out", "hook_mlp_out")
@@ -159,17 +129,23 @@ def sae_token_selection(
         )
     context = meta.get("context_size")
     if context is not None:
-        if meta_sel is not None and int(context) != n_selected(meta_sel, n_tokens):
+        if meta_sel is not None and int(context) != TokenSelection(meta_sel).count(n_tokens):
             raise ValueError(
                 f"the SAE for {hook_name!r} says context_size={context} with token_selection={meta_sel!r}, but on "
-                f"this {n_tokens}-token model {meta_sel!r} means {n_selected(meta_sel, n_tokens)} tokens per image: "
+                f"this {n_tokens}-token model {meta_sel!r} means {TokenSelection(meta_sel).count(n_tokens)} tokens per image: "
                 "it was trained on another geometry, or its metadata is wrong (fix context_size/token_selection)"
             )
         if meta_sel is None and tokens is None and int(context) != n_tokens:
-            fits = [s for s in TOKEN_SELECTIONS if n_selected(s, n_tokens) == int(context)]
+            fits = [s for s in TOKEN_SELECTIONS if TokenSelection(s).count(n_tokens) == int(context)]
             hint = f"pass tokens={fits[0]!r}" if fits else "check which model it was trained on"
             raise ValueError(
                 f"the SAE for {hook_name!r} has context_size={context} and no token_selection, so it would act on "
                 f"all {n_tokens} tokens, which does not match; {hint} or set its metadata token_selection"
             )
     return tokens if tokens is not None else meta_sel or "all"
+
+
+def sae_token_positions(sae: SAE[Any], n_tokens: int) -> list[int]:
+    """The token positions the SAE acts on, from its metadata token_selection (CLS is 0)."""
+    selection = sae_token_selection(sae, n_tokens, sae.cfg.metadata.hook_name, None)
+    return TokenSelection.parse(selection).all_positions(n_tokens)

@@ -26,7 +26,7 @@ _EXPORTS = {
     "ImageSource": "sources",
     "PRESETS": "config",
     "SubsetSource": "sources",
-    "TOKEN_SELECTIONS": "tokens",
+    "TOKEN_SELECTIONS": "sae_clip_plugin.model.tokens",
     "TRAINING_ARCHITECTURES": "config",
     "TensorSource": "sources",
     "TorchDatasetSource": "sources",

@@ -7,9 +7,9 @@ from typing import Any
 
 def seqpos_slice(geometry: dict[str, Any]) -> tuple[int | None, ...]:
     """sae_lens' seqpos_slice for the selected tokens, so `ActivationsStore.from_sae` slices alike."""
-    if geometry["token_selection"] == "all" or not geometry["has_cls"]:
-        return (None,)
-    return (0, 1) if geometry["token_selection"] == "cls" else (1, None)
+    from sae_clip_plugin.model.tokens import TokenSelection
+
+    return TokenSelection(geometry["token_selection"]).seqpos_slice(geometry["has_cls"])
 
 
 def vision_metadata(

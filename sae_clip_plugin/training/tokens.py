@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.model.hooks import stop_at_layer_for
-from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS
+from sae_clip_plugin.model.tokens import TOKEN_SELECTIONS, TokenSelection
 
 
 def check_token_selection(token_selection: str) -> str:
@@ -36,9 +36,7 @@ class HookGeometry:
 
     @property
     def token_slice(self) -> slice:
-        if self.token_selection == "all" or not self.has_cls:
-            return slice(None)
-        return slice(0, 1) if self.token_selection == "cls" else slice(1, None)
+        return TokenSelection(self.token_selection).slice(self.has_cls)
 
     @property
     def context_size(self) -> int:

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from sae_clip_plugin.analysis.metrics.evaluate import evaluate_sae, hook_mean, sae_token_positions
+from sae_clip_plugin.analysis.metrics.evaluate import evaluate_sae, hook_mean
 from sae_clip_plugin.analysis.metrics.stats import (
     DownstreamStats,
     ReconstructionStats,
     SparsityStats,
     recovered,
 )
+from sae_clip_plugin.model.sae_splice import sae_token_positions
 from tests.analysis.test_analysis_metrics_support import (
     D_MODEL,
     N_TOKENS,

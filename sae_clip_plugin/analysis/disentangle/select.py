@@ -26,7 +26,7 @@ from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
 from sae_clip_plugin.analysis.steering.interventions import sae_hook_name
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import hook_layer
-from sae_clip_plugin.model.sae_splice import token_positions
+from sae_clip_plugin.model.tokens import TokenSelection
 
 METHODS = ("auroc", "mean_diff", "steering")
 POOLS = ("mean", "max")
@@ -63,7 +63,7 @@ def image_feature_acts(
         _, cache = model.run_with_cache(x, names_filter=[name], stop_at_layer=stop)
         act = cache[name]
         if act.ndim == 3:
-            positions = token_positions(tokens, act.shape[1])
+            positions = TokenSelection.parse(tokens).positions(act.shape[1])
             if positions is not None:
                 act = act[:, positions]
         elif tokens != "all":

@@ -42,6 +42,7 @@ from sae_clip_plugin.analysis.zero_shot import (
 )
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import hook_layer, hook_type, stop_layer
+from sae_clip_plugin.model.sae_splice import sae_token_positions
 from sae_clip_plugin.pretrained.loading import load_sae
 
 ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
@@ -65,15 +66,6 @@ def as_sae_model(model: Any) -> Any:
         f"expected a HookedSAEViT (or HookedViT), got {type(model).__name__}; "
         "build one with HookedSAEViT.from_pretrained(spec)"
     )
-
-
-def sae_token_positions(sae: SAE[Any], n_tokens: int) -> list[int]:
-    """The token positions the SAE acts on, from its metadata token_selection (CLS is 0)."""
-    from sae_clip_plugin.model.sae_splice import sae_token_selection, token_positions
-
-    hook = sae.cfg.metadata.hook_name
-    positions = token_positions(sae_token_selection(sae, n_tokens, hook, None), n_tokens)
-    return list(range(n_tokens)) if positions is None else positions
 
 
 def describe_sae(sae: SAE[Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import torch
 from sae_lens import SAE
 from transformer_lens.hook_points import HookPoint
 
-from sae_clip_plugin.model.sae_splice import centres_input, token_means, token_positions
+from sae_clip_plugin.model.sae_splice import centres_input, token_means
+from sae_clip_plugin.model.tokens import TokenSelection
 
 Mode = Literal["set", "add", "scale", "zero", "mean"]
 MODES: tuple[str, ...] = ("set", "add", "scale", "zero", "mean")
@@ -89,13 +90,7 @@ def token_mask(tokens: Tokens, activation: torch.Tensor) -> torch.Tensor | None:
                 "cannot be selected; pass tokens='all'"
             )
         return None
-    n_tokens = activation.shape[1]
-    positions = token_positions(tokens, n_tokens)
-    if positions is None:
-        return None
-    mask = torch.zeros(n_tokens, dtype=torch.bool, device=activation.device)
-    mask[positions] = True
-    return mask
+    return TokenSelection.parse(tokens).mask(activation.shape[1], activation.device)
 
 
 def _masked(new: torch.Tensor, old: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
