@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.text import zero_shot_logits
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # pixels -> image embedding
 
@@ -228,19 +229,6 @@ def class_weights(
     if not classnames:
         raise ValueError("zero-shot evaluation needs class names (classnames=[...])")
     return model.zero_shot_weights(list(classnames), list(templates) if templates is not None else None)
-
-
-def zero_shot_logits(
-    image_embeds: torch.Tensor, weights: torch.Tensor, logit_scale: float | torch.Tensor
-) -> torch.Tensor:
-    """logit_scale * normalise(image_embeds) @ weights, with weights [d_embed, n_classes] (unit columns)."""
-    if image_embeds.shape[-1] != weights.shape[0]:
-        raise ValueError(
-            f"image embeddings are {image_embeds.shape[-1]} wide but the classifier expects {weights.shape[0]}; "
-            "weights must be [d_embed, n_classes] (as model.zero_shot_weights returns)"
-        )
-    scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device)
-    return scale * F.normalize(image_embeds, dim=-1) @ weights.to(image_embeds.device, image_embeds.dtype)
 
 
 def kl_divergence(logits_ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

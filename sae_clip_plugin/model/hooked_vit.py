@@ -17,7 +17,7 @@ from sae_clip_plugin.model.activation_cache import VisionActivationCache
 from sae_clip_plugin.model.blocks import FastLayerNorm, FastLayerNormPre, ViTBlock
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.embeddings import PatchEmbed, PosEmbed
-from sae_clip_plugin.model.text import TextTower
+from sae_clip_plugin.model.text import TextTower, zero_shot_logits
 from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
 
 # transformer_lens hooks that fire only when a config flag is on (as in HookedTransformer)
@@ -354,7 +354,7 @@ class HookedViT(HookedRootModule):
 
     def zero_shot_logits(self, image_embeds: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """logit_scale * normalised image embedding @ weights (weights from zero_shot_weights)."""
-        return self.logit_scale * F.normalize(image_embeds, dim=-1) @ weights.to(image_embeds.dtype)
+        return zero_shot_logits(image_embeds, weights, self.logit_scale)
 
     # ----------------------------------------------------------------------------------------
 

@@ -122,3 +122,16 @@ class HFTokenizer:
             return_tensors="pt",
         )
         return out["input_ids"]
+
+
+def zero_shot_logits(
+    image_embeds: torch.Tensor, weights: torch.Tensor, logit_scale: float | torch.Tensor
+) -> torch.Tensor:
+    """logit_scale * normalise(image_embeds) @ weights, with weights [d_embed, n_classes] (unit columns)."""
+    if image_embeds.shape[-1] != weights.shape[0]:
+        raise ValueError(
+            f"image embeddings are {image_embeds.shape[-1]} wide but the classifier expects {weights.shape[0]}; "
+            "weights must be [d_embed, n_classes] (as model.zero_shot_weights returns)"
+        )
+    scale = torch.as_tensor(logit_scale, dtype=image_embeds.dtype, device=image_embeds.device)
+    return scale * F.normalize(image_embeds, dim=-1) @ weights.to(image_embeds.device, image_embeds.dtype)

@@ -43,7 +43,9 @@ def zero_shot_weights(
 
 
 @torch.no_grad()
-def zero_shot_logits(model, preprocess, dataset: ToyDataset, class_weights, device="cpu", batch_size=256):
+def open_clip_zero_shot_logits(
+    model, preprocess, dataset: ToyDataset, class_weights, device="cpu", batch_size=256
+):
     """logit_scale * cos(image, class) for every item of ``dataset``."""
     out = []
     for start in range(0, len(dataset), batch_size):
@@ -81,7 +83,7 @@ def _typographic(model, preprocess, w, n: int, seed: int, world, device, placeme
     of that size there causes.
     """
     typo = typographic_set(n, seed=seed, cfg=world, placement=placement)
-    pred = zero_shot_logits(model, preprocess, typo, w, device).argmax(-1)
+    pred = open_clip_zero_shot_logits(model, preprocess, typo, w, device).argmax(-1)
     labels = torch.tensor([m["label"] for m in typo.labels])
     words = torch.tensor([m["word_label"] for m in typo.labels])
     clean = torch.tensor([m["variant"] == "clean" for m in typo.labels])
@@ -92,7 +94,7 @@ def _typographic(model, preprocess, w, n: int, seed: int, world, device, placeme
     }
     out["typographic_drop"] = out["clean_accuracy"] - out["attacked_accuracy"]
     nonword = nonword_twins(typo, seed)
-    pred = zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
+    pred = open_clip_zero_shot_logits(model, preprocess, nonword, w, device).argmax(-1)
     out["nonword_accuracy"] = (pred == labels[~clean]).float().mean().item()
     return out
 
@@ -139,7 +141,7 @@ def evaluate_toy_clip(
         ("colour", colour_spurious_set(n_per_group, seed=seed + 2, cfg=world)),
     ):
         w = zero_shot_weights(model, tokenizer, ds.classnames, device=device)
-        pred = zero_shot_logits(model, preprocess, ds, w, device).argmax(-1)
+        pred = open_clip_zero_shot_logits(model, preprocess, ds, w, device).argmax(-1)
         correct = pred == torch.tensor([m["label"] for m in ds.labels])
         result[name] = {"classnames": list(ds.classnames), **group_accuracies(correct, ds)}
     model.train(was_training)

@@ -8,7 +8,7 @@
 Pieces, usable alone: image sources (`image_source`), `ActivationHarvester` (one forward pass, many
 hooks, token selection), `write_activation_cache` / `ActivationDiskCache` (sae_lens cached-activation
 layout, resumable), `ActivationProvider` (sae_lens mixing buffer, exact-size batches) and
-`evaluate_sae` (explained variance, L0 for CLS vs patches, dead features).
+`evaluate_on_activations` (explained variance, L0 for CLS vs patches, dead features).
 """
 
 from sae_clip_plugin._lazy import lazy_exports
@@ -33,7 +33,7 @@ _EXPORTS = {
     "RegisteredSource": "sources",
     "VisionSAERunnerConfig": "config",
     "VisionSAETrainingRunner": "runner",
-    "evaluate_sae": "evaluate",
+    "evaluate_on_activations": "evaluate",
     "hook_geometry": "tokens",
     "image_source": "sources",
     "model_fingerprint": "cache",

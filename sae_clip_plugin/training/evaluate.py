@@ -43,7 +43,7 @@ class _Moments:
 
 
 @torch.no_grad()
-def evaluate_sae(
+def evaluate_on_activations(
     sae: Any,
     acts: torch.Tensor,
     token_kinds: Sequence[str] | None = None,

@@ -30,7 +30,7 @@ from sae_clip_plugin.training.cache import (
     write_activation_cache,
 )
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
-from sae_clip_plugin.training.evaluate import evaluate_sae
+from sae_clip_plugin.training.evaluate import evaluate_on_activations
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.metadata import vision_metadata
 from sae_clip_plugin.training.provider import ActivationProvider
@@ -604,7 +604,7 @@ class VisionSAETrainingRunner:
                     for k in ("hook_name", "token_selection", "n_tokens", "has_cls", "d_in")
                 }
             )
-            metrics = evaluate_sae(
+            metrics = evaluate_on_activations(
                 sae, self.eval_acts[name], geometry.token_kinds, activation_scaler=(scalers or {}).get(name)
             )
             if name in trainers and trainers[name].n_training_steps > 0:

@@ -18,7 +18,7 @@ from sae_clip_plugin.toy import (
     toy_templates,
     typographic_set,
 )
-from sae_clip_plugin.toy.evaluate import zero_shot_logits, zero_shot_weights
+from sae_clip_plugin.toy.evaluate import open_clip_zero_shot_logits, zero_shot_weights
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_zero_shot_logits_match_open_clip_forward(toy):
     """evaluate's logits equal CLIP.forward's own logit_scale * image @ text.T."""
     model, preprocess, tokenizer = toy
     ds = typographic_set(3, seed=0)
-    ours = zero_shot_logits(model, preprocess, ds, zero_shot_weights(model, tokenizer, SHAPES))
+    ours = open_clip_zero_shot_logits(model, preprocess, ds, zero_shot_weights(model, tokenizer, SHAPES))
     images = torch.stack([preprocess(img) for img, _ in ds.items()])
     with torch.no_grad():
         img_f, txt_f, scale = model(images, tokenizer([toy_templates()[0].format(c) for c in SHAPES]))[:3]

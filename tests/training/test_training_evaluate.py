@@ -8,7 +8,7 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from sae_lens.training.activation_scaler import ActivationScaler
 
-from sae_clip_plugin.training import VisionSAERunnerConfig, VisionSAETrainingRunner, evaluate_sae
+from sae_clip_plugin.training import VisionSAERunnerConfig, VisionSAETrainingRunner, evaluate_on_activations
 
 
 def reference_metrics(x: np.ndarray, recon: np.ndarray, feats: np.ndarray) -> dict[str, float]:
@@ -30,7 +30,7 @@ def test_evaluate_sae_matches_a_hand_computation(scale):
     acts = torch.randn(7, 5, 6, dtype=torch.float32)  # 7 images, CLS + 4 patches
     kinds = ["cls", "patch", "patch", "patch", "patch"]
     scaler = ActivationScaler(scaling_factor=scale) if scale else None
-    got = evaluate_sae(sae, acts, kinds, activation_scaler=scaler, batch_images=3)
+    got = evaluate_on_activations(sae, acts, kinds, activation_scaler=scaler, batch_images=3)
 
     with torch.no_grad():
         sae_in = acts * (scale or 1.0)
