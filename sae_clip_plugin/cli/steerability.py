@@ -142,8 +142,7 @@ def load_images(args: argparse.Namespace, model: Any) -> Any:
             "--images is required (an image folder, hf:<name>, a datasets folder, or a registered name)"
         )
     source = image_source(spec, split=args.split, max_images=args.n_images, seed=args.seed + 1)
-    source.with_transform(model.preprocess)
-    return source
+    return source.with_transform(model.preprocess)
 
 
 def run_steerability(args: argparse.Namespace) -> int:

@@ -385,7 +385,7 @@ def write_activation_cache(
         or harvester.token_selection != token_selection
     ):
         raise ValueError("the harvester given was built for other hooks or another token selection")
-    source.with_transform(source.transform or model.preprocess)
+    source.set_transform(source.transform or model.preprocess)
     config, ids = cache_config(model, source, harvester, storage_dtype, shard_images)
     if not ids:
         raise ValueError(f"image source {source.name!r} is empty; nothing to cache")

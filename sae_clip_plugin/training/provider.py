@@ -107,7 +107,7 @@ class ActivationProvider(Iterator[Any]):
         cls, harvester: ActivationHarvester, source: ImageSource, train_batch_size_tokens: int, **kwargs: Any
     ) -> ActivationProvider:
         """Live activations: images are decoded, preprocessed and run through the model as needed."""
-        source.with_transform(source.transform or harvester.model.preprocess)
+        source.set_transform(source.transform or harvester.model.preprocess)
         return cls(
             harvester.hook_names,
             len(source),

@@ -209,7 +209,7 @@ class VisionSAETrainingRunner:
             self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
             self.model_cfg = model.cfg.to_dict()
             self.source = self._make_source()
-            self.source.with_transform(self.source.transform or model.preprocess)
+            self.source.set_transform(self.source.transform or model.preprocess)
             validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
             if cfg.eval_holdout:
                 n = len(self.source)

@@ -6,6 +6,7 @@ preprocess) with a stable id per image, so a disk cache can record exactly which
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -50,8 +51,14 @@ class ImageSource(Dataset):
         return {"type": type(self).__name__, "name": self.name, "n_images": len(self)}
 
     def with_transform(self, transform: Callable | None) -> ImageSource:
+        """A shallow copy that applies `transform` (as `datasets.Dataset.with_transform`; the source is unchanged)."""
+        out = copy.copy(self)
+        out.transform = transform
+        return out
+
+    def set_transform(self, transform: Callable | None) -> None:
+        """Apply `transform` to this source in place (as `datasets.Dataset.set_transform`)."""
         self.transform = transform
-        return self
 
     def __getitem__(self, index: int) -> torch.Tensor:
         try:

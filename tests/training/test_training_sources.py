@@ -197,3 +197,15 @@ def test_hub_name_offline_names_the_workaround(monkeypatch):
         image_source("hf:sae-clip-plugin/no-such-dataset")
     with pytest.raises(FileNotFoundError, match=r"neither a registered image set \(toy\)"):
         image_source("/no/such/folder")
+
+
+def test_with_transform_copies_and_set_transform_mutates_as_in_datasets(tmp_path):
+    folder = tmp_path / "imgs" / "cat"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "0.png")
+    for source in (image_source(str(tmp_path / "imgs")), load_image_folder(tmp_path / "imgs")):
+        transformed = source.with_transform(str)
+        assert transformed is not source and source.transform is None and transformed.transform is str
+        if hasattr(source, "set_transform"):
+            source.set_transform(str)
+            assert source.transform is str
