@@ -116,10 +116,10 @@ def sae_training(args: argparse.Namespace, model: HookedViT, pixels: torch.Tenso
     )
     steps, batch = args.sae_steps, args.batch_tokens
     cfg = dict(
-        model_spec="open_clip:benchmark-random",
-        dataset="",  # train on the cached images alone
+        model_name="open_clip:benchmark-random",
+        dataset_path="",  # train on the cached images alone
         hook_name=hook,
-        cache_path=str(cache_path),
+        cached_activations_path=str(cache_path),
         training_tokens=steps * batch,
         train_batch_size_tokens=batch,
         expansion_factor=args.expansion,

@@ -4,7 +4,7 @@
     sae-clip train --preset topk --images /data/imagenet/train --hook blocks.5.hook_resid_post --set sae.k=32
 
 The flags shared with the other commands (--model, --hook, --images, --out, --device) set the config's
-model_spec, hook_name, dataset, output_path and device; the older spellings (--model-spec, --hook-name,
+model_name, hook_name, dataset_path, output_path and device (sae_lens' names); the older spellings (--model-spec, --hook-name,
 --dataset, --output-path) still work for one release.
 """
 
@@ -18,9 +18,9 @@ from sae_clip_plugin.cli.options import add_deprecated
 
 # flag -> (config field, type); None type = boolean switch
 _FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--model": ("model_spec", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
+    "--model": ("model_name", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
     "--token-selection": ("token_selection", str, "all | cls | patches"),
-    "--images": ("dataset", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
+    "--images": ("dataset_path", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
     "--max-images": ("max_images", int, "keep the first N images"),
     "--architecture": (
         "architecture",
@@ -41,7 +41,7 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--device": ("device", str, "auto (cuda when available) | cpu | cuda"),
     "--harvest-batch-size": ("harvest_batch_size", int, "images per ViT forward"),
     "--num-workers": ("num_workers", int, "image decoding processes"),
-    "--cache-path": ("cache_path", str, "activation cache folder (built or resumed first)"),
+    "--cache-path": ("cached_activations_path", str, "activation cache folder (built or resumed first)"),
     "--cache-dtype": ("cache_dtype", str, "float32 | float16 | bfloat16"),
     "--out": ("output_path", str, "where the SAE folder(s) go"),
     "--checkpoint-path": ("checkpoint_path", str, "where checkpoints and eval_log.json go"),

@@ -63,7 +63,7 @@ class DemoRun:
 
         if self._model is None:
             self.log(f"loading model {self.cfg.model_spec} ...")
-            self._model = HookedSAEViT.from_pretrained(self.cfg.model_spec, device=self.cfg.device)
+            self._model = HookedSAEViT.from_pretrained(self.cfg.model_name, device=self.cfg.device)
         elif not isinstance(self._model, HookedSAEViT):
             self._model = HookedSAEViT.from_hooked_vit(self._model)
         return self._model.eval()
@@ -144,14 +144,14 @@ class DemoRun:
 
         b = self.cfg.budgets
         common = dict(
-            model_spec=self.cfg.model_spec, hook_name=self.hooks, token_selection="all",
-            dataset=self.data.dataset_spec, max_images=b["n_train_images"], harvest_batch_size=64, num_workers=0,
-            cache_path=str(self.root / "cache"), cache_dtype="float16", cache_shard_images=self._shard_images(),
+            model_name=self.cfg.model_spec, hook_name=self.hooks, token_selection="all",
+            dataset_path=self.data.dataset_spec, max_images=b["n_train_images"], harvest_batch_size=64, num_workers=0,
+            cached_activations_path=str(self.root / "cache"), cache_dtype="float16", cache_shard_images=self._shard_images(),
             expansion_factor=b["expansion_factor"], training_tokens=b["training_tokens"],
             train_batch_size_tokens=b["train_batch_size_tokens"], lr=b["lr"], lr_warm_up_steps=b["lr_warm_up_steps"],
             device=self.cfg.device, output_path=str(self._output_path(arch)), overwrite_output=True,
             checkpoint_path=None, n_eval_images=min(64, b["n_train_images"]), seed=self.cfg.seed,
-            prefetch_batches=0, buffer_batches=4,
+            prefetch_batches=0, n_batches_in_buffer=4,
         )  # fmt: skip
         if arch == "topk":
             topk = {**common, "lr": b["topk_lr"], "decoder_init_norm": b["topk_decoder_init_norm"]}

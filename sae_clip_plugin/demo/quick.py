@@ -45,7 +45,7 @@ def quick_toy_saes(
                   num_workers=0, expansion_factor=expansion_factor, training_tokens=training_tokens,
                   train_batch_size_tokens=batch_tokens, lr=lr, lr_warm_up_steps=max(1, training_tokens // batch_tokens // 10),
                   device=str(model.embed.W_E.device), output_path=str(root / "saes"), overwrite_output=True, checkpoint_path=None,
-                  n_eval_images=32, seed=seed, prefetch_batches=0, buffer_batches=4, cache_path=str(root / "cache"),
+                  n_eval_images=32, seed=seed, prefetch_batches=0, n_batches_in_buffer=4, cached_activations_path=str(root / "cache"),
                   n_batches_for_norm_estimate=4)  # fmt: skip
     if architecture == "topk":
         cfg = VisionSAERunnerConfig.from_preset("topk", sae={"k": k}, **common)

@@ -1,7 +1,7 @@
 """Training vision SAEs with sae_lens' trainer on HookedViT activations, with a resumable activation cache.
 
     from sae_clip_plugin.training import VisionSAERunnerConfig, VisionSAETrainingRunner
-    cfg = VisionSAERunnerConfig(dataset="/data/images", hook_name="blocks.6.hook_resid_post",
+    cfg = VisionSAERunnerConfig(dataset_path="/data/images", hook_name="blocks.6.hook_resid_post",
                                 cache_path="cache/", training_tokens=10_000_000)
     sae = VisionSAETrainingRunner(cfg).run()   # -> sae_lens folder at cfg.output_path
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,39 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# field names of the previous release -> sae_lens' LanguageModelSAERunnerConfig names (the same concepts)
+RENAMED_FIELDS = {
+    "model_spec": "model_name",
+    "dataset": "dataset_path",
+    "cache_path": "cached_activations_path",
+    "buffer_batches": "n_batches_in_buffer",
+    "mix_fraction": "activations_mixing_fraction",
+}
+
+
+def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the previous release's field names replaced by the current ones (a FutureWarning each), so
+    configs, checkpoints and SAE metadata written before the rename still load."""
+    out = dict(data)
+    for old, new in RENAMED_FIELDS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(
+                f"both {old!r} and {new!r} are set; {old!r} is the old name of {new!r}: keep one"
+            )
+        warnings.warn(f"config field {old!r} is now {new!r} (sae_lens' name); the old name goes in 0.3",
+                      FutureWarning, stacklevel=3)  # fmt: skip
+        out[new] = out.pop(old)
+    return out
+
+
 @dataclass
 class VisionSAERunnerConfig:
     """Everything a run needs; see the field comments. Build with `from_file`, `from_dict` or `from_preset`."""
 
     # -- model and hooks
-    model_spec: str = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"  # docs/conventions.md model spec
+    model_name: str = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"  # a model spec (docs/conventions.md)
     hook_name: str | list[str] = "blocks.6.hook_resid_post"  # a list trains one SAE per hook, one data pass
     token_selection: str = "all"  # all | cls | patches (CLS is token 0)
     fold_ln: bool = False  # weight processing of the HookedViT (the paper: none)
@@ -64,7 +92,9 @@ class VisionSAERunnerConfig:
     autocast_model: bool = False  # bfloat16 autocast for the ViT forward
 
     # -- images
-    dataset: str = ""  # folder of images | datasets save_to_disk folder | "hf:<hub name>" | "toy"
+    dataset_path: str = (
+        ""  # folder of images | datasets save_to_disk folder | "hf:<hub name>" | a registered name
+    )
     dataset_split: str = "train"
     image_column: str | None = None  # for datasets; found automatically when None
     max_images: int | None = None  # keep the first N images
@@ -73,7 +103,7 @@ class VisionSAERunnerConfig:
     shuffle_images: bool = True  # new image (or cache chunk) order every epoch
 
     # -- optional disk cache (sae_lens cached-activation layout)
-    cache_path: str | None = None
+    cached_activations_path: str | None = None  # built (or resumed) first, then read
     cache_dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16: readable by this package only)
     cache_shard_images: int = 1024
     cache_chunk_images: int = 64  # contiguous images per cache read when training
@@ -110,8 +140,8 @@ class VisionSAERunnerConfig:
     dead_feature_window: int | None = None
     feature_sampling_window: int = 2000
     n_batches_for_norm_estimate: int = 20  # images are expensive: keep small
-    buffer_batches: int = 16  # mixing-buffer size in training batches
-    mix_fraction: float = 0.5
+    n_batches_in_buffer: int = 16  # mixing-buffer size in training batches
+    activations_mixing_fraction: float = 0.5
     prefetch_batches: int = 2  # batches prepared in a background thread (0 = off)
     seed: int = 42
 
@@ -204,7 +234,7 @@ class VisionSAERunnerConfig:
             ("harvest_batch_size", self.harvest_batch_size),
             ("expansion_factor", self.expansion_factor),
             ("cache_shard_images", self.cache_shard_images),
-            ("buffer_batches", self.buffer_batches),
+            ("n_batches_in_buffer", self.n_batches_in_buffer),
             ("cache_chunk_images", self.cache_chunk_images),
         ):
             if value < 1:
@@ -224,8 +254,10 @@ class VisionSAERunnerConfig:
             raise ValueError("checkpoint_every_tokens must be a positive number of tokens")
         if self.n_eval_images < 1:
             raise ValueError("n_eval_images must be >= 1")
-        if not 0 <= self.mix_fraction <= 1:
-            raise ValueError(f"mix_fraction must be in [0, 1], got {self.mix_fraction}")
+        if not 0 <= self.activations_mixing_fraction <= 1:
+            raise ValueError(
+                f"activations_mixing_fraction must be in [0, 1], got {self.activations_mixing_fraction}"
+            )
         k = self.sae_kwargs().get("k")
         if k is not None and self.d_sae is not None and k > self.d_sae:
             raise ValueError(f"k={k} active features cannot exceed d_sae={self.d_sae}; lower sae.k")
@@ -276,7 +308,7 @@ class VisionSAERunnerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VisionSAERunnerConfig:
         """Build from a mapping; a `preset` key starts from that preset, the other keys override it."""
-        data = dict(data)
+        data = renamed_fields(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -292,7 +324,7 @@ class VisionSAERunnerConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> VisionSAERunnerConfig:
-        """`VisionSAERunnerConfig.from_preset("topk", hook_name=..., dataset=...)`."""
+        """`VisionSAERunnerConfig.from_preset("topk", hook_name=..., dataset_path=...)`."""
         return cls.from_dict({"preset": name, **overrides})
 
     @classmethod
@@ -305,6 +337,7 @@ class VisionSAERunnerConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
         sae = {**data.get("sae", {}), **overrides.pop("sae", {})}
+        data, overrides = renamed_fields(data), renamed_fields(overrides)
         return cls.from_dict({**data, **overrides, **({"sae": sae} if sae else {})})
 
     def save(self, path: str | Path) -> None:

@@ -86,7 +86,7 @@ def existing_checkpoints(checkpoint_path: str | Path | None) -> list[Path]:
 class VisionSAETrainingRunner:
     """`VisionSAETrainingRunner(cfg).run()` trains, checkpoints, evaluates and saves the SAE(s).
 
-    `override_model` / `override_source` replace what `cfg.model_spec` / `cfg.dataset` name (the
+    `override_model` / `override_source` replace what `cfg.model_name` / `cfg.dataset_path` name (the
     config then no longer reproduces the run alone, as in sae_lens' runners).
     """
 
@@ -123,7 +123,7 @@ class VisionSAETrainingRunner:
             from sae_clip_plugin.model.hooked_vit import HookedViT
 
             self._model = HookedViT.from_pretrained(
-                self.cfg.model_spec,
+                self.cfg.model_name,
                 fold_ln=self.cfg.fold_ln,
                 center_writing_weights=self.cfg.center_writing_weights,
                 dtype=getattr(torch, self.cfg.model_dtype),
@@ -132,13 +132,13 @@ class VisionSAETrainingRunner:
         return self._model
 
     def _source_spec(self) -> Any:
-        return self._override_source if self._override_source is not None else self.cfg.dataset
+        return self._override_source if self._override_source is not None else self.cfg.dataset_path
 
     def _make_source(self) -> ImageSource:
         cfg, spec = self.cfg, self._source_spec()
         if isinstance(spec, str) and not spec:
             raise ValueError(
-                "no images: set dataset (a folder, 'hf:<hub name>', a save_to_disk folder or 'toy')"
+                "no images: set dataset_path (a folder, 'hf:<hub name>', a save_to_disk folder or a registered name such as 'toy')"
             )
         return image_source(
             spec,
@@ -156,18 +156,18 @@ class VisionSAETrainingRunner:
         """
         cfg = self.cfg
         if (
-            cfg.cache_path is None
+            cfg.cached_activations_path is None
             or self._model is not None
             or cfg.eval_holdout
-            or not (Path(cfg.cache_path) / MANIFEST).is_file()
+            or not (Path(cfg.cached_activations_path) / MANIFEST).is_file()
         ):
             return None
-        cache = ActivationDiskCache(cfg.cache_path)
+        cache = ActivationDiskCache(cfg.cached_activations_path)
         c = cache.config
         if not (
             cache.complete
             and c["model_spec"] is not None
-            and c["model_spec"] == cfg.model_spec
+            and c["model_spec"] == cfg.model_name
             and c["token_selection"] == cfg.token_selection
             and set(cfg.hook_names) <= set(c["hook_names"])
             and c["storage_dtype"] == cfg.cache_dtype
@@ -179,7 +179,7 @@ class VisionSAETrainingRunner:
             if len(ids) != c["n_images"] or images_digest(ids) != c["images_sha256"]:
                 raise CacheMismatchError(
                     f"the activation cache at {cache.path} holds {c['n_images']} other images than the {len(ids)} "
-                    f"of dataset {cfg.dataset!r}; use another cache_path, delete it, or set dataset='' to train "
+                    f"of dataset {cfg.dataset_path!r}; use another cached_activations_path, delete it, or set dataset_path='' to train "
                     "on the cached images alone"
                 )
         return cache
@@ -309,7 +309,7 @@ class VisionSAETrainingRunner:
                 normalize_activations=cfg.normalize_activations,
                 decoder_init_norm=cfg.decoder_init_norm,
                 metadata=SAEMetadata(
-                    **vision_metadata(self.model_cfg, geom, self.dataset_info, model_spec=cfg.model_spec)
+                    **vision_metadata(self.model_cfg, geom, self.dataset_info, model_spec=cfg.model_name)
                 ),
                 **arch_kwargs,
             )
@@ -323,15 +323,15 @@ class VisionSAETrainingRunner:
         cfg = self.cfg
         common = dict(
             train_batch_size_tokens=cfg.train_batch_size_tokens,
-            buffer_tokens=cfg.buffer_batches * cfg.train_batch_size_tokens,
-            mix_fraction=cfg.mix_fraction,
+            buffer_tokens=cfg.n_batches_in_buffer * cfg.train_batch_size_tokens,
+            mix_fraction=cfg.activations_mixing_fraction,
             shuffle=cfg.shuffle_images,
             seed=cfg.seed,
         )
-        if cfg.cache_path is not None and self.cache is None:
+        if cfg.cached_activations_path is not None and self.cache is None:
             assert self.harvester is not None and self.source is not None
             self.cache = write_activation_cache(
-                cfg.cache_path,
+                cfg.cached_activations_path,
                 self.model,
                 self.source,
                 cfg.hook_names,
@@ -425,7 +425,7 @@ class VisionSAETrainingRunner:
                     raise NonFiniteTrainingError(
                         f"non-finite activations at {_name} after {_trainer.n_training_samples} training tokens"
                         + (
-                            f" (read from the activation cache {self.cfg.cache_path}: rebuild it)"
+                            f" (read from the activation cache {self.cfg.cached_activations_path}: rebuild it)"
                             if self.cache
                             else ""
                         )

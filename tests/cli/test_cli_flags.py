@@ -70,7 +70,7 @@ def test_old_train_flags_give_the_same_config():
                              "--out", "o", *common])  # fmt: skip
     assert config_from_args(old).to_json() == config_from_args(new).to_json()
     cfg = config_from_args(new)
-    assert (cfg.model_spec, cfg.dataset, cfg.hook_name, cfg.output_path) == (
+    assert (cfg.model_name, cfg.dataset_path, cfg.hook_name, cfg.output_path) == (
         "toy",
         "toy",
         "blocks.1.hook_resid_post",

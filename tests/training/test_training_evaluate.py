@@ -56,8 +56,8 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
         pytest.skip("the toy CLIP's trained weights are not bundled yet")
     cfg = VisionSAERunnerConfig.from_preset(
         "topk",
-        model_spec="toy",
-        dataset="toy",
+        model_name="toy",
+        dataset_path="toy",
         max_images=464,
         hook_name="blocks.2.hook_resid_post",
         sae={"k": 32},
@@ -72,7 +72,7 @@ def test_toy_clip_middle_layer_topk_reaches_the_target(tmp_path):
         eval_holdout=True,
         checkpoint_path=None,
         output_path=str(tmp_path / "out"),
-        cache_path=str(tmp_path / "cache"),
+        cached_activations_path=str(tmp_path / "cache"),
         prefetch_batches=0,
     )
     runner = VisionSAETrainingRunner(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,8 @@ HOOK = "blocks.1.hook_resid_post"
 
 def config(tmp_path: Path, **overrides) -> VisionSAERunnerConfig:
     base = dict(
-        model_spec=TINY_SPEC,
-        dataset="unused",
+        model_name=TINY_SPEC,
+        dataset_path="unused",
         hook_name=HOOK,
         training_tokens=4096,
         train_batch_size_tokens=128,
@@ -122,13 +123,13 @@ def test_multi_hook_run_from_cache_with_checkpoints_and_exact_resume(model, pixe
     common = dict(
         hook_name=hooks,
         token_selection="patches",
-        cache_path=str(tmp_path / "cache"),
+        cached_activations_path=str(tmp_path / "cache"),
         cache_chunk_images=4,
         train_batch_size_tokens=64,
         training_tokens=64 * 30,
-        mix_fraction=0.0,
+        activations_mixing_fraction=0.0,
         shuffle_images=False,
-        buffer_batches=1,
+        n_batches_in_buffer=1,
         checkpoint_every_tokens=64 * 10,
     )
     runner = VisionSAETrainingRunner(config(tmp_path, **common), override_model=model, override_source=pixels)
@@ -165,13 +166,15 @@ def test_multi_hook_run_from_cache_with_checkpoints_and_exact_resume(model, pixe
 
 
 def test_training_from_a_finished_cache_needs_no_model(model, pixels, tmp_path):
-    cfg = config(tmp_path, cache_path=str(tmp_path / "cache"), checkpoint_path=None)
+    cfg = config(tmp_path, cached_activations_path=str(tmp_path / "cache"), checkpoint_path=None)
     VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()
     # TINY_SPEC cannot be loaded: a second run can only succeed by reading the cache alone
     cache_only = dict(
-        cache_path=str(tmp_path / "cache"), checkpoint_path=None, output_path=str(tmp_path / "out2")
+        cached_activations_path=str(tmp_path / "cache"),
+        checkpoint_path=None,
+        output_path=str(tmp_path / "out2"),
     )
-    again = VisionSAETrainingRunner(config(tmp_path, dataset="", **cache_only))
+    again = VisionSAETrainingRunner(config(tmp_path, dataset_path="", **cache_only))
     again.run()
     assert again._model is None
     meta = SAE.load_from_disk(tmp_path / "out2").cfg.metadata
@@ -188,19 +191,37 @@ def test_training_from_a_finished_cache_needs_no_model(model, pixels, tmp_path):
 
 def test_yaml_config_presets_and_cli(model, pixels, tmp_path, capsys):
     VisionSAETrainingRunner(
-        config(tmp_path, cache_path=str(tmp_path / "cache"), checkpoint_path=None),
+        config(tmp_path, cached_activations_path=str(tmp_path / "cache"), checkpoint_path=None),
         override_model=model,
         override_source=pixels,
     ).run()
     yaml_file = tmp_path / "cfg.yaml"
     yaml_file.write_text(
-        f"preset: topk\nmodel_spec: {TINY_SPEC}\nhook_name: {HOOK}\ndataset: ''\ncache_path: {tmp_path / 'cache'}\n"
+        f"preset: topk\nmodel_name: {TINY_SPEC}\nhook_name: {HOOK}\ndataset_path: ''\n"
+        f"cached_activations_path: {tmp_path / 'cache'}\n"
         f"training_tokens: 2048\ntrain_batch_size_tokens: 128\nlr_warm_up_steps: 1\ndevice: cpu\n"
         f"checkpoint_path: null\nexpansion_factor: 2\nprefetch_batches: 0\nn_eval_images: 8\n"
     )
     cfg = VisionSAERunnerConfig.from_file(yaml_file)
     assert cfg.architecture == "topk" and cfg.sae == {"k": 64} and cfg.lr == 4e-4
     assert VisionSAERunnerConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    # a config of the previous release (its field names) still loads, to the same config, with a warning per name
+    old_names = {
+        "model_name": "model_spec",
+        "dataset_path": "dataset",
+        "cached_activations_path": "cache_path",
+    }
+    old_yaml = yaml_file.read_text()
+    for new, old in old_names.items():
+        old_yaml = old_yaml.replace(f"{new}:", f"{old}:")
+    (tmp_path / "old.yaml").write_text(old_yaml + "buffer_batches: 16\nmix_fraction: 0.5\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert VisionSAERunnerConfig.from_file(tmp_path / "old.yaml") == cfg
+    said = sorted(str(w.message).split("'")[1] for w in caught if w.category is FutureWarning)
+    assert said == ["buffer_batches", "cache_path", "dataset", "mix_fraction", "model_spec"]
+    with pytest.raises(ValueError, match="both 'dataset' and 'dataset_path' are set"):
+        VisionSAERunnerConfig.from_dict({"dataset": "a", "dataset_path": "b"})
     assert (
         cli_main(["train", "--config", str(yaml_file), "--set", "sae.k=4", "--lr", "0.002", "--print-config"])
         == 0

@@ -23,7 +23,7 @@ def test_nested_cache_checkpoints_and_user_files_survive_the_final_save(model, p
     cfg = config(
         tmp_path,
         output_path=str(out),
-        cache_path=str(out / "cache"),
+        cached_activations_path=str(out / "cache"),
         checkpoint_path=str(out / "ckpt"),
         n_checkpoints=2,
     )
@@ -39,7 +39,7 @@ def test_nested_cache_checkpoints_and_user_files_survive_the_final_save(model, p
     again = config(
         tmp_path,
         output_path=str(out),
-        cache_path=str(out / "cache"),
+        cached_activations_path=str(out / "cache"),
         checkpoint_path=str(tmp_path / "other_ckpt"),
         overwrite_output=True,
         seed=7,
@@ -106,7 +106,7 @@ def test_a_nan_image_file_is_named(model, tmp_path):
     write_images(folder, 6, size=32)
     Image.fromarray(np.full((32, 32), np.nan, dtype=np.float32), "F").save(folder / "img_999.tiff")
     with pytest.raises(Exception, match=r"img_999\.tiff.*NaN or inf pixel values"):
-        VisionSAETrainingRunner(config(tmp_path, dataset=str(folder)), override_model=model).run()
+        VisionSAETrainingRunner(config(tmp_path, dataset_path=str(folder)), override_model=model).run()
 
 
 def test_a_diverging_loss_stops_training_and_saves_nothing(model, pixels, tmp_path):
@@ -207,7 +207,7 @@ def test_two_seeded_runs_give_identical_weights(model, pixels, tmp_path, use_cac
             tmp_path,
             output_path=str(tmp_path / f"out{i}"),
             checkpoint_path=None,
-            cache_path=str(tmp_path / "cache") if use_cache else None,
+            cached_activations_path=str(tmp_path / "cache") if use_cache else None,
             num_workers=0,
             prefetch_batches=0,
         )

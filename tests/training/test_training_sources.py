@@ -150,8 +150,8 @@ def test_config_rejects_bad_values_before_loading_anything():
 
 def test_runner_setup_fails_early(model, pixels, tmp_path):
     base = dict(
-        model_spec=TINY_SPEC,
-        dataset="unused",
+        model_name=TINY_SPEC,
+        dataset_path="unused",
         training_tokens=2048,
         train_batch_size_tokens=256,
         lr_warm_up_steps=1,
