@@ -22,8 +22,16 @@ _EXPORTS = {
     "VisionSAERunnerConfig": "sae_clip_plugin.training.config",
     "VisionSAETrainingRunner": "sae_clip_plugin.training.runner",
     "evaluate_sae": "sae_clip_plugin.analysis.metrics.evaluate",
+    "evaluate_saes": "sae_clip_plugin.analysis.metrics.evaluate",
     "steer": "sae_clip_plugin.analysis.steering.interventions",
     "steerability": "sae_clip_plugin.analysis.steerability.metric",
+    "DisentangleConfig": "sae_clip_plugin.analysis.disentangle.evaluate",
+    "run_disentangle": "sae_clip_plugin.analysis.disentangle.evaluate",
+    "build_task": "sae_clip_plugin.analysis.disentangle.tasks",
+    "decompose_image_embedding": "sae_clip_plugin.analysis.decomposition.direct_effects",
+    "TokenSelection": "sae_clip_plugin.model.tokens",
+    "image_source": "sae_clip_plugin.training.sources",
+    "load_labelled_images": "sae_clip_plugin.data.image_folder",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

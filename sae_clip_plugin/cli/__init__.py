@@ -50,13 +50,35 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, pickle.UnpicklingError)
 
 
+def with_config_file(parser: argparse.ArgumentParser, raw: list[str]) -> list[str]:
+    """`raw` with a command's `--config FILE` (train excepted: its --config is a runner config) expanded in place
+    into the flags it holds, put before the typed flags so that those win."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    at = next((i for i, token in enumerate(raw) if token in commands.choices), None)
+    if at is None or raw[at] == "train" or "--config" not in raw[at:]:
+        return raw
+    from sae_clip_plugin.cli.options import config_file_argv
+
+    rest = raw[at + 1 :]
+    i = rest.index("--config")
+    if i + 1 >= len(rest):
+        return raw  # argparse says what is missing
+    from_file = config_file_argv(rest[i + 1], commands.choices[raw[at]])
+    return [*raw[: at + 1], *from_file, *rest[:i], *rest[i + 2 :]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand; the project's own errors print one line (the traceback only with --debug)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")
     raw = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(raw)
+    try:
+        argv = with_config_file(parser, raw)
+    except (OSError, ValueError) as err:
+        print(f"sae-clip: error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     args.command_line = "sae-clip " + " ".join(raw)  # as typed: written into reports so a run can be repeated
     if getattr(args, "func", None) is None:
         parser.print_help()

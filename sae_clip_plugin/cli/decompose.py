@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
-from sae_clip_plugin.cli.options import add_device, add_model, add_out, resolve_device
+from sae_clip_plugin.cli.options import add_config, add_device, add_model, add_out, resolve_device
 
 
 def run_decompose_command(args: argparse.Namespace) -> int:
@@ -134,4 +134,5 @@ def register_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the image sets (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (default %(default)s)")
     add_device(p)
+    add_config(p)
     p.set_defaults(func=run_decompose_command)

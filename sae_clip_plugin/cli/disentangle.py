@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.cli.options import (
+    add_config,
     add_deprecated,
     add_device,
     add_model,
@@ -141,6 +142,7 @@ def register_commands(subparsers: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=128, help="images per forward (default %(default)s)")
     add_device(p)
+    add_config(p)
     p.add_argument(
         "--no-check-model", action="store_true", help="allow SAEs whose metadata names another model"
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.cli.options import (
+    add_config,
     add_deprecated,
     add_device,
     add_model,
@@ -131,6 +132,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
         help="read the images into memory once when their pixels fit in this many GiB (0: always stream)",
     )
     add_device(p)
+    add_config(p)
     p.add_argument("--seed", type=int, default=4321, help="seed of the toy images")
     p.add_argument(
         "--replot", action="store_true", help="only redraw the figures of an existing --out folder"

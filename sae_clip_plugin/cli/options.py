@@ -108,3 +108,46 @@ def sae_specs(args: argparse.Namespace) -> list[str]:
     value = getattr(args, "sae", None)
     specs = value if isinstance(value, list) else ([value] if value else [])
     return [str(s) for s in specs]
+
+
+def add_config(parser: Any) -> None:
+    """--config FILE: this command's settings from YAML / JSON (keys are the flag names); command-line flags win."""
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="YAML or JSON file of this command's settings, keyed by flag name (e.g. `images: toy`, `k: [4, 8]`); "
+        "flags on the command line override it (repeatable ones add to it)",
+    )
+
+
+def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
+    """The settings in `path` as command-line tokens for `parser` (placed before the typed ones, which then win)."""
+    from pathlib import Path
+
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    flags = {
+        a.dest: a
+        for a in parser._actions
+        if a.option_strings and a.help != argparse.SUPPRESS and a.dest not in ("help", "config_file")
+    }
+    argv: list[str] = []
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in flags:
+            raise ValueError(f"{path}: {key!r} is not a setting of this command; use one of {sorted(flags)}")
+        action, flag = flags[dest], flags[dest].option_strings[-1]
+        if action.nargs == 0:  # a switch
+            argv += [flag] if value else []
+        elif isinstance(action, argparse._AppendAction):
+            for item in value if isinstance(value, list) else [value]:
+                argv += [flag, str(item)]
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv

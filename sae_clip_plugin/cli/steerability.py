@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.cli.options import (
+    add_config,
     add_deprecated,
     add_device,
     add_hook,
@@ -101,6 +102,7 @@ def register_commands(subparsers: Any) -> None:
     run.add_argument("--batch-size", type=int, default=256, help="rows (features x images) per forward")
     run.add_argument("--seed", type=int, default=0, help="feature sampling seed")
     add_device(run)
+    add_config(run)
     out = p.add_argument_group("output")
     add_out(out)
     out.add_argument("--json", action="store_true", help="print the summary as JSON instead of one line")

@@ -76,3 +76,21 @@ def test_old_train_flags_give_the_same_config():
         "blocks.1.hook_resid_post",
         "o",
     )
+
+
+def test_a_command_config_file_holds_its_flags_and_typed_flags_win(tmp_path, capsys):
+    from sae_clip_plugin.cli import with_config_file
+
+    parser = build_parser()
+    settings = tmp_path / "disentangle.yaml"
+    settings.write_text("sae: [a, 'R:x']\ntask: toy-colour\nout: o\nk: [4, 8]\nno-progress: true\nseed: 3\n")
+    argv = with_config_file(parser, ["disentangle", "--config", str(settings), "--seed", "5"])
+    from_file = vars(parser.parse_args(argv))
+    typed = vars(parser.parse_args(["disentangle", "--sae", "a", "--sae", "R:x", "--task", "toy-colour", "--out", "o",
+                                    "--k", "4", "8", "--no-progress", "--seed", "5"]))  # fmt: skip
+    assert from_file == typed
+    (tmp_path / "bad.yaml").write_text("strength: 3\n")
+    with pytest.raises(ValueError, match="'strength' is not a setting of this command; use one of"):
+        with_config_file(parser, ["eval", "--config", str(tmp_path / "bad.yaml")])
+    # train's --config is a VisionSAERunnerConfig file, read by the runner config itself
+    assert with_config_file(parser, ["train", "--config", "x.yaml"]) == ["train", "--config", "x.yaml"]
