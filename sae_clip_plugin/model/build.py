@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sae_clip_plugin.model.config import HookedViTConfig
-from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.text import TextTower
 from sae_clip_plugin.model.weights import StateDict, process_weights
+
+if TYPE_CHECKING:  # the converters receive the class; importing it here would be a cycle
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class BuildOptions:
     fold_value_biases: bool = False
     dtype: torch.dtype | str | None = None
     device: torch.device | str | None = None
-    model_cls: type[HookedViT] = HookedViT
+    model_cls: type[HookedViT] | None = None  # HookedViT or a subclass (its constructors pass themselves)
 
     @classmethod
     def pop_from(cls, kwargs: dict[str, Any]) -> BuildOptions:
@@ -41,6 +43,10 @@ def build_hooked_vit(
 ) -> HookedViT:
     """Process weights as asked, load them strictly, and put the model in eval mode."""
     dtype, device, model_cls = options.dtype, options.device, options.model_cls
+    if model_cls is None:
+        raise TypeError(
+            "build_hooked_vit needs options.model_cls (HookedViT or a subclass); use HookedViT.from_open_clip"
+        )
     if dtype is not None:
         dtype = str(dtype).removeprefix("torch.")
     cfg = dataclasses.replace(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
@@ -11,11 +11,13 @@ from transformers import PreTrainedTokenizerBase
 
 from sae_clip_plugin.model.build import BuildOptions, build_hooked_vit
 from sae_clip_plugin.model.config import HookedViTConfig
-from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.open_clip_convert import UnsupportedModelError
 from sae_clip_plugin.model.preprocess import preprocess_dict
 from sae_clip_plugin.model.text import HFTextEncoder, HFTokenizer, TextTower
 from sae_clip_plugin.model.weights import StateDict, attention_weights, layer_norm_weights, mlp_weights
+
+if TYPE_CHECKING:  # the converters receive the class; importing it here would be a cycle
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 # transformers' hidden_act -> transformer_lens activation name (both exact erf GELU for "gelu")
 HF_ACTIVATIONS = {

@@ -17,6 +17,10 @@ from sae_clip_plugin.model.activation_cache import VisionActivationCache
 from sae_clip_plugin.model.blocks import FastLayerNorm, FastLayerNormPre, ViTBlock
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.embeddings import PatchEmbed, PosEmbed
+from sae_clip_plugin.model.hf_convert import hooked_vit_from_hf
+from sae_clip_plugin.model.hooks import stop_at_layer_for
+from sae_clip_plugin.model.open_clip_convert import hooked_vit_from_open_clip
+from sae_clip_plugin.model.specs import load_model_from_spec
 from sae_clip_plugin.model.text import TextTower, zero_shot_logits
 from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
 
@@ -73,22 +77,16 @@ class HookedViT(HookedRootModule):
     @classmethod
     def from_open_clip(cls, model_or_name: Any, pretrained: str | None = None, **kwargs: Any) -> HookedViT:
         """From an open_clip CLIP / VisionTransformer, or a model name and pretrained tag."""
-        from sae_clip_plugin.model.open_clip_convert import hooked_vit_from_open_clip
-
         return hooked_vit_from_open_clip(model_or_name, pretrained=pretrained, model_cls=cls, **kwargs)
 
     @classmethod
     def from_hf(cls, repo_id_or_model: Any, **kwargs: Any) -> HookedViT:
         """From a transformers CLIPModel / CLIPVisionModel(WithProjection), or a hub repo id."""
-        from sae_clip_plugin.model.hf_convert import hooked_vit_from_hf
-
         return hooked_vit_from_hf(repo_id_or_model, model_cls=cls, **kwargs)
 
     @classmethod
     def from_pretrained(cls, spec: str, **kwargs: Any) -> HookedViT:
         """From a model spec: `open_clip:<name>/<tag>`, `hf:<repo id>` or `toy`."""
-        from sae_clip_plugin.model.specs import load_model_from_spec
-
         return load_model_from_spec(spec, model_cls=cls, **kwargs)
 
     # ----------------------------------------------------------------------------------------
@@ -369,8 +367,6 @@ class HookedViT(HookedRootModule):
     @staticmethod
     def stop_at_layer_for(hook_names: Sequence[str]) -> int | None:
         """The smallest `stop_at_layer` that still fires every hook in `hook_names` (None: the whole forward)."""
-        from sae_clip_plugin.model.hooks import stop_at_layer_for
-
         return stop_at_layer_for(hook_names)
 
     def token_positions(self, tokens: TokenSpec = "all") -> list[int]:

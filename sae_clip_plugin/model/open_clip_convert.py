@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import open_clip
 import torch
@@ -11,7 +11,6 @@ from torch import nn
 
 from sae_clip_plugin.model.build import BuildOptions, build_hooked_vit
 from sae_clip_plugin.model.config import HookedViTConfig
-from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.preprocess import preprocess_dict
 from sae_clip_plugin.model.text import open_clip_text_tower
 from sae_clip_plugin.model.weights import (
@@ -21,6 +20,9 @@ from sae_clip_plugin.model.weights import (
     layer_norm_weights,
     mlp_weights,
 )
+
+if TYPE_CHECKING:  # the converters receive the class; importing it here would be a cycle
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 class UnsupportedModelError(ValueError):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_clip_plugin import registry
-from sae_clip_plugin.model.hooked_vit import HookedViT
+
+if TYPE_CHECKING:  # the converters receive the class; importing it here would be a cycle
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class ModelSpec:
         return f"hf:{self.name}"
 
 
-def load_model_from_spec(spec: str, model_cls: type[HookedViT] = HookedViT, **kwargs: Any) -> HookedViT:
+def load_model_from_spec(spec: str, model_cls: type[HookedViT], **kwargs: Any) -> HookedViT:
+    """`model_cls` (HookedViT or a subclass) from a model spec; HookedViT.from_pretrained calls this."""
     parsed = ModelSpec.parse(spec)
     if parsed.source == "registered":
         return registry.lookup("model", parsed.name)(model_cls, **kwargs)
