@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sae_clip_plugin.viz.report import markdown_table
+from sae_clip_plugin.tables import markdown_table
 
 
 def heads_markdown(rows: list[dict[str, Any]], command: str, typographic: bool) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 from sae_clip_plugin.analysis.disentangle.text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
+from sae_clip_plugin.tables import markdown_table
 from sae_clip_plugin.viz.disentangle_figures import plot_accuracy_by_layer
-from sae_clip_plugin.viz.report import markdown_table
 
 
 def task_markdown(result: Any, task: Any, command: str) -> str:

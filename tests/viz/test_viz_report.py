@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table, format_value, inline_html
+from sae_clip_plugin.tables import format_value
+from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table, inline_html
 
 
 def test_format_value():

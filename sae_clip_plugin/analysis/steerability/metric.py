@@ -190,7 +190,7 @@ class SteerabilityResult:
 
 def frame_markdown(frame: pd.DataFrame) -> str:
     """A DataFrame as a markdown table (pandas' to_markdown needs the optional tabulate package)."""
-    from sae_clip_plugin.viz.report import markdown_table
+    from sae_clip_plugin.tables import markdown_table
 
     return markdown_table(list(frame.columns), [list(r) for r in frame.itertuples(index=False)])
 
