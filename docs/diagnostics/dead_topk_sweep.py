@@ -33,8 +33,8 @@ def main() -> None:
     extra = {} if args.window is None else {"dead_feature_window": args.window}
     name = f"w{args.window}_a{args.aux}_d{args.decoder_init_norm}_lr{args.lr}"
     cfg = VisionSAERunnerConfig.from_preset(
-        "topk", sae={"k": 16, "aux_loss_coefficient": args.aux}, model_spec="toy", hook_name=HOOKS,
-        token_selection="all", dataset="toy", max_images=2000, harvest_batch_size=64, num_workers=0,
+        "topk", sae={"k": 16, "aux_loss_coefficient": args.aux}, model_name="toy", hook_name=HOOKS,
+        token_selection="all", dataset_path="toy", max_images=2000, harvest_batch_size=64, num_workers=0,
         cache_path=f"{args.out}/cache", cache_dtype="float16", cache_shard_images=500, expansion_factor=4,
         training_tokens=409_600, train_batch_size_tokens=2048, lr=args.lr, lr_warm_up_steps=20, device="cpu",
         output_path=f"{args.out}/{name}", overwrite_output=True, checkpoint_path=None,

@@ -63,7 +63,7 @@ class DemoRun:
 
         if self._model is None:
             self.log(f"loading model {self.cfg.model_spec} ...")
-            self._model = HookedSAEViT.from_pretrained(self.cfg.model_name, device=self.cfg.device)
+            self._model = HookedSAEViT.from_pretrained(self.cfg.model_spec, device=self.cfg.device)
         elif not isinstance(self._model, HookedSAEViT):
             self._model = HookedSAEViT.from_hooked_vit(self._model)
         return self._model.eval()

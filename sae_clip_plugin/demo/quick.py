@@ -41,7 +41,7 @@ def quick_toy_saes(
 
     hooks = [f"blocks.{layer}.{hook_type}" for layer in layers]
     root = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="toy_saes_"))
-    common = dict(model_spec=model.cfg.model_spec or "toy", hook_name=hooks, dataset="toy", max_images=n_images,
+    common = dict(model_name=model.cfg.model_spec or "toy", hook_name=hooks, dataset_path="toy", max_images=n_images,
                   num_workers=0, expansion_factor=expansion_factor, training_tokens=training_tokens,
                   train_batch_size_tokens=batch_tokens, lr=lr, lr_warm_up_steps=max(1, training_tokens // batch_tokens // 10),
                   device=str(model.embed.W_E.device), output_path=str(root / "saes"), overwrite_output=True, checkpoint_path=None,
