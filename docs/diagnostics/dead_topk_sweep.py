@@ -35,10 +35,10 @@ def main() -> None:
     cfg = VisionSAERunnerConfig.from_preset(
         "topk", sae={"k": 16, "aux_loss_coefficient": args.aux}, model_name="toy", hook_name=HOOKS,
         token_selection="all", dataset_path="toy", max_images=2000, harvest_batch_size=64, num_workers=0,
-        cache_path=f"{args.out}/cache", cache_dtype="float16", cache_shard_images=500, expansion_factor=4,
+        cached_activations_path=f"{args.out}/cache", cache_dtype="float16", cache_shard_images=500, expansion_factor=4,
         training_tokens=409_600, train_batch_size_tokens=2048, lr=args.lr, lr_warm_up_steps=20, device="cpu",
         output_path=f"{args.out}/{name}", overwrite_output=True, checkpoint_path=None,
-        n_eval_images=args.eval_images, seed=0, prefetch_batches=0, buffer_batches=4,
+        n_eval_images=args.eval_images, seed=0, prefetch_batches=0, n_batches_in_buffer=4,
         decoder_init_norm=args.decoder_init_norm, **extra,
     )  # fmt: skip
     runner = VisionSAETrainingRunner(cfg)
