@@ -50,7 +50,7 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--resume-from-checkpoint": ("resume_from_checkpoint", str, "checkpoint folder to resume from"),
     "--n-eval-images": ("n_eval_images", int, "images for the vision evaluation"),
     "--seed": ("seed", int, "random seed"),
-    "--log-to-wandb": ("log_to_wandb", None, "log through sae_lens' wandb logger"),
+    "--log-to-wandb": ("logger.log_to_wandb", None, "log through sae_lens' wandb logger"),
     "--overwrite-output": ("overwrite_output", None, "replace an existing output folder"),
 }
 
@@ -64,7 +64,8 @@ DEPRECATED_FLAGS = {
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` (YAML-typed values; `sae.k=32` sets one architecture option)."""
+    """`--set key=value` (YAML-typed values; `sae.k=32` sets one architecture option, `logger.run_name=x` one
+    sae_lens LoggingConfig field)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -73,8 +74,9 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
         value = yaml.safe_load(raw)
-        if key.startswith("sae."):
-            out.setdefault("sae", {})[key[4:]] = value
+        group, dot, name = key.partition(".")
+        if dot:
+            out.setdefault(group, {})[name] = value
         else:
             out[key] = value
     return out
@@ -87,14 +89,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
     for flag, (field, kind, _) in _FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and not (kind is None and value is False):
-            overrides[field] = value
+            group, dot, name = field.partition(".")
+            if dot:
+                overrides.setdefault(group, {})[name] = value
+            else:
+                overrides[field] = value
     if args.hook:
         hooks = [h for item in args.hook for h in item.split(",") if h]
         overrides["hook_name"] = hooks[0] if len(hooks) == 1 else hooks
     if args.preset:
         overrides["preset"] = args.preset
     for key, value in _parse_set(args.set or []).items():
-        overrides[key] = {**overrides.get(key, {}), **value} if key == "sae" else value
+        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
     if args.config:
         return VisionSAERunnerConfig.from_file(args.config, **overrides)
     return VisionSAERunnerConfig.from_dict(overrides)

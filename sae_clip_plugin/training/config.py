@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sae_lens.config import LoggingConfig
+
 from sae_clip_plugin.config_types import check_field_types, check_number
 from sae_clip_plugin.training.cache import STORAGE_DTYPES
 from sae_clip_plugin.training.tokens import check_token_selection
@@ -50,6 +52,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+LOGGER_DEFAULTS: dict[str, Any] = {"log_to_wandb": False, "wandb_project": "sae_clip_plugin"}
+LOGGER_FIELDS = ("log_to_wandb", "wandb_project", "wandb_entity", "run_name", "wandb_log_frequency",
+                 "eval_every_n_wandb_logs")  # fmt: skip
+
 # field names of the previous release -> sae_lens' LanguageModelSAERunnerConfig names (the same concepts)
 RENAMED_FIELDS = {
     "model_spec": "model_name",
@@ -74,6 +80,15 @@ def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
         warnings.warn(f"config field {old!r} is now {new!r} (sae_lens' name); the old name goes in 0.3",
                       FutureWarning, stacklevel=3)  # fmt: skip
         out[new] = out.pop(old)
+    moved = {k: out.pop(k) for k in LOGGER_FIELDS if k in out}
+    if moved:
+        warnings.warn(f"config fields {sorted(moved)} now live under 'logger' (sae_lens' LoggingConfig); the flat "
+                      "names go in 0.3", FutureWarning, stacklevel=3)  # fmt: skip
+        logger = out.get("logger")
+        out["logger"] = {
+            **(dataclasses.asdict(logger) if dataclasses.is_dataclass(logger) else logger or {}),
+            **moved,
+        }
     return out
 
 
@@ -156,15 +171,16 @@ class VisionSAERunnerConfig:
     n_eval_images: int = 64  # images for the vision evaluation: the source's first ones (in-sample) ...
     eval_holdout: bool = False  # ... or its last ones, held out of training (needs the model loaded)
 
-    # -- wandb through sae_lens' logger (off by default)
-    log_to_wandb: bool = False
-    wandb_project: str = "sae_clip_plugin"
-    wandb_entity: str | None = None
-    run_name: str | None = None
-    wandb_log_frequency: int = 10
-    eval_every_n_wandb_logs: int = 100
+    # -- wandb through sae_lens' own LoggingConfig (off by default), nested as in LanguageModelSAERunnerConfig
+    logger: LoggingConfig = field(default_factory=lambda: LoggingConfig(**LOGGER_DEFAULTS))
 
     def __post_init__(self) -> None:
+        if isinstance(self.logger, dict):
+            unknown = sorted(set(self.logger) - {f.name for f in dataclasses.fields(LoggingConfig)})
+            if unknown:
+                known = sorted(f.name for f in dataclasses.fields(LoggingConfig))
+                raise ValueError(f"unknown logger field(s) {unknown}; sae_lens' LoggingConfig has {known}")
+            self.logger = LoggingConfig(**{**LOGGER_DEFAULTS, **self.logger})
         if isinstance(self.hook_name, (list, tuple)) and len(self.hook_name) == 1:
             self.hook_name = self.hook_name[0]
         self.validate()
@@ -276,8 +292,10 @@ class VisionSAERunnerConfig:
         ):
             check_number(name, getattr(self, name), low=0)
         for name in ("n_restart_cycles", "dead_feature_window", "feature_sampling_window",
-                     "n_batches_for_norm_estimate", "wandb_log_frequency", "eval_every_n_wandb_logs"):  # fmt: skip
+                     "n_batches_for_norm_estimate"):  # fmt: skip
             check_number(name, getattr(self, name), low=1)
+        for name in ("wandb_log_frequency", "eval_every_n_wandb_logs"):
+            check_number(f"logger.{name}", getattr(self.logger, name), low=1)
         if self.d_sae is not None:
             check_number("d_sae", self.d_sae, low=1)
         if self.max_images is not None:
@@ -336,9 +354,11 @@ class VisionSAERunnerConfig:
         data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
-        sae = {**data.get("sae", {}), **overrides.pop("sae", {})}
         data, overrides = renamed_fields(data), renamed_fields(overrides)
-        return cls.from_dict({**data, **overrides, **({"sae": sae} if sae else {})})
+        nested = {
+            key: {**(data.get(key) or {}), **(overrides.pop(key, None) or {})} for key in ("sae", "logger")
+        }
+        return cls.from_dict({**data, **overrides, **{k: v for k, v in nested.items() if v}})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")

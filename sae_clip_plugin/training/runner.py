@@ -8,6 +8,7 @@ vision evaluation at every checkpoint (sae_lens runs its evaluator only with wan
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -363,7 +364,7 @@ class VisionSAETrainingRunner:
     # training
 
     def _trainer_config(self) -> Any:
-        from sae_lens.config import LoggingConfig, SAETrainerConfig
+        from sae_lens.config import SAETrainerConfig
 
         cfg = self.cfg
         return SAETrainerConfig(
@@ -384,13 +385,9 @@ class VisionSAETrainingRunner:
             n_checkpoints=cfg.n_checkpoints,
             checkpoint_path=cfg.checkpoint_path,
             save_final_checkpoint=cfg.save_final_checkpoint,
-            logger=LoggingConfig(
-                log_to_wandb=cfg.log_to_wandb,
-                wandb_project=cfg.wandb_project,
-                wandb_entity=cfg.wandb_entity,
-                run_name=cfg.run_name or self._run_name(),
-                wandb_log_frequency=cfg.wandb_log_frequency,
-                eval_every_n_wandb_logs=cfg.eval_every_n_wandb_logs,
+            logger=dataclasses.replace(
+                cfg.logger,
+                run_name=cfg.logger.run_name or self._run_name(),
             ),
             n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         )
@@ -539,15 +536,15 @@ class VisionSAETrainingRunner:
         return result
 
     def _init_wandb(self) -> Any:
-        if not self.cfg.log_to_wandb:
+        if not self.cfg.logger.log_to_wandb:
             return None
         import wandb
 
         return wandb.init(
-            project=self.cfg.wandb_project,
-            entity=self.cfg.wandb_entity,
+            project=self.cfg.logger.wandb_project,
+            entity=self.cfg.logger.wandb_entity,
             config=self.cfg.to_dict(),
-            name=self.cfg.run_name or self._run_name(),
+            name=self.cfg.logger.run_name or self._run_name(),
         )
 
     @contextmanager

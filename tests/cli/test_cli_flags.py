@@ -94,3 +94,14 @@ def test_a_command_config_file_holds_its_flags_and_typed_flags_win(tmp_path, cap
         with_config_file(parser, ["eval", "--config", str(tmp_path / "bad.yaml")])
     # train's --config is a VisionSAERunnerConfig file, read by the runner config itself
     assert with_config_file(parser, ["train", "--config", "x.yaml"]) == ["train", "--config", "x.yaml"]
+
+
+def test_train_flags_reach_the_nested_logger():
+    from sae_clip_plugin.cli.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--model", "toy", "--images", "toy", "--hook", "blocks.1.hook_resid_post",
+                                      "--log-to-wandb", "--set", "logger.run_name=mine", "--training-tokens", "409600",
+                                      "--train-batch-size-tokens", "256"])  # fmt: skip
+    cfg = config_from_args(args)
+    assert cfg.logger.log_to_wandb is True and cfg.logger.run_name == "mine"
+    assert cfg.logger.wandb_project == "sae_clip_plugin"

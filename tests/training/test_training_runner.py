@@ -220,6 +220,16 @@ def test_yaml_config_presets_and_cli(model, pixels, tmp_path, capsys):
         assert VisionSAERunnerConfig.from_file(tmp_path / "old.yaml") == cfg
     said = sorted(str(w.message).split("'")[1] for w in caught if w.category is FutureWarning)
     assert said == ["buffer_batches", "cache_path", "dataset", "mix_fraction", "model_spec"]
+    # wandb settings moved under `logger`, sae_lens' own LoggingConfig, as in LanguageModelSAERunnerConfig
+    with pytest.warns(FutureWarning, match=r"\['run_name', 'wandb_project'\] now live under 'logger'"):
+        flat = VisionSAERunnerConfig.from_dict(
+            {**cfg.to_dict(), "logger": {}, "wandb_project": "p", "run_name": "r"}
+        )
+    assert type(flat.logger).__name__ == "LoggingConfig" and flat.logger.__module__ == "sae_lens.config"
+    assert (flat.logger.wandb_project, flat.logger.run_name, flat.logger.log_to_wandb) == ("p", "r", False)
+    assert VisionSAERunnerConfig.from_dict(json.loads(flat.to_json())) == flat
+    with pytest.raises(ValueError, match=r"unknown logger field\(s\) \['colour'\]"):
+        VisionSAERunnerConfig.from_dict({"logger": {"colour": 1}})
     with pytest.raises(ValueError, match="both 'dataset' and 'dataset_path' are set"):
         VisionSAERunnerConfig.from_dict({"dataset": "a", "dataset_path": "b"})
     assert (
@@ -248,7 +258,7 @@ def test_default_config_is_the_paper_recipe():
         cfg.train_batch_size_tokens,
         cfg.token_selection,
     ) == ("standard", 64, 4e-4, "cosineannealing", 200, 4096, "all")
-    assert "l1_coefficient" in cfg.sae_kwargs() and not cfg.log_to_wandb
+    assert "l1_coefficient" in cfg.sae_kwargs() and not cfg.logger.log_to_wandb
     topk = VisionSAERunnerConfig.from_preset("topk")
     assert topk.architecture == "topk" and topk.sae_kwargs()["k"] == 64
     # the dead-feature window is a twentieth of the run, at most sae_lens' 1000 steps
@@ -305,9 +315,7 @@ def test_wandb_logging_calls_the_vision_evaluator(model, pixels, tmp_path, monke
         tmp_path,
         hook_name=hooks,
         training_tokens=128 * 8,
-        log_to_wandb=True,
-        wandb_log_frequency=1,
-        eval_every_n_wandb_logs=4,
+        logger={"log_to_wandb": True, "wandb_log_frequency": 1, "eval_every_n_wandb_logs": 4},
         checkpoint_path=None,
     )
     VisionSAETrainingRunner(cfg, override_model=model, override_source=pixels).run()
