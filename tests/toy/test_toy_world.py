@@ -55,13 +55,24 @@ def test_render_is_64px_rgb_and_shows_the_shape_colour():
 
 
 def test_captions_name_what_is_drawn():
-    for i in range(300):
+    from sae_clip_plugin.toy.words import CLASS_WORDS
+
+    kinds = collections.Counter()
+    for i in range(600):
         s, caption = train_sample(1, i)
         assert (s.shape is not None and s.shape in caption) or (s.word is not None and s.word in caption)
-        if s.shape is None:  # word-only images are captioned by the word (teaches reading)
+        if s.shape is None:  # text-only images are captioned by their text (teaches reading)
             assert s.word in caption
-        if s.word is not None:  # a written word is always named (web captions transcribe text)
+        if s.word in CLASS_WORDS:  # a written class name is always named: it matters to the caption
             assert s.word in caption, caption
+        elif (
+            s.word is not None and s.shape is not None
+        ):  # a distractor beside a shape: the caption ignores it
+            assert s.word not in caption and s.shape in caption, caption
+        kinds[(s.shape is not None, s.word in CLASS_WORDS, s.word is not None)] += 1
+    assert (
+        len(kinds) == 5
+    )  # shape only; text only (class name / distractor); shape with class name / distractor
 
 
 def test_training_cooccurrence_rates():
