@@ -52,7 +52,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the toy-world subcommands to the main `sae-clip` parser."""
-    p = subparsers.add_parser("toy-train", help="train the toy CLIP on the synthetic world (CPU, ~30 min)")
+    p = subparsers.add_parser("toy-train", help="train the toy CLIP on the synthetic world (CPU, ~35 min)")
     p.add_argument(
         "--out",
         default="out/toy-clip/toy_clip.safetensors",
