@@ -58,7 +58,7 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
     from sae_clip_plugin.analysis.disentangle.tasks import build_task
     from sae_clip_plugin.model.hooked_vit import HookedViT
     from sae_clip_plugin.model.sae_splice import check_saes_fit
-    from sae_clip_plugin.pretrained.loading import load_saes_by_hook, model_spec_from_saes
+    from sae_clip_plugin.pretrained.loading import load_saes_by_hook, model_spec_from_metadata
     from sae_clip_plugin.viz.disentangle_report import summary_line, write_disentangle_outputs
 
     torch.manual_seed(args.seed)
@@ -66,7 +66,8 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         saes = load_saes_by_hook(sae_specs(args), device)
-        spec = args.model or model_spec_from_saes(saes.values(), default=world_model(args.task))
+        metadata = [sae.cfg.metadata for sae in saes.values()]
+        spec = args.model or model_spec_from_metadata(metadata, default=world_model(args.task))
         model = HookedViT.from_pretrained(spec, device=device).eval()
         check_saes_fit(model, saes, not args.no_check_model)
     except (ValueError, FileNotFoundError) as err:

@@ -39,7 +39,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
     from sae_clip_plugin.data import load_labelled_images
-    from sae_clip_plugin.pretrained.loading import load_saes, model_spec_from_saes
+    from sae_clip_plugin.pretrained.loading import (
+        SAE_CONFIG_FILE,
+        find_sae_folders,
+        model_spec_from_metadata,
+        sae_metadata,
+    )
     from sae_clip_plugin.viz.metrics_report import load_metrics_results, write_metrics_results
 
     out = Path(args.out)
@@ -61,16 +66,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 
     device = resolve_device(args.device)
-    saes = {}
-    for spec in specs:
-        root = Path(spec)
-        for where, sae in load_saes(spec, device):
-            found = Path(where)
-            saes[
-                str(found.relative_to(root)) if found != root and found.is_relative_to(root) else found.name
-            ] = sae
+    # SAE folders are passed as folders: evaluate_saes loads them one at a time and reads their training settings
+    saes: dict[str, Any] = {}
+    for given in specs:
+        root = Path(given)
+        if root.is_dir() and any(root.rglob(SAE_CONFIG_FILE)):
+            for folder in find_sae_folders(root):
+                saes[str(folder.relative_to(root)) if folder != root else folder.name] = folder
+        else:  # a Prisma .pt (or its folder) or RELEASE:SAE_ID
+            saes[given] = given
     own = args.images if registry.find("model", args.images) else None
-    spec = args.model or model_spec_from_saes(saes.values(), default=own)
+    if args.model:
+        spec = args.model
+    else:
+        spec = model_spec_from_metadata((sae_metadata(s, device) for s in saes.values()), default=own)
     model = HookedSAEViT.from_pretrained(spec, device=device).eval()
     images, classnames, templates = load_labelled_images(args.images, args.max_images, seed=args.seed)
     if args.templates:

@@ -105,9 +105,18 @@ def load_saes_by_hook(specs: Sequence[Any], device: str = "cpu") -> dict[str, An
     return saes
 
 
-def model_spec_from_saes(saes: Iterable[Any], default: str | None = None) -> str:
+def sae_metadata(spec: Any, device: str = "cpu") -> Any:
+    """An SAE's metadata (supports `.get`): a sae_lens folder's is read from its cfg.json without loading the weights;
+    anything else `load_sae` accepts is loaded."""
+    config = Path(str(spec)) / SAE_CONFIG_FILE
+    if config.is_file():
+        return json.loads(config.read_text(encoding="utf-8")).get("metadata") or {}
+    return load_sae(spec, device).cfg.metadata
+
+
+def model_spec_from_metadata(metadata: Iterable[Any], default: str | None = None) -> str:
     """The model spec the SAEs' metadata names (they must agree), else `default`; an error naming --model."""
-    specs = {sae.cfg.metadata.get("model_name") for sae in saes} - {None, ""}
+    specs = {meta.get("model_name") for meta in metadata} - {None, ""}
     if len(specs) == 1:
         return specs.pop()
     if default:

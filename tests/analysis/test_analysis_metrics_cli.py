@@ -153,6 +153,8 @@ def test_cli_eval_writes_table_and_figures(model, sae_dir, tmp_path, monkeypatch
     assert code == 0
     csv = pd.read_csv(out / "metrics.csv")
     assert list(csv["name"]) == ["L0_half", "L1_cls", "sub/L1_topk4"]
+    # folders go to evaluate_saes as folders: the table names where each SAE came from
+    assert list(csv["path"]) == [str(sae_dir / n) for n in ("L0_half", "L1_cls", "sub/L1_topk4")]
     assert (
         (out / "metrics.md")
         .read_text()
