@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
-from sae_clip_plugin.cli.options import add_config, add_device, add_model, add_out, resolve_device
+from sae_clip_plugin.cli.options import add_config, add_device, add_model, add_out
 
 
 def run_decompose_command(args: argparse.Namespace) -> int:
@@ -35,6 +35,7 @@ def run_decompose_command(args: argparse.Namespace) -> int:
     )
     from sae_clip_plugin.analysis.disentangle.tasks import build_task
     from sae_clip_plugin.analysis.vocabulary import default_vocabulary, text_embeddings
+    from sae_clip_plugin.model.device import resolve_device
     from sae_clip_plugin.model.hooked_vit import HookedViT
     from sae_clip_plugin.viz.decomposition_figures import plot_head_heatmap, plot_token_maps
     from sae_clip_plugin.viz.decomposition_report import heads_markdown

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from sae_clip_plugin.cli.options import add_device, add_images, add_model, add_out, resolve_device
+from sae_clip_plugin.cli.options import add_device, add_images, add_model, add_out
 
 EPILOG = """examples:
   sae-clip demo --out out/demo                      # the bundled toy CLIP and world, offline (< 10 min on 2 cores)
@@ -43,6 +43,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from sae_clip_plugin.demo.config import DemoConfig
     from sae_clip_plugin.demo.pipeline import run_demo
     from sae_clip_plugin.demo.state import SettingsMismatchError
+    from sae_clip_plugin.model.device import resolve_device
 
     device = resolve_device(args.device)
     try:

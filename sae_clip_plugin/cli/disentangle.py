@@ -24,7 +24,6 @@ from sae_clip_plugin.cli.options import (
     add_model,
     add_out,
     add_sae,
-    resolve_device,
     sae_specs,
 )
 
@@ -56,6 +55,7 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
 
     from sae_clip_plugin.analysis.disentangle.evaluate import run_disentangle
     from sae_clip_plugin.analysis.disentangle.tasks import build_task
+    from sae_clip_plugin.model.device import resolve_device
     from sae_clip_plugin.model.hooked_vit import HookedViT
     from sae_clip_plugin.model.sae_splice import check_saes_fit
     from sae_clip_plugin.pretrained.loading import load_saes_by_hook, model_spec_from_metadata

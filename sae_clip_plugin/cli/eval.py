@@ -19,7 +19,6 @@ from sae_clip_plugin.cli.options import (
     add_out,
     add_sae,
     deprecation_message,
-    resolve_device,
     sae_specs,
 )
 
@@ -63,6 +62,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "sae-clip eval: pass --images <folder with one subfolder per class> or a registered name (toy)"
         )
     from sae_clip_plugin import registry
+    from sae_clip_plugin.model.device import resolve_device
     from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
 
     device = resolve_device(args.device)

@@ -55,13 +55,12 @@ def add_model(
     )
 
 
-def add_sae(parser: Any, required: bool = False, several: bool = True) -> None:
+def add_sae(parser: Any, several: bool = True) -> None:
     """--sae: an SAE folder, a folder of SAE folders, a Prisma .pt file, or RELEASE:SAE_ID (`load_sae`)."""
     what = "; repeatable (one SAE per hook)" if several else ""
     parser.add_argument(
         "--sae",
         action="append" if several else "store",
-        required=required,
         help=f"SAE: a sae_lens folder, a folder of them, a Prisma .pt file, or RELEASE:SAE_ID{what}",
     )
 
@@ -92,15 +91,6 @@ def add_device(parser: Any) -> None:
     parser.add_argument(
         "--device", default="auto", help="torch device: auto (cuda when available, else cpu), cpu, cuda, ..."
     )
-
-
-def resolve_device(device: str | None) -> str:
-    """'auto' (or None) -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def sae_specs(args: argparse.Namespace) -> list[str]:

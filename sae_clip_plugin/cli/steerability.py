@@ -26,7 +26,6 @@ from sae_clip_plugin.cli.options import (
     add_model,
     add_out,
     add_sae,
-    resolve_device,
 )
 
 
@@ -158,6 +157,7 @@ def run_steerability(args: argparse.Namespace) -> int:
         strength_text,
     )
     from sae_clip_plugin.analysis.vocabulary import default_vocabulary, load_vocabulary, text_embeddings
+    from sae_clip_plugin.model.device import resolve_device
     from sae_clip_plugin.model.hooked_vit import HookedViT
     from sae_clip_plugin.viz.steering_figures import save_steering_curves
 

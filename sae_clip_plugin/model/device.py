@@ -1,4 +1,5 @@
-"""Where a model's weights live: the one helper every analysis uses to put its inputs there."""
+"""Devices: where a model's weights live (the one helper every analysis uses to put its inputs there), and what
+"auto" means."""
 
 from __future__ import annotations
 
@@ -13,3 +14,10 @@ def model_device(model: Any) -> torch.device:
         return next(model.parameters()).device
     except (AttributeError, StopIteration):
         return torch.device("cpu")
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' (or None / empty) -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

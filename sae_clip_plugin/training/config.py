@@ -197,11 +197,9 @@ class VisionSAERunnerConfig:
 
     @property
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
+        from sae_clip_plugin.model.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def sae_kwargs(self) -> dict[str, Any]:
         """Architecture defaults merged with `sae`."""
