@@ -28,7 +28,7 @@ ENTRY_POINT_GROUP = "sae_clip_plugin.worlds"
 KINDS = ("model", "images", "vocabulary", "text_bank", "eval_images", "task")
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
-_loaded_entry_points: set[str] = set()
+_worlds_loaded = False
 
 
 def _check_kind(kind: str) -> None:
@@ -46,11 +46,14 @@ def register(kind: str, name: str, factory: Callable[..., Any], *, overwrite: bo
 
 
 def load_worlds() -> None:
-    """Run the `register()` of every installed world (once each)."""
+    """Run the `register()` of every installed world, once per process (the entry points are read once: a miss
+    such as an image folder's path then costs a dict lookup)."""
+    global _worlds_loaded
+    if _worlds_loaded:
+        return
+    _worlds_loaded = True
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _loaded_entry_points:
-            _loaded_entry_points.add(entry.name)
-            entry.load()()
+        entry.load()()
 
 
 def names(kind: str) -> list[str]:
