@@ -29,6 +29,8 @@ KINDS = ("model", "images", "vocabulary", "text_bank", "eval_images", "task")
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 _worlds_loaded = False
+_world_of: dict[tuple[str, str], str] = {}  # (kind, name) -> the entry point (world) that registered it
+_registering: str | None = None  # the world whose register() is running
 
 
 def _check_kind(kind: str) -> None:
@@ -43,17 +45,23 @@ def register(kind: str, name: str, factory: Callable[..., Any], *, overwrite: bo
     if known is not None and known is not factory and not overwrite:
         raise ValueError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
     _REGISTRY[kind][name] = factory
+    if _registering is not None:
+        _world_of[(kind, name)] = _registering
 
 
 def load_worlds() -> None:
     """Run the `register()` of every installed world, once per process (the entry points are read once: a miss
     such as an image folder's path then costs a dict lookup)."""
-    global _worlds_loaded
+    global _worlds_loaded, _registering
     if _worlds_loaded:
         return
     _worlds_loaded = True
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()()
+        _registering = entry.name
+        try:
+            entry.load()()
+        finally:
+            _registering = None
 
 
 def names(kind: str) -> list[str]:
@@ -82,3 +90,15 @@ def lookup(kind: str, name: str) -> Callable[..., Any]:
             "`pip install -e .` for the bundled toy world) or call sae_clip_plugin.registry.register"
         )
     return factory
+
+
+def world_model(kind: str, names: list[str]) -> str | None:
+    """The model registered by the one world that registered all `names` of `kind` (e.g. the toy world's tasks ->
+    "toy"), when that world registered exactly one model; else None."""
+    load_worlds()
+    worlds = {_world_of.get((kind, name)) for name in names}
+    if len(worlds) != 1 or None in worlds:
+        return None
+    world = worlds.pop()
+    models = [name for (k, name), w in _world_of.items() if k == "model" and w == world]
+    return models[0] if len(models) == 1 else None

@@ -57,3 +57,9 @@ def test_model_specs_accept_registered_names_only():
     assert str(ModelSpec.parse("toy")) == "toy" and ModelSpec.parse("toy").source == "registered"
     with pytest.raises(ValueError, match=r"or a registered model name \(toy\)"):
         ModelSpec.parse("no-such-world")
+
+
+def test_the_model_of_a_world_follows_from_who_registered_the_names():
+    assert registry.world_model("task", ["toy-typographic", "toy-colour"]) == "toy"
+    assert registry.world_model("eval_images", ["toy"]) == "toy"
+    assert registry.world_model("task", ["toy-typographic", "celeba"]) is None  # not all from one world

@@ -39,20 +39,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
-def world_model(tasks: list[str]) -> str | None:
-    """The registered model of the world all `tasks` come from ("toy-typographic", "toy-colour" -> "toy")."""
-    from sae_clip_plugin import registry
-
-    prefixes = {t.split("-", 1)[0] for t in tasks}
-    if len(prefixes) != 1 or not all(registry.find("task", t) for t in tasks):
-        return None
-    prefix = prefixes.pop()
-    return prefix if registry.find("model", prefix) else None
-
-
 def run_disentangle_command(args: argparse.Namespace) -> int:
     import torch
 
+    from sae_clip_plugin import registry
     from sae_clip_plugin.analysis.disentangle.evaluate import run_disentangle
     from sae_clip_plugin.analysis.disentangle.tasks import build_task
     from sae_clip_plugin.model.device import resolve_device
@@ -67,7 +57,9 @@ def run_disentangle_command(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         saes = load_saes_by_hook(sae_specs(args), device)
         metadata = [sae.cfg.metadata for sae in saes.values()]
-        spec = args.model or model_spec_from_metadata(metadata, default=world_model(args.task))
+        spec = args.model or model_spec_from_metadata(
+            metadata, default=registry.world_model("task", args.task)
+        )
         model = HookedViT.from_pretrained(spec, device=device).eval()
         check_saes_fit(model, saes, not args.no_check_model)
     except (ValueError, FileNotFoundError) as err:

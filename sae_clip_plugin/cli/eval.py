@@ -75,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 saes[str(folder.relative_to(root)) if folder != root else folder.name] = folder
         else:  # a Prisma .pt (or its folder) or RELEASE:SAE_ID
             saes[given] = given
-    own = args.images if registry.find("model", args.images) else None
+    own = registry.world_model("eval_images", [args.images])
     if args.model:
         spec = args.model
     else:

@@ -176,10 +176,12 @@ class VisionSAERunnerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.logger, dict):
-            unknown = sorted(set(self.logger) - {f.name for f in dataclasses.fields(LoggingConfig)})
+            known = {f.name for f in dataclasses.fields(LoggingConfig)}
+            unknown = sorted(set(self.logger) - known)
             if unknown:
-                known = sorted(f.name for f in dataclasses.fields(LoggingConfig))
-                raise ValueError(f"unknown logger field(s) {unknown}; sae_lens' LoggingConfig has {known}")
+                raise ValueError(
+                    f"unknown logger field(s) {unknown}; sae_lens' LoggingConfig has {sorted(known)}"
+                )
             self.logger = LoggingConfig(**{**LOGGER_DEFAULTS, **self.logger})
         if isinstance(self.hook_name, (list, tuple)) and len(self.hook_name) == 1:
             self.hook_name = self.hook_name[0]
