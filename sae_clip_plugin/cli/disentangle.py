@@ -121,7 +121,10 @@ def register_commands(subparsers: Any) -> None:
     )
     p.add_argument("--head-layers", type=int, nargs="*", help="only ablate heads in these layers")
     p.add_argument(
-        "--max-clean-drop", type=float, default=0.03, help="typographic: clean loss allowed when choosing"
+        "--max-clean-drop",
+        type=float,
+        default=0.02,
+        help="typographic: clean accuracy a setting may lose (choice and bar)",
     )
     p.add_argument("--n-select", type=int, default=None,
                    help="selection split size: toy pairs / images per group (default 300); images per group for "

@@ -17,6 +17,7 @@ from sae_clip_plugin.analysis.disentangle.baselines import (
     top_heads,
 )
 from sae_clip_plugin.analysis.disentangle.evaluate import (
+    DisentangleConfig,
     objective,
     split_metrics,
     typographic_success,
@@ -30,6 +31,7 @@ from sae_clip_plugin.analysis.disentangle.select import (
     top_k,
 )
 from sae_clip_plugin.analysis.disentangle.tasks import ImageSplit, disjoint_split
+from sae_clip_plugin.analysis.disentangle.text import verdict_text
 from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook
 from sae_clip_plugin.model.hooked_vit import HookedViT
 from tests.model.clips import tiny_open_clip
@@ -175,6 +177,17 @@ def test_success_bar_and_objective_by_hand() -> None:
     keep = objective({"clean_acc": 0.89, "attacked_acc": 0.5}, before, "typographic", 0.03)
     lose = objective({"clean_acc": 0.80, "attacked_acc": 0.9}, before, "typographic", 0.03)
     assert keep > lose  # a setting within the clean budget beats a better-attacked one outside it
+
+
+def test_default_clean_budget_is_two_points_and_the_verdict_prints_it() -> None:
+    before = {"clean_acc": 0.90, "attacked_acc": 0.30}
+    assert typographic_success(before, {"clean_acc": 0.88, "attacked_acc": 0.60})  # -2 clean: within
+    assert not typographic_success(before, {"clean_acc": 0.875, "attacked_acc": 0.60})  # -2.5: outside
+    assert DisentangleConfig().max_clean_drop == 0.02
+    summary = {"none": before, "max_clean_drop": 0.02, "sae": {**before, "meets_bar": False}}
+    assert "<= 2 points of clean accuracy lost" in verdict_text(summary, "typographic")
+    summary["max_clean_drop"] = 0.05
+    assert "<= 5 points of clean accuracy lost" in verdict_text(summary, "typographic")
 
 
 # ------------------------------------------------------------------------------------------------

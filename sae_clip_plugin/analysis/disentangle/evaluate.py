@@ -64,7 +64,7 @@ class DisentangleConfig:
     n_random: int = 3  # seeds of the random-feature baseline
     n_heads: tuple[int, ...] = (1, 2, 4)  # head-ablation baseline sizes (typographic tasks)
     head_layers: tuple[int, ...] | None = None  # restrict ablated heads to these layers
-    max_clean_drop: float = 0.03  # typographic: clean accuracy a setting may lose and still be chosen
+    max_clean_drop: float = 0.02  # typographic: clean accuracy a setting may lose (chosen and bar)
     steering_candidates: int = 64  # method=steering: features pre-ranked by AUROC then steered
     steering_scale: float = 1.0  # method=steering: clamp value = scale * the feature's max activation
     batch_size: int = 128
@@ -127,7 +127,7 @@ def objective(
 
 
 def typographic_success(
-    before: Mapping[str, float], after: Mapping[str, float], max_clean_drop: float = 0.03
+    before: Mapping[str, float], after: Mapping[str, float], max_clean_drop: float = 0.02
 ) -> bool:
     """The typographic bar: attacked accuracy up by >= 20 points or by >= half the attack's drop, clean
     accuracy down by <= `max_clean_drop`, and (where the row has its interval) the gain's 95% interval
@@ -370,6 +370,8 @@ def _choose(
     key = lambda r: objective(r, base["select"], kind, cfg.max_clean_drop)  # noqa: E731
     best: dict[str, Any] = {}
     summary: dict[str, Any] = {"task": result.task, "kind": kind, "none": _metrics_only(base["eval"])}
+    if kind == "typographic":
+        summary["max_clean_drop"] = cfg.max_clean_drop
     check = (lambda after: typographic_success(base["eval"], after, cfg.max_clean_drop)) if kind == "typographic" \
         else (lambda after: groups_success(base["eval"], after))  # fmt: skip
     if sae_rows:

@@ -30,9 +30,10 @@ def verdict_text(s: dict[str, Any], kind: str) -> str:
     if "vs_random" in sae:
         text += (f", {100 * sae['vs_random']:+.1f} [{100 * sae['vs_random_lo']:+.1f}, {100 * sae['vs_random_hi']:+.1f}] "
                  "points against the same number of random features")  # fmt: skip
+    max_clean = 100 * s.get("max_clean_drop", 0.03)  # summaries written before it was recorded used 3 points
     bar = (
-        "attacked accuracy up by >= 20 points or >= half the attack's drop, <= 3 points of clean accuracy lost, "
-        "the gain's 95% interval above 0"
+        f"attacked accuracy up by >= 20 points or >= half the attack's drop, <= {max_clean:g} points of clean "
+        "accuracy lost, the gain's 95% interval above 0"
         if kind == "typographic"
         else "worst-group accuracy rises with its 95% interval above 0"
     ) + "; for SAE suppression also the paired interval against random features above 0"
