@@ -4,7 +4,9 @@ With 48 images per group one image moves a group accuracy by about 2 points, so 
 difference between two interventions on the same images is reported with a 95% interval. The bootstrap
 resamples images within each group (group sizes stay fixed, as in the experiment) and applies the same
 resample to both conditions of a difference, so the interval of a paired difference is as narrow as the
-pairing makes it. Correctness may be fractional (a mean over random-feature seeds).
+pairing makes it. Correctness may be fractional, or one row per random-feature seed ([seeds, N]): then each
+draw's metric is the mean over seeds of the seed's metric, the same statistic as the reported mean over seeds
+(for worst-group accuracy the mean of the seeds' minima, not the minimum of their mean).
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ def _resample(groups: torch.Tensor, n_boot: int, seed: int) -> list[torch.Tensor
 
 
 def _metrics(correct: torch.Tensor, draws: list[torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
-    """Each metric of `METRICS` on every bootstrap draw ([n_boot] each)."""
-    per_group = torch.stack([correct[idx].mean(1) for idx in draws], dim=1)  # [n_boot, G]
+    """Each metric of `METRICS` on every bootstrap draw ([n_boot] each); `correct` is [N] or [seeds, N]
+    (then the metric of each seed, averaged over seeds)."""
+    rows = correct if correct.dim() == 2 else correct.unsqueeze(0)
+    per_group = torch.stack([rows[:, idx].mean(-1) for idx in draws], dim=-1)  # [seeds, n_boot, G]
     sizes = torch.tensor([idx.shape[1] for idx in draws], dtype=per_group.dtype)
     out = {
-        "top1": (per_group * sizes).sum(1) / sizes.sum(),
-        "worst_group_acc": per_group.min(1).values,
-        "mean_group_acc": per_group.mean(1),
+        "top1": (per_group * sizes).sum(-1) / sizes.sum(),
+        "worst_group_acc": per_group.min(-1).values,
+        "mean_group_acc": per_group.mean(-1),
     }
-    if kind == "typographic" and per_group.shape[1] >= 2:
-        out["clean_acc"], out["attacked_acc"] = per_group[:, 0], per_group[:, 1]
-    return out
+    if kind == "typographic" and per_group.shape[-1] >= 2:
+        out["clean_acc"], out["attacked_acc"] = per_group[..., 0], per_group[..., 1]
+    return {key: value.mean(0) for key, value in out.items()}
 
 
 def _bounds(samples: torch.Tensor) -> tuple[float, float]:
@@ -57,8 +61,8 @@ def bootstrap_intervals(
 ) -> dict[str, float]:
     """`{metric}_lo/_hi` for each metric, and `delta_{metric}_lo/_hi` against `baseline` (same images).
 
-    `correct` and `baseline` are per-image correctness ([N], 0/1 or fractional); `groups` [N] the group ids
-    (typographic tasks: 0 clean, 1 attacked).
+    `correct` and `baseline` are per-image correctness ([N], 0/1 or fractional, or [seeds, N] for a condition
+    repeated over random seeds); `groups` [N] the group ids (typographic tasks: 0 clean, 1 attacked).
     """
     draws = _resample(groups.cpu(), n_boot, seed)
     ours = _metrics(correct.double().cpu(), draws, kind)

@@ -53,6 +53,22 @@ def test_worst_group_uses_the_worst_group_of_each_resample() -> None:
     assert found["mean_group_acc_lo"] == found["mean_group_acc_hi"] == 0.5
 
 
+def test_seed_rows_bootstrap_the_mean_over_seeds_of_each_seeds_metric() -> None:
+    """Random-feature rows report the mean over seeds of each seed's worst group; the interval must be of
+    that statistic. Two seeds failing opposite groups: each seed's worst group is 0, so their mean is 0 on
+    every resample, while the worst group of the averaged correctness would be 0.5."""
+    groups = torch.tensor([0] * 40 + [1] * 40)
+    seed_a = torch.cat([torch.ones(40), torch.zeros(40)])
+    seed_b = 1 - seed_a
+    found = bootstrap_intervals(torch.stack([seed_a, seed_b]), groups, "groups", baseline=torch.zeros(80))
+    assert found["worst_group_acc_lo"] == found["worst_group_acc_hi"] == 0.0
+    assert found["delta_worst_group_acc_lo"] == found["delta_worst_group_acc_hi"] == 0.0
+    assert found["mean_group_acc_lo"] == found["mean_group_acc_hi"] == 0.5  # linear metrics: unchanged
+    assert found["top1_lo"] == found["top1_hi"] == 0.5
+    averaged = bootstrap_intervals((seed_a + seed_b) / 2, groups, "groups")
+    assert averaged["worst_group_acc_lo"] == 0.5  # the other statistic, which the rows do not report
+
+
 def test_format() -> None:
     row = {"delta_x_lo": -0.012, "delta_x_hi": 0.088, "y_lo": 0.5, "y_hi": 0.6}
     assert format_with_interval(0.05, row, "delta_x", signed=True) == "+5.0 [-1.2, +8.8]"

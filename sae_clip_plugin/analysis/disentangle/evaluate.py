@@ -175,7 +175,7 @@ class DisentangleResult:
 
 @dataclass
 class _Scored:
-    """Metrics of one evaluation and the per-image correctness behind them (fractional for seed means)."""
+    """Metrics of one evaluation and the per-image correctness behind them ([seeds, N] for seed means)."""
 
     metrics: dict[str, float]
     correct: torch.Tensor
@@ -200,14 +200,15 @@ class _Evaluator:
 
 
 def _mean_metrics(runs: Sequence[_Scored]) -> _Scored:
-    """The mean over random-feature seeds (metrics, and fractional per-image correctness)."""
+    """The mean over random-feature seeds of each metric; per-image correctness kept per seed ([seeds, N]),
+    so the row's intervals bootstrap the same mean over seeds."""
     keys = runs[0].metrics.keys()
     out = {k: sum(r.metrics[k] for r in runs) / len(runs) for k in keys}
     main = "attacked_acc" if "attacked_acc" in out else "worst_group_acc"
     if len(runs) > 1:
         mean = out[main]
         out[f"{main}_std"] = (sum((r.metrics[main] - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
-    return _Scored(out, torch.stack([r.correct for r in runs]).mean(0))
+    return _Scored(out, torch.stack([r.correct for r in runs]))
 
 
 def _select_features(
