@@ -48,7 +48,7 @@ def plot_accuracy_by_layer(
     e.g. the one chosen on the selection split, default the first).
     """
     rows = [r for r in rows if r.get("split", "eval") == "eval"]
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    fig = Figure(figsize=(8.8, 4.2), dpi=110)  # the legend sits right of the axes, off the data
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     layers = sorted({int(r["layer"]) for r in rows if r["condition"] == "sae" and r.get("layer") is not None})
@@ -88,7 +88,8 @@ def plot_accuracy_by_layer(
         ax.set_xticks(layers)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.subplots_adjust(left=0.08, right=0.68)
     ax.set_title(title or "accuracy by layer")
     if path is not None:
         save_figure(fig, Path(path))
