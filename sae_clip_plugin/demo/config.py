@@ -32,7 +32,7 @@ FULL: dict[str, Any] = {
     "n_steer_features": 128,
     "n_curve_features": 6,
     "n_disentangle": 48,
-    "disentangle_ks": (16, 64),  # the toy reads a word through many features: 32-64 (docs/toy_results.md)
+    "disentangle_ks": (16, 64),  # the toy reads a word through many SAE features (docs/toy_results.md)
     "n_random": 1,
     "n_heads": (2,),
     "n_dashboard_images": 192,
