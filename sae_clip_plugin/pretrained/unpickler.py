@@ -428,8 +428,33 @@ def _build(obj: Any, state: Any) -> None:
         obj.byteorder = state[1]
     elif isinstance(obj, _NumpyArray):
         _numpy_array_state(obj, state)
+    elif type(obj) is collections.OrderedDict:
+        _state_dict_metadata(obj, state)
     else:
         raise _refuse(f"setting the state of {_describe(obj)}")
+
+
+_PLAIN_METADATA = (str, int, float, bool, type(None))
+
+
+def _state_dict_metadata(target: collections.OrderedDict, state: Any) -> None:
+    """What `torch.save(module.state_dict())` writes: `{"_metadata": {module prefix: {"version": 1, ...}}}`.
+
+    `nn.Module.state_dict` returns an OrderedDict carrying the modules' versions as the attribute `_metadata`,
+    pickled as a BUILD on it. Only that exact shape is taken (prefix strings mapping to dicts of plain values),
+    once per OrderedDict; it is kept as the attribute, so `load_state_dict` sees the versions it would in torch.
+    """
+    metadata = state.get("_metadata") if type(state) is dict and len(state) == 1 else None
+    if type(metadata) is not collections.OrderedDict or hasattr(target, "_metadata"):
+        raise _refuse(f"setting the state of an OrderedDict to {_show(state)}")
+    for prefix, entry in metadata.items():
+        if not (
+            type(prefix) is str
+            and type(entry) is dict
+            and all(type(k) is str and type(v) in _PLAIN_METADATA for k, v in entry.items())
+        ):
+            raise _refuse(f"state-dict metadata {_show(prefix)}: {_show(entry)}")
+    target._metadata = metadata  # type: ignore[attr-defined]
 
 
 def _describe(obj: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import os
 import time
 from collections.abc import Callable
@@ -61,6 +62,24 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A toy-train checkpoint holds tensors, numbers and plain containers only: read it without running code.
+
+    `weights_only=True` is torch's restricted unpickler; a file that asks for anything else (a planted
+    `.ckpt` in a shared folder) is refused, never executed.
+    """
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise RuntimeError(
+            f"{path} is not a toy-train checkpoint that can be read safely ({str(err).splitlines()[0]}); "
+            "nothing in it was run. Delete it to train from the start."
+        ) from None
+    if not isinstance(ckpt, dict) or not {"recipe", "model", "opt", "step"} <= ckpt.keys():
+        raise RuntimeError(f"{path} is not a toy-train checkpoint; delete it to train from the start.")
+    return ckpt
+
+
 def train_toy_clip(
     out_path: str | os.PathLike,
     seed: int = DEFAULTS["seed"],
@@ -110,7 +129,7 @@ def train_toy_clip(
     ckpt_path = out_path.with_name(out_path.name + ".ckpt")
     start, losses, seconds = 0, [], 0.0
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = _load_checkpoint(ckpt_path)
         if ckpt["recipe"] == recipe:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["opt"])

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 
 from sae_clip_plugin.toy import WorldConfig, create_toy_clip, toy_tokenizer, train_toy_clip
+from sae_clip_plugin.toy.model import ROWS_KEY
 from sae_clip_plugin.toy.train import make_batch
 
 TINY = {
@@ -33,8 +34,11 @@ def test_recipe_lowers_the_loss_and_writes_float16(tmp_path):
     assert _held_out_loss(result["model"]) < _held_out_loss(init) - 0.05
     assert len(result["losses"]) == 12
     with safe_open(str(out), "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__) == {torch.float16}
-        assert '"steps": 12' in f.metadata()["recipe"]
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        recipe = f.metadata()["recipe"]
+    assert dtypes.pop(ROWS_KEY) == torch.int64  # indices of the trained token-embedding rows
+    assert set(dtypes.values()) == {torch.float16}
+    assert '"steps": 12' in recipe
     assert not out.with_name(out.name + ".ckpt").exists()
 
 
@@ -55,3 +59,30 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         straight["model"].state_dict().items(), resumed["model"].state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+class _PlantedPayload:
+    """Pickles as a call that writes a marker file: what a planted `.ckpt` would run under weights_only=False."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_planted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    """toy-train resumes from `<out>.ckpt` in the working directory: a file planted there must not execute."""
+    out = tmp_path / "planted.safetensors"
+    marker = tmp_path / "executed"
+    torch.save(
+        {"recipe": _PlantedPayload(marker), "model": {}, "opt": {}, "step": 0},
+        out.with_name(out.name + ".ckpt"),
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"planted.safetensors.ckpt is not a toy-train checkpoint.*nothing in it was run.*Delete it",
+    ):
+        train_toy_clip(out, steps=2, **RECIPE)
+    assert not marker.exists()
+    assert not out.exists()
