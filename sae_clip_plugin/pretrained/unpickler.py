@@ -12,8 +12,13 @@ by our own small machine:
   set/frozenset/complex/slice/bytes, numpy scalars and arrays of plain dtypes;
 - classes of the config modules (`vit_prisma`, `sae_lens`, ...) become :class:`PickledObject` records, a
   dict of their pickled state; BUILD and item assignment act only on containers made by this load;
-- every length comes from bytes that are really in the file (a length beyond them is an error), so a crafted
-  size cannot allocate more than the file holds.
+- every length comes from bytes that are really in the file (a length beyond them is an error), and each
+  storage record is read once and shared by the tensors that view it (as `torch.load` does), so a crafted
+  size or a storage named many times cannot allocate more than the file holds;
+- nesting is bounded (MAX_DEPTH), a tuple used as a key is bounded in size (MAX_KEY_NODES: CPython hashes
+  tuples recursively and uncached), the unfolded result is bounded (MAX_TREE_NODES: a few KB of shared
+  references cannot unfold into an exponential tree downstream), and cycles are refused, so the time and
+  memory of a load are proportional to the file.
 
 Checkpoints are read from torch's zip format (`torch.save` since torch 1.6), storages from its records.
 """
@@ -26,8 +31,8 @@ import collections
 import math
 import pickle
 import re
+import reprlib
 import struct
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +52,9 @@ STAND_IN_MODULE_PREFIXES: tuple[str, ...] = (
 )
 MAX_TENSOR_DIMS = 64
 MAX_PICKLE_BYTES = 256 * 2**20  # the pickle program itself (weights live in separate records)
+MAX_DEPTH = 100  # containers inside containers (configs nest a few levels)
+MAX_KEY_NODES = 1_000  # nodes of one hashed tuple / frozenset (a dict key or a set item)
+MAX_TREE_NODES = 1_000_000  # nodes of the loaded object unfolded as a tree (a tensor is one node)
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -83,7 +91,7 @@ class PickledObject(dict):
 
 @dataclass
 class _Storage:
-    """A storage read from the archive: a flat CPU tensor over a private copy of its bytes."""
+    """A storage read from the archive: a flat, writable CPU tensor over its bytes, read once per record."""
 
     flat: torch.Tensor
 
@@ -98,7 +106,7 @@ class _NumpyDType:
     def resolve(self) -> np.dtype:
         dtype = np.dtype(self.spec)
         if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
-            raise UnsafePickleError(f"numpy dtype {self.spec!r} is not a plain numeric dtype")
+            raise UnsafePickleError(f"numpy dtype {_show(self.spec)} is not a plain numeric dtype")
         return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
 
 
@@ -107,6 +115,18 @@ class _NumpyArray:
     """numpy.core.multiarray._reconstruct(ndarray, ...) before its BUILD fills it in."""
 
     value: np.ndarray | None = None
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages: a crafted value may be deep or wide."""
+    try:
+        return _SHORT_REPR.repr(value)
+    except Exception:  # a repr that fails must not hide the refusal it explains
+        return f"<{type(value).__name__}>"
 
 
 def _refuse(what: str) -> UnsafePickleError:
@@ -137,13 +157,13 @@ def _normalise_global(module: str, name: str) -> GlobalName:
 
 def _int(value: Any, what: str, low: int = 0) -> int:
     if type(value) is not int or value < low:
-        raise _refuse(f"{what} {value!r} (expected an integer >= {low})")
+        raise _refuse(f"{what} {_show(value)} (expected an integer >= {low})")
     return value
 
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, tuple) or len(value) > MAX_TENSOR_DIMS:
-        raise _refuse(f"{what} {value!r} (expected a tuple of at most {MAX_TENSOR_DIMS} integers)")
+        raise _refuse(f"{what} {_show(value)} (expected a tuple of at most {MAX_TENSOR_DIMS} integers)")
     return tuple(_int(v, what) for v in value)
 
 
@@ -155,7 +175,7 @@ def _empty_hooks(value: Any) -> None:
 def _empty_state(value: Any, what: str) -> None:
     if value is None or (type(value) in (dict, collections.OrderedDict, tuple) and not value):
         return
-    raise _refuse(f"{what} {value!r}")
+    raise _refuse(f"{what} {_show(value)}")
 
 
 # ------------------------------------------------------------------ tensor rebuilds
@@ -164,10 +184,11 @@ def _empty_state(value: Any, what: str) -> None:
 def _view(
     storage: Any, offset: Any, size: Any, stride: Any, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """A fresh contiguous tensor from (storage, offset, size, stride), after checking it stays in the storage.
+    """The tensor (storage, offset, size, stride): a view sharing the storage, as `torch.load` returns it.
 
     Refused: elements outside the stored bytes, and views with more elements than the storage holds from
-    `offset` (stride-0 or overlapping expansions whose size the file does not pay for).
+    `offset` (stride-0 or overlapping expansions whose size the file does not pay for). Sharing, not
+    copying, is what keeps a storage named N times from costing N copies.
     """
     if not isinstance(storage, _Storage):
         raise _refuse(f"a tensor rebuilt from {type(storage).__name__} (expected a storage record)")
@@ -184,12 +205,12 @@ def _view(
                 f"a tensor of size {size}, stride {stride}, offset {offset} over a storage of {flat.numel()} "
                 "elements (it would reach outside the stored data or expand it)"
             )
-    return flat.as_strided(size, stride, offset).clone() if numel else torch.empty(size, dtype=flat.dtype)
+    return flat.as_strided(size, stride, offset) if numel else torch.empty(size, dtype=flat.dtype)
 
 
 def _retype(flat: torch.Tensor, dtype: Any) -> torch.Tensor:
     if not isinstance(dtype, torch.dtype):
-        raise _refuse(f"tensor dtype {dtype!r}")
+        raise _refuse(f"tensor dtype {_show(dtype)}")
     if flat.dtype == dtype:
         return flat
     if flat.dtype != torch.uint8 or flat.numel() % dtype.itemsize:
@@ -222,7 +243,7 @@ def _rebuild_tensor_v3(
 
 def _check_grad_flag(value: Any) -> None:
     if type(value) is not bool:
-        raise _refuse(f"requires_grad {value!r}")
+        raise _refuse(f"requires_grad {_show(value)}")
 
 
 def _rebuild_parameter(data, requires_grad, hooks, state=None) -> torch.Tensor:
@@ -263,7 +284,7 @@ def _torch_size(dims=()) -> torch.Size:
 
 def _torch_device(kind, index=None) -> torch.device:
     if not isinstance(kind, str) or (index is not None and type(index) is not int):
-        raise _refuse(f"torch.device({kind!r}, {index!r})")
+        raise _refuse(f"torch.device({_show(kind)}, {_show(index)})")
     return torch.device(kind) if index is None else torch.device(kind, index)
 
 
@@ -290,12 +311,12 @@ def _slice(*args) -> slice:
 
 def _encode(text, encoding="latin1") -> bytes:
     """_codecs.encode(str, 'latin1'): how protocol 2 spells bytes."""
-    if not isinstance(text, str) or codecs.lookup(str(encoding)).name not in (
+    if not (isinstance(text, str) and isinstance(encoding, str)) or codecs.lookup(encoding).name not in (
         "latin-1",
         "iso8859-1",
         "utf-8",
     ):
-        raise _refuse(f"_codecs.encode with {encoding!r}")
+        raise _refuse(f"_codecs.encode with {_show(encoding)}")
     return text.encode(encoding)
 
 
@@ -310,7 +331,7 @@ def _bytearray(data=b"", encoding=None) -> bytearray:
 
 def _numpy_dtype(spec, align=False, copy=True) -> _NumpyDType:
     if not isinstance(spec, str):
-        raise _refuse(f"numpy dtype {spec!r}")
+        raise _refuse(f"numpy dtype {_show(spec)}")
     _NumpyDType(spec).resolve()  # checked now, byte order set by BUILD
     return _NumpyDType(spec)
 
@@ -374,6 +395,11 @@ _CONSTRUCTIONS: dict[GlobalName, Callable[..., Any]] = {
     GlobalName("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     GlobalName("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
+_HASHING_CONSTRUCTIONS = {
+    GlobalName("collections", "OrderedDict"),
+    GlobalName("builtins", "set"),
+    GlobalName("builtins", "frozenset"),
+}
 # Names that may appear as arguments (types handed to a construction), never called themselves.
 _NAMES_AS_VALUES = {
     GlobalName("torch", "Tensor"),
@@ -393,7 +419,7 @@ def _call(func: Any, args: tuple, kwargs: dict | None = None) -> Any:
         except UnsafePickleError:
             raise
         except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-            raise _refuse(f"{func}{_short(args)}: {err}") from None
+            raise _refuse(f"{func}{_show(args)}: {err}") from None
     if func == GlobalName("copyreg", "_reconstructor"):  # object.__reduce_ex__(<2) of a config class
         if len(args) != 3 or not isinstance(args[0], GlobalName):
             raise _refuse("copyreg._reconstructor arguments")
@@ -406,11 +432,6 @@ def _call(func: Any, args: tuple, kwargs: dict | None = None) -> Any:
             obj["_stand_in_kwargs"] = dict(kwargs)
         return obj
     raise _refuse(f"calling global '{func}'")
-
-
-def _short(args: tuple) -> str:
-    text = repr(args)
-    return text if len(text) < 120 else text[:117] + "..."
 
 
 def _build(obj: Any, state: Any) -> None:
@@ -475,11 +496,49 @@ class _Machine:
     """Interprets a pickle program; see the module docstring for what it allows."""
 
     def __init__(self, data: bytes, persistent_load: Callable[[Any], Any]) -> None:
-        self.data = memoryview(data)
+        self.raw = bytes(data)
+        self.data = memoryview(self.raw)
         self.pos = 0
         self.stack: list[Any] = []
         self.memo: dict[int, Any] = {}
         self.persistent_load = persistent_load
+        # id -> (tuple or frozenset, depth, unfolded nodes), for every one this load made; the object is
+        # kept so its id cannot be reused by another
+        self.hashables: dict[int, tuple[Any, int, int]] = {}
+
+    # -- bounds on what CPython hashes recursively
+    def measure(self, obj: Any) -> tuple[int, int]:
+        """(depth, unfolded nodes) of a tuple / frozenset; other values count as one node."""
+        if not isinstance(obj, (tuple, frozenset)):
+            return 0, 1
+        known = self.hashables.get(id(obj))
+        if known is not None and known[0] is obj:
+            return known[1], known[2]
+        return self.track(obj)
+
+    def track(self, obj: Any) -> tuple[int, int]:
+        """Record a new tuple / frozenset from its items' measures; refuse one nested beyond MAX_DEPTH."""
+        depth, nodes = 0, 1
+        for item in obj:
+            item_depth, item_nodes = self.measure(item)
+            depth, nodes = max(depth, item_depth), nodes + item_nodes
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise _refuse(f"containers nested more than {MAX_DEPTH} deep")
+        self.hashables[id(obj)] = (obj, depth, min(nodes, MAX_TREE_NODES + 1))
+        return depth, nodes
+
+    def push_new(self, obj: Any) -> None:
+        """Push a value this load built, tracking it if it is a tuple or frozenset."""
+        if isinstance(obj, (tuple, frozenset)):
+            self.track(obj)
+        self.stack.append(obj)
+
+    def check_keys(self, keys: Any) -> None:
+        """Items about to be hashed (dict keys, set items): a crafted deep or shared tuple must not be."""
+        for key in keys:
+            if isinstance(key, (tuple, frozenset)) and self.measure(key)[1] > MAX_KEY_NODES:
+                raise _refuse(f"a dict key or set item of more than {MAX_KEY_NODES} nested values")
 
     # -- reading
     def read(self, n: int) -> bytes:
@@ -490,10 +549,10 @@ class _Machine:
         return out
 
     def readline(self) -> bytes:
-        end = bytes(self.data[self.pos :]).find(b"\n") if self.pos < len(self.data) else -1
+        end = self.raw.find(b"\n", self.pos)
         if end < 0:
             raise UnsafePickleError("truncated pickle: missing newline")
-        return self.read(end + 1)[:-1]
+        return self.read(end + 1 - self.pos)[:-1]
 
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
@@ -523,13 +582,15 @@ class _Machine:
             code = self.read(1)
             handler = ops.get(code)
             if handler is None:
-                raise _refuse(f"pickle opcode {code!r} at offset {self.pos - 1}")
+                raise _refuse(f"pickle opcode {_show(code)} at offset {self.pos - 1}")
             if handler is _stop:
                 return self.pop()
             try:
                 handler(self)
             except (UnsafePickleError, MemoryError):
                 raise
+            except RecursionError:
+                raise _refuse(f"a structure nested too deeply at offset {self.pos}") from None
             except (TypeError, ValueError, KeyError, IndexError, UnicodeDecodeError, struct.error) as err:
                 raise UnsafePickleError(f"malformed pickle at offset {self.pos}: {err}") from None
 
@@ -548,6 +609,7 @@ def _set_items(m: _Machine, items: list[Any]) -> None:
     target = m.top()
     if type(target) not in (dict, collections.OrderedDict, PickledObject) or len(items) % 2:
         raise _refuse(f"item assignment on {_describe(target)}")
+    m.check_keys(items[0::2])
     for k in range(0, len(items), 2):
         target[items[k]] = items[k + 1]
 
@@ -563,13 +625,19 @@ def _add_items(m: _Machine, items: list[Any]) -> None:
     target = m.top()
     if type(target) is not set:
         raise _refuse(f"adding items to {_describe(target)}")
+    m.check_keys(items)
     target.update(items)
+
+
+# torch's dtypes by name, read from what torch already holds: looking a name up with getattr would import
+# any lazily loaded submodule it names (torch._inductor: 139 modules) before the refusal.
+_TORCH_DTYPES = {name: value for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
 
 
 def _value_global(name: GlobalName) -> Any:
     """What GLOBAL pushes: torch dtypes as themselves (immutable), every other global as its name."""
-    if name.module == "torch" and isinstance(getattr(torch, name.name, None), torch.dtype):
-        return getattr(torch, name.name)
+    if name.module == "torch" and name.name in _TORCH_DTYPES:
+        return _TORCH_DTYPES[name.name]
     if (
         name in _CONSTRUCTIONS
         or name in _NAMES_AS_VALUES
@@ -594,25 +662,40 @@ def _stack_global(m: _Machine) -> None:
     m.stack.append(_value_global(_normalise_global(module, name)))
 
 
+def _call_checked(m: _Machine, func: Any, args: tuple, kwargs: dict | None = None) -> Any:
+    """_call, after bounding what the hashing constructions (set, frozenset, OrderedDict) will hash."""
+    if (
+        isinstance(func, GlobalName)
+        and func in _HASHING_CONSTRUCTIONS
+        and args
+        and isinstance(args[0], (list, tuple, set, frozenset))
+    ):
+        items = args[0]
+        if func == GlobalName("collections", "OrderedDict"):
+            items = [pair[0] for pair in items if isinstance(pair, (list, tuple)) and pair]
+        m.check_keys(items)
+    return _call(func, args, kwargs)
+
+
 def _reduce(m: _Machine) -> None:
     args, func = m.pop(), m.pop()
     if not isinstance(args, tuple):
         raise UnsafePickleError("malformed pickle: REDUCE arguments are not a tuple")
-    m.stack.append(_call(func, args))
+    m.push_new(_call_checked(m, func, args))
 
 
 def _newobj(m: _Machine) -> None:
     args, cls = m.pop(), m.pop()
     if not isinstance(args, tuple):
         raise UnsafePickleError("malformed pickle: NEWOBJ arguments are not a tuple")
-    m.stack.append(_call(cls, args))
+    m.push_new(_call_checked(m, cls, args))
 
 
 def _newobj_ex(m: _Machine) -> None:
     kwargs, args, cls = m.pop(), m.pop(), m.pop()
     if not isinstance(args, tuple) or type(kwargs) is not dict:
         raise UnsafePickleError("malformed pickle: NEWOBJ_EX arguments")
-    m.stack.append(_call(cls, args, kwargs))
+    m.push_new(_call_checked(m, cls, args, kwargs))
 
 
 def _build_op(m: _Machine) -> None:
@@ -647,8 +730,10 @@ def _get(index_of: Callable[[_Machine], int]) -> Callable[[_Machine], None]:
     return lambda m: _memo_get(m, index_of(m))
 
 
-def _frozen(m: _Machine) -> frozenset:
-    return frozenset(m.pop_mark())
+def _frozen(m: _Machine) -> None:
+    items = m.pop_mark()
+    m.check_keys(items)
+    m.push_new(frozenset(items))
 
 
 def _proto(m: _Machine) -> None:
@@ -663,7 +748,7 @@ def _persid(m: _Machine, pid: Any) -> None:
 def _tuple_of(n: int) -> Callable[[_Machine], None]:
     def make(m: _Machine) -> None:
         items = [m.pop() for _ in range(n)][::-1]
-        m.stack.append(tuple(items))
+        m.push_new(tuple(items))
 
     return make
 
@@ -683,6 +768,7 @@ def _dict_from_mark(m: _Machine) -> None:
     items = m.pop_mark()
     if len(items) % 2:
         raise UnsafePickleError("malformed pickle: DICT with an odd number of items")
+    m.check_keys(items[0::2])
     m.stack.append({items[k]: items[k + 1] for k in range(0, len(items), 2)})
 
 
@@ -732,12 +818,12 @@ _OPS: dict[bytes, Callable[[_Machine], None]] = {
     pickle.EMPTY_TUPLE: lambda m: m.stack.append(()),
     pickle.EMPTY_SET: lambda m: m.stack.append(set()),
     pickle.LIST: lambda m: m.stack.append(m.pop_mark()),
-    pickle.TUPLE: lambda m: m.stack.append(tuple(m.pop_mark())),
+    pickle.TUPLE: lambda m: m.push_new(tuple(m.pop_mark())),
     pickle.TUPLE1: _tuple_of(1),
     pickle.TUPLE2: _tuple_of(2),
     pickle.TUPLE3: _tuple_of(3),
     pickle.DICT: _dict_from_mark,
-    pickle.FROZENSET: _push(_frozen),
+    pickle.FROZENSET: _frozen,
     pickle.APPEND: lambda m: _append(m, [m.pop()]),
     pickle.APPENDS: lambda m: _append(m, m.pop_mark()),
     pickle.SETITEM: lambda m: _set_items(m, [*reversed([m.pop(), m.pop()])]),
@@ -775,34 +861,81 @@ def safe_unpickle(data: bytes, persistent_load: Callable[[Any], Any] | None = No
     """Run the pickle program `data` on the restricted machine; returns plain data (see the module docstring)."""
 
     def no_persistent(pid: Any) -> Any:
-        raise _refuse(f"persistent id {pid!r} outside a torch archive")
+        raise _refuse(f"persistent id {_show(pid)} outside a torch archive")
 
-    return _unwrap(_Machine(data, persistent_load or no_persistent).run())
+    try:
+        return _Finisher().finish(_Machine(data, persistent_load or no_persistent).run())
+    except RecursionError:
+        raise _refuse("a structure nested too deeply") from None
 
 
-def _unwrap(obj: Any, seen: dict[int, Any] | None = None) -> Any:
-    """Replace the machine's transient records (numpy arrays) by their values; names stay names."""
-    seen = {} if seen is None else seen
-    if id(obj) in seen:
-        return seen[id(obj)]
-    if isinstance(obj, _NumpyArray):
-        if obj.value is None:
-            raise _refuse("a numpy array without data")
-        return obj.value
-    if isinstance(obj, _NumpyDType):
-        return obj.resolve()
-    if type(obj) in (dict, collections.OrderedDict, PickledObject):
-        seen[id(obj)] = obj
-        for key, value in list(obj.items()):
-            obj[key] = _unwrap(value, seen)
-        return obj
-    if type(obj) is list:
-        seen[id(obj)] = obj
-        obj[:] = [_unwrap(v, seen) for v in obj]
-        return obj
-    if type(obj) is tuple:
-        return tuple(_unwrap(v, seen) for v in obj)
-    return obj
+class _Finisher:
+    """Replaces the machine's transient records (numpy arrays, dtypes) by their values, once per object.
+
+    Shared objects stay shared (each pickled object is finished once), cycles are refused, and the result
+    unfolded as a tree is bounded by MAX_TREE_NODES and MAX_DEPTH, so any plain recursive walk over it
+    (to_plain, json.dumps, a config reader) costs at most that.
+    """
+
+    def __init__(self) -> None:
+        self.done: dict[int, tuple[Any, Any, int]] = {}  # id -> (source object kept alive, result, nodes)
+        self.active: set[int] = set()
+
+    def finish(self, obj: Any) -> Any:
+        result, nodes = self.visit(obj, 0)
+        if nodes > MAX_TREE_NODES:
+            raise _refuse(f"a structure of more than {MAX_TREE_NODES} values once shared references unfold")
+        return result
+
+    def visit(self, obj: Any, depth: int) -> tuple[Any, int]:
+        if isinstance(obj, _NumpyArray):
+            if obj.value is None:
+                raise _refuse("a numpy array without data")
+            return obj.value, 1
+        if isinstance(obj, _NumpyDType):
+            return obj.resolve(), 1
+        container = type(obj) in (dict, collections.OrderedDict, PickledObject, list, set) or isinstance(
+            obj, (tuple, frozenset)
+        )
+        if not container:
+            return obj, 1
+        known = self.done.get(id(obj))
+        if known is not None and known[0] is obj:
+            return known[1], known[2]
+        if id(obj) in self.active:
+            raise _refuse(f"a {type(obj).__name__} that contains itself")
+        if depth >= MAX_DEPTH:
+            raise _refuse(f"containers nested more than {MAX_DEPTH} deep")
+        self.active.add(id(obj))
+        result, nodes = self._rebuild(obj, depth + 1)
+        self.active.discard(id(obj))
+        nodes = min(nodes, MAX_TREE_NODES + 1)
+        self.done[id(obj)] = (obj, result, nodes)
+        return result, nodes
+
+    def _rebuild(self, obj: Any, depth: int) -> tuple[Any, int]:
+        nodes = 1
+        if isinstance(
+            obj, dict
+        ):  # dict, OrderedDict, PickledObject: finished in place (they are this load's)
+            for key, value in list(obj.items()):
+                key_nodes = self.visit(key, depth)[1]  # keys are hashable, so nothing to replace in them
+                obj[key], value_nodes = self.visit(value, depth)
+                nodes += key_nodes + value_nodes
+            return obj, nodes
+        if type(obj) is list:
+            for i, value in enumerate(obj):
+                obj[i], value_nodes = self.visit(value, depth)
+                nodes += value_nodes
+            return obj, nodes
+        items = []
+        for value in obj:  # tuple (torch.Size included), set, frozenset
+            item, item_nodes = self.visit(value, depth)
+            items.append(item)
+            nodes += item_nodes
+        if type(obj) is torch.Size:
+            return obj, nodes
+        return type(obj)(items), nodes
 
 
 # ------------------------------------------------------------------ torch's zip archive
@@ -813,7 +946,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 def _storage_dtype(storage_type: Any) -> torch.dtype:
     if not (isinstance(storage_type, GlobalName) and storage_type.module == "torch"):
-        raise _refuse(f"storage type {storage_type!r}")
+        raise _refuse(f"storage type {_show(storage_type)}")
     if storage_type.name == "UntypedStorage":
         return torch.uint8
     try:
@@ -836,7 +969,7 @@ class _TorchArchive:
         byteorder = self._read(self.prefix + "byteorder", optional=True)
         if byteorder not in (None, b"little"):
             raise UnsafePickleError(
-                f"{path}: saved on a {byteorder!r}-endian machine; re-save it with torch.save on a little-endian one"
+                f"{path}: saved on a {_show(byteorder)}-endian machine; re-save it with torch.save on a little-endian one"
             )
         self.storages: dict[str, _Storage] = {}
 
@@ -846,10 +979,34 @@ class _TorchArchive:
         except KeyError:
             if optional:
                 return None
-            raise UnsafePickleError(f"{self.path}: record {name!r} is missing") from None
+            raise UnsafePickleError(f"{self.path}: record {_show(name)} is missing") from None
         if info.compress_type != zipfile.ZIP_STORED or info.file_size > self.size:
-            raise UnsafePickleError(f"{self.path}: record {name!r} is compressed or larger than the file")
+            raise UnsafePickleError(
+                f"{self.path}: record {_show(name)} is compressed or larger than the file"
+            )
         return self.zip.read(info)
+
+    def _read_record(self, name: str) -> bytearray:
+        """A stored record's bytes read straight from the file into one buffer (torch.save never compresses)."""
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            raise UnsafePickleError(f"{self.path}: record {_show(name)} is missing") from None
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > self.size:
+            raise UnsafePickleError(
+                f"{self.path}: record {_show(name)} is compressed or larger than the file"
+            )
+        with open(self.path, "rb") as f:
+            f.seek(info.header_offset)
+            header = f.read(30)
+            if len(header) != 30 or header[:4] != b"PK\x03\x04":
+                raise UnsafePickleError(f"{self.path}: record {_show(name)} has no local header")
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            buffer = bytearray(info.file_size)
+            if f.readinto(buffer) != info.file_size:
+                raise UnsafePickleError(f"{self.path}: record {_show(name)} is truncated")
+        return buffer
 
     def pickle_program(self) -> bytes:
         data = self._read(self.prefix + "data.pkl")
@@ -860,33 +1017,30 @@ class _TorchArchive:
     def persistent_load(self, pid: Any) -> _Storage:
         """('storage', storage type, key, location, numel): the record `data/<key>`, its size checked."""
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise _refuse(f"persistent id {_short(pid if isinstance(pid, tuple) else (pid,))}")
+            raise _refuse(f"persistent id {_show(pid if isinstance(pid, tuple) else (pid,))}")
         _, storage_type, key, _location, numel = pid
         dtype = _storage_dtype(storage_type)
         if not (isinstance(key, str) and _KEY.match(key)):
-            raise _refuse(f"storage key {key!r}")
+            raise _refuse(f"storage key {_show(key)}")
         numel = _int(numel, "storage size")
         if key not in self.storages:
-            raw = self._read(f"{self.prefix}data/{key}")
+            raw = self._read_record(f"{self.prefix}data/{key}")
             if len(raw) != numel * dtype.itemsize:
                 raise _refuse(
                     f"storage {key}: {numel} x {dtype} declared but the record holds {len(raw)} bytes"
                 )
-            flat = _read_only_flat(raw, dtype)
-            self.storages[key] = _Storage(flat)
+            self.storages[key] = _Storage(_flat_tensor(raw, dtype))
         storage = self.storages[key]
         if storage.flat.numel() * storage.flat.element_size() != numel * dtype.itemsize:
             raise _refuse(f"storage {key} declared with two sizes")
         return _Storage(_retype(storage.flat, dtype)) if storage.flat.dtype != dtype else storage
 
 
-def _read_only_flat(raw: bytes, dtype: torch.dtype) -> torch.Tensor:
-    """A flat tensor over the record's bytes without copying them; every tensor handed out is a clone (_view)."""
+def _flat_tensor(raw: bytearray, dtype: torch.dtype) -> torch.Tensor:
+    """A flat tensor over the record's bytes (a private, writable buffer), without another copy."""
     if not raw:
         return torch.empty(0, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        return torch.frombuffer(raw, dtype=dtype)
+    return torch.frombuffer(raw, dtype=dtype)
 
 
 def restricted_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
