@@ -1043,6 +1043,19 @@ def _flat_tensor(raw: bytearray, dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(raw, dtype=dtype)
 
 
+_CORRUPT_ARCHIVE = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,  # UnicodeDecodeError of a damaged file name among them
+    struct.error,
+    NotImplementedError,  # an unknown compression method
+    KeyError,
+    IndexError,
+    OverflowError,
+)
+
+
 def restricted_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a `torch.save` file as plain data (see the module docstring); raises UnsafePickleError otherwise.
 
@@ -1057,11 +1070,14 @@ def restricted_torch_load(path: str | Path, map_location: str | torch.device = "
         )
     try:
         archive = _TorchArchive(path)
-        obj = safe_unpickle(archive.pickle_program(), archive.persistent_load)
+        try:
+            obj = safe_unpickle(archive.pickle_program(), archive.persistent_load)
+        finally:
+            archive.zip.close()
     except UnsafePickleError as err:
         raise UnsafePickleError(f"{path}: {err}") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise UnsafePickleError(f"{path}: corrupt archive ({err})") from None
+    except _CORRUPT_ARCHIVE as err:  # zipfile's own errors on damaged central directories and names
+        raise UnsafePickleError(f"{path}: corrupt archive ({type(err).__name__}: {err})") from None
     device = torch.device(map_location)
     return obj if device.type == "cpu" else _to_device(obj, device)
 
