@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import os
+import pickle
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
