@@ -71,22 +71,42 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     return isinstance(value, tp) if isinstance(tp, type) else True, value
 
 
-def check_field_types(obj: Any) -> None:
-    """Check (and normalise, see `_coerce`) every field of dataclass `obj` against its annotation."""
+def _checked(name: str, value: Any, tp: Any) -> Any:
+    """`value` as stored for annotation `tp` (see `_coerce`), else a TypeError naming `name` and the fix."""
+    ok, coerced = _coerce(value, tp)
+    if not ok:
+        hint = ""
+        if isinstance(value, str) and tp is not str:
+            hint = " (a quoted value is text: write it without quotes; YAML reads 1e6 as text, write 1000000)"
+        raise TypeError(f"{name} must be {_describe(tp)}, got {value!r} ({type(value).__name__}){hint}")
+    return coerced
+
+
+def check_field_types(obj: Any, prefix: str | None = None) -> None:
+    """Check (and normalise, see `_coerce`) every field of dataclass `obj` against its annotation.
+
+    `prefix` names the group in messages (`logger.log_to_wandb`); default: the class name.
+    """
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        ok, coerced = _coerce(value, hints[f.name])
-        if not ok:
-            hint = ""
-            if isinstance(value, str) and hints[f.name] is not str:
-                hint = " (a quoted value is text: write it without quotes; YAML reads 1e6 as text, write 1000000)"
-            raise TypeError(
-                f"{type(obj).__name__}.{f.name} must be {_describe(hints[f.name])}, got {value!r} "
-                f"({type(value).__name__}){hint}"
-            )
+        coerced = _checked(f"{prefix or type(obj).__name__}.{f.name}", value, hints[f.name])
         if coerced is not value:
             setattr(obj, f.name, coerced)
+
+
+def check_mapping_types(values: dict[str, Any], owner: type, prefix: str) -> dict[str, Any]:
+    """The keyword arguments `values` meant for dataclass `owner`, checked as its fields are (unknown keys refused).
+
+    For nested groups given as a mapping (`sae: {k: 32}`): the same contract as top-level fields, so
+    `rescale_acts_by_decoder_norm: "false"` is refused instead of taken as true.
+    """
+    hints = typing.get_type_hints(owner)
+    names = {f.name for f in dataclasses.fields(owner)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{prefix} option(s) {unknown} do not exist; valid: {sorted(names)}")
+    return {key: _checked(f"{prefix}.{key}", value, hints[key]) for key, value in values.items()}
 
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,

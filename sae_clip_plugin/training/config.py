@@ -21,7 +21,7 @@ from typing import Any
 
 from sae_lens.config import LoggingConfig
 
-from sae_clip_plugin.config_types import check_field_types, check_number
+from sae_clip_plugin.config_types import check_field_types, check_mapping_types, check_number
 from sae_clip_plugin.training.cache import STORAGE_DTYPES
 from sae_clip_plugin.training.tokens import check_token_selection
 
@@ -210,6 +210,8 @@ class VisionSAERunnerConfig:
     # -- checks that need nothing loaded -----------------------------------------------------------
     def validate(self) -> None:
         check_field_types(self)
+        check_field_types(self.logger, prefix="logger")  # log_to_wandb: "false" must not turn wandb on
+        self._check_sae_options()
         # checkpoints go beside the SAE, never into a stray ./checkpoints in the working directory
         if self.checkpoint_path == "auto":
             self.checkpoint_path = str(Path(self.output_path) / "checkpoints")
@@ -278,6 +280,28 @@ class VisionSAERunnerConfig:
         if k is not None and self.d_sae is not None and k > self.d_sae:
             raise ValueError(f"k={k} active features cannot exceed d_sae={self.d_sae}; lower sae.k")
 
+    def _check_sae_options(self) -> None:
+        """`sae` holds keyword arguments of sae_lens' training config for the architecture: check them as fields."""
+        if self.architecture not in TRAINING_ARCHITECTURES:
+            return  # validate() names the valid architectures
+        from sae_lens.registry import get_sae_training_class  # imports torch: only when a config is built
+
+        _, cfg_cls = get_sae_training_class(self.architecture)
+        from_fields = {  # sae_lens option -> the runner field that sets it
+            "d_in": "hook_name (read from the model)",
+            "d_sae": "d_sae or expansion_factor",
+            "dtype": "sae_dtype",
+            "device": "device",
+            "metadata": "(written by the runner)",
+            "apply_b_dec_to_input": "apply_b_dec_to_input",
+            "normalize_activations": "normalize_activations",
+            "decoder_init_norm": "decoder_init_norm",
+        }
+        for key in self.sae:
+            if key in from_fields:
+                raise ValueError(f"sae.{key} is set by the runner from {from_fields[key]}; set that instead")
+        self.sae = check_mapping_types(dict(self.sae), cfg_cls, prefix=f"sae ({self.architecture})")
+
     def _check_ranges(self) -> None:
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("lr_end", self.lr_end, low=0)
@@ -311,8 +335,8 @@ class VisionSAERunnerConfig:
                 f"model_dtype must be one of float32, float16, bfloat16, float64, got {self.model_dtype!r}"
             )
         for key, value in self.sae.items():
-            if key == "k" and (type(value) is not int or value < 1):
-                raise ValueError(f"sae.k must be an integer >= 1 (active features per token), got {value!r}")
+            if key == "k":  # its type (int for topk, a number for batchtopk's average) is sae_lens' field's
+                check_number("sae.k (active features per token)", value, low=1)
             if key.endswith("_coefficient") or key in ("l1_warm_up_steps",):
                 check_number(f"sae.{key}", value, low=0)
 

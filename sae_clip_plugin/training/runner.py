@@ -284,13 +284,7 @@ class VisionSAETrainingRunner:
 
         cfg = self.cfg
         _, cfg_cls = get_sae_training_class(cfg.architecture)
-        kwargs = cfg.sae_kwargs()
-        valid = {f for f in cfg_cls.__dataclass_fields__} - {"d_in", "d_sae", "metadata"}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise ValueError(
-                f"sae option(s) {unknown} do not exist for architecture {cfg.architecture!r}; valid: {sorted(valid)}"
-            )
+        kwargs = cfg.sae_kwargs()  # names and types checked by cfg.validate()
         for name, geom in self.geometry.items():
             d_sae = cfg.d_sae or cfg.expansion_factor * geom["d_in"]
             arch_kwargs = dict(kwargs)

@@ -154,14 +154,43 @@ def test_non_finite_weights_are_never_saved(model, pixels, tmp_path):
         ("num_workers", -2, r"num_workers must be in \[0"),
         ("sae_dtype", "float16", "no float32 master copy"),
         ("model_dtype", "float13", "model_dtype must be one of"),
-        ("sae", {"k": "64"}, "sae.k must be an integer >= 1"),
-        ("sae", {"k": 0}, "sae.k must be an integer >= 1"),
+        ("sae", {"k": 64}, r"sae \(standard\) option\(s\) \['k'\] do not exist"),
+        ("sae", {"l1_coefficient": "5"}, r"sae \(standard\).l1_coefficient must be a number, got '5'"),
+        ("sae", {"apply_b_dec_to_input": "false"}, "set by the runner from apply_b_dec_to_input"),
+        ("logger", {"log_to_wandb": "false"}, "logger.log_to_wandb must be true or false, got 'false'"),
+        ("logger", {"wandb_log_frequency": "10"}, "logger.wandb_log_frequency must be an integer"),
         ("sae", {"l1_coefficient": -1.0}, r"sae.l1_coefficient must be in \[0"),
     ],
 )
 def test_bad_config_values_are_refused_with_the_field_named(tmp_path, field, value, message):
     with pytest.raises((TypeError, ValueError), match=message):
         config(tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("sae", "message"),
+    [
+        ({"k": "64"}, r"sae \(topk\).k must be an integer, got '64'"),
+        ({"k": 0}, r"sae.k \(active features per token\) must be in \[1"),
+        (
+            {"rescale_acts_by_decoder_norm": "false"},
+            r"sae \(topk\).rescale_acts_by_decoder_norm must be true or false",
+        ),
+    ],
+)
+def test_nested_sae_options_are_checked_like_top_level_fields(tmp_path, sae, message):
+    """A quoted "false" in a nested group used to reach sae_lens as a (true) string."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        config(tmp_path, architecture="topk", sae=sae)
+
+
+def test_nested_groups_from_a_yaml_file_are_checked(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text('hook_name: blocks.1.hook_resid_post\nlogger:\n  log_to_wandb: "false"\n')
+    with pytest.raises(TypeError, match=r"logger\.log_to_wandb must be true or false"):
+        VisionSAERunnerConfig.from_file(path)
+    path.write_text("hook_name: blocks.1.hook_resid_post\nlogger:\n  log_to_wandb: false\n")
+    assert VisionSAERunnerConfig.from_file(path).logger.log_to_wandb is False
 
 
 def test_yaml_scientific_notation_is_named(tmp_path):

@@ -146,6 +146,8 @@ def test_config_rejects_bad_values_before_loading_anything():
     assert VisionSAERunnerConfig().normalize_activations == "layer_norm"
     with pytest.raises(ValueError, match="unknown config field"):
         VisionSAERunnerConfig.from_dict({"hook": "blocks.0.hook_resid_post"})
+    with pytest.raises(ValueError, match=r"sae \(standard\) option\(s\) \['k'\] do not exist"):
+        VisionSAERunnerConfig(sae={"k": 8})  # before any work, not at runner setup
 
 
 def test_runner_setup_fails_early(model, pixels, tmp_path):
@@ -165,7 +167,6 @@ def test_runner_setup_fails_early(model, pixels, tmp_path):
         (dict(hook_name="blocks.5.hook_resid_post"), pixels, ValueError, "unknown hook"),
         (dict(hook_name="hook_patch_embed", token_selection="cls"), pixels, ValueError, "does not fit"),
         (dict(hook_name="blocks.0.hook_resid_post"), torch.randn(0, 3, 32, 32), ValueError, "is empty"),
-        (dict(hook_name="blocks.0.hook_resid_post", sae={"k": 8}), pixels, ValueError, "do not exist"),
         (
             dict(hook_name="blocks.0.hook_resid_post", architecture="topk", sae={"k": 1000}),
             pixels,
