@@ -986,7 +986,7 @@ class _TorchArchive:
             )
         return self.zip.read(info)
 
-    def _read_record(self, name: str) -> bytearray:
+    def _read_record(self, name: str) -> torch.Tensor:
         """A stored record's bytes read straight from the file into one buffer (torch.save never compresses)."""
         try:
             info = self.zip.getinfo(name)
@@ -1003,8 +1003,9 @@ class _TorchArchive:
                 raise UnsafePickleError(f"{self.path}: record {_show(name)} has no local header")
             name_len, extra_len = struct.unpack("<HH", header[26:30])
             f.seek(info.header_offset + 30 + name_len + extra_len)
-            buffer = bytearray(info.file_size)
-            if f.readinto(buffer) != info.file_size:
+            # torch.empty, not bytearray: no zero-filling pass over what the read overwrites anyway
+            buffer = torch.empty(info.file_size, dtype=torch.uint8)
+            if info.file_size and f.readinto(memoryview(buffer.numpy())) != info.file_size:
                 raise UnsafePickleError(f"{self.path}: record {_show(name)} is truncated")
         return buffer
 
@@ -1036,11 +1037,9 @@ class _TorchArchive:
         return _Storage(_retype(storage.flat, dtype)) if storage.flat.dtype != dtype else storage
 
 
-def _flat_tensor(raw: bytearray, dtype: torch.dtype) -> torch.Tensor:
-    """A flat tensor over the record's bytes (a private, writable buffer), without another copy."""
-    if not raw:
-        return torch.empty(0, dtype=dtype)
-    return torch.frombuffer(raw, dtype=dtype)
+def _flat_tensor(raw: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The record's bytes (a private uint8 tensor) seen as `dtype`, without another copy."""
+    return raw.view(dtype) if raw.numel() else torch.empty(0, dtype=dtype)
 
 
 _CORRUPT_ARCHIVE = (
