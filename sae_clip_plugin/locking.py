@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
+ATTEMPTS = 100  # tries to take the lock while dead holders' locks are being cleared
+TAKEOVER_SECONDS = 10.0  # a takeover marker older than this was left by a killed process
 
 
 class FolderLockedError(RuntimeError):
@@ -40,13 +43,44 @@ def _read(lock: Path) -> dict:
 
 
 def _try_create(lock: Path, record: dict) -> bool:
+    """Create `lock` holding `record`, atomically: no other process ever sees it empty or half-written.
+
+    The record is written to a private file first and hard-linked to the lock name (link fails if the name
+    exists); an O_EXCL create followed by a write let a second process read an empty lock, take it for a
+    dead one's and hold the folder too.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_NAME}.new-", dir=lock.parent)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+@contextmanager
+def _takeover_turn(lock: Path) -> Iterator[bool]:
+    """One process at a time replaces a dead holder's lock (else two could each remove the other's new one)."""
+    turn = lock.with_name(lock.name + ".takeover")
+    try:
+        if time.time() - turn.stat().st_mtime > TAKEOVER_SECONDS:  # left by a process killed mid-takeover
+            turn.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+    try:
+        os.close(os.open(turn, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return True
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        turn.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -56,7 +90,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(3):
+    for _ in range(ATTEMPTS):
         if _try_create(lock, record):
             break
         holder = _read(lock)
@@ -71,13 +105,12 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
                 f"the {what} at {folder} is locked by process {pid} on another machine, {host} (since "
                 f"{holder.get('started')}); if that run is over, delete {lock}"
             )
-        # a lock left by a process that is gone (or unreadable): move it aside, then try again
-        stale = folder / f"{LOCK_NAME}.stale-{os.getpid()}"
-        try:
-            os.replace(lock, stale)
-            stale.unlink(missing_ok=True)
-        except FileNotFoundError:
-            pass
+        # a lock left by a process that is gone: remove it (if it is still that one), then try again
+        with _takeover_turn(lock) as mine:
+            if mine and _read(lock) == holder:
+                lock.unlink(missing_ok=True)
+        if not mine:
+            time.sleep(0.05)
     else:
         raise FolderLockedError(f"could not take the lock {lock}; another process keeps taking it")
     try:
