@@ -58,7 +58,7 @@ def load_saes(spec: Any, device: str = "cpu") -> list[tuple[str, Any]]:
     spec = str(spec)
     if _is_pretrained_name(spec):
         release, _, sae_id = spec.partition(":")
-        return [(spec, SAE.from_pretrained(release, sae_id, device=device))]
+        return [(spec, _checked(SAE.from_pretrained(release, sae_id, device=device), spec))]
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
@@ -70,12 +70,19 @@ def load_saes(spec: Any, device: str = "cpu") -> list[tuple[str, Any]]:
     ):
         from sae_clip_plugin.pretrained.prisma import load_prisma_sae
 
-        return [(spec, load_prisma_sae(path, device=device))]
+        return [(spec, load_prisma_sae(path, device=device))]  # checked by the converter
     loaded = []
     for folder in find_sae_folders(path):
         check_sae_folder(folder)
-        loaded.append((str(folder), SAE.load_from_disk(str(folder), device=device)))
+        loaded.append((str(folder), _checked(SAE.load_from_disk(str(folder), device=device), str(folder))))
     return loaded
+
+
+def _checked(sae: Any, source: str) -> Any:
+    from sae_clip_plugin.pretrained.checks import check_loaded_sae
+
+    check_loaded_sae(sae, source)
+    return sae
 
 
 def load_sae(spec: Any, device: str = "cpu") -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.pretrained.checks import check_sae_values
 from sae_clip_plugin.pretrained.unpickler import restricted_torch_load, to_plain
 
 # sae_lens architecture name of Prisma's tanh-relu SAEs (the class lives in tanh_relu.py, which imports sae_lens:
@@ -130,6 +131,10 @@ def _architecture(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> 
             raise NotImplementedError(
                 f"topk Prisma SAE with postact_fn={postact!r}: sae_lens' TopK SAE applies ReLU to the kept values; "
                 "only the default ReLU post-activation can be loaded"
+            )
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or int(k) != k:
+            raise ValueError(
+                f"topk Prisma SAE with activation_fn_kwargs.k={k!r}: k must be a whole number of features; fix its config.json"
             )
         return "topk", int(k)
     if act == "relu":
@@ -318,6 +323,8 @@ def convert_prisma(
         dtype=dtype,
         **config_kwargs,
     )
+    source = str((config_kwargs.get("extra_metadata") or {}).get("source_path") or "the Prisma SAE")
+    check_sae_values(cfg_dict, state, source)
     return cfg_dict, state
 
 
