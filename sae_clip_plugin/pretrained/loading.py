@@ -71,7 +71,7 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
         )
     from sae_clip_plugin.pretrained.families import detect_family, load_family_sae
 
-    family = detect_family(path)
+    family = family_kwargs.pop("family", None) or detect_family(path)
     if family is not None:
         return [(spec, load_family_sae(path, family, device=device, **family_kwargs))]
     if family_kwargs:
