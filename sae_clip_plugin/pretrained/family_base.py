@@ -123,7 +123,8 @@ def read_config(path: Path) -> dict[str, Any]:
         else:
             cfg = json.loads(text)
     except Exception as err:
-        raise refuse(path, f"is not valid {path.suffix[1:].upper()} ({err})", "restore the file") from None
+        detail = " ".join(str(err).split())[:200]
+        raise refuse(path, f"is not valid {path.suffix[1:].upper()} ({detail})", "restore the file") from None
     if not isinstance(cfg, dict):
         raise refuse(path, f"holds a {type(cfg).__name__}, not a mapping", "restore the file")
     return cfg
