@@ -90,7 +90,7 @@ def require_package(name: str) -> None:
     if importlib.util.find_spec(name) is None:
         pytest.skip(
             f"the {name} package is not installed here, so no fresh file can be written with it at test time (the "
-            "committed files under tests/pretrained/producers were written by it; see the README there)"
+            "committed files under tests/pretrained/producers were made with it; see the README there)"
         )
 
 

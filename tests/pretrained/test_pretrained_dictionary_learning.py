@@ -19,8 +19,8 @@ from sae_lens import SAE
 
 from sae_clip_plugin import HookedSAEViT
 from sae_clip_plugin.pretrained import load_sae
-from sae_clip_plugin.pretrained.family_base import FamilyFormatError
 from sae_clip_plugin.pretrained.families import dictionary_learning_huggingface_loader
+from sae_clip_plugin.pretrained.family_base import FamilyFormatError
 from tests.pretrained.family_helpers import (
     PRODUCERS,
     assert_familys_numbers,
@@ -55,7 +55,9 @@ def test_a_run_folder_written_by_trainSAE_loads_with_its_numbers(name):
         assert (meta.family, meta.source["dict_class"]) == ("dictionary_learning", dict_class)
         # trainSAE was given layer=22: the output of encoder layer 22 (hidden_states[23])
         assert meta.hook_name == "blocks.22.hook_resid_post" and meta.token_selection == "cls"
-        assert meta.input_normalisation["stats_in_file"] is True  # trainSAE folds its norm factor into the biases
+        assert (
+            meta.input_normalisation["stats_in_file"] is True
+        )  # trainSAE folds its norm factor into the biases
         assert_familys_numbers(sae, reference(HERE / name))
 
 
@@ -114,7 +116,12 @@ def _crafted(tmp_path, name: str, state_changes: dict, config_changes: dict | No
 
 
 CRAFTED = {
-    "decoder not transposed": ("batch_top_k", {"decoder.weight": torch.zeros(256, 128)}, None, "not [F, D] and [D, F]"),
+    "decoder not transposed": (
+        "batch_top_k",
+        {"decoder.weight": torch.zeros(256, 128)},
+        None,
+        "not [F, D] and [D, F]",
+    ),
     "NaN weights": ("standard", {"encoder.bias": torch.full((256,), float("nan"))}, None, "NaN"),
     "k <= 0": ("top_k", {"k": torch.tensor(0, dtype=torch.int)}, {"k": 0}, "k=0"),
     "k > d_sae": ("top_k", {"k": torch.tensor(999, dtype=torch.int)}, {"k": 999}, "k=999"),
@@ -147,7 +154,12 @@ def test_topk_and_batchtopk_files_without_a_config_are_refused(tmp_path):
 
 def test_a_file_trainSAE_writes_now_gives_its_numbers(tmp_path, monkeypatch):
     require_package("dictionary_learning")
-    for name in ("nnsight", "wandb", "datasets", "zstandard"):  # imported at module level, unused on this path
+    for name in (
+        "nnsight",
+        "wandb",
+        "datasets",
+        "zstandard",
+    ):  # imported at module level, unused on this path
         if name not in sys.modules and importlib.util.find_spec(name) is None:
             stub = types.ModuleType(name)
             stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
@@ -161,7 +173,14 @@ def test_a_file_trainSAE_writes_now_gives_its_numbers(tmp_path, monkeypatch):
     data = [torch.randn(64, 128) * 3 + 1 for _ in range(4)]
     cfg = dict(trainer=BatchTopKTrainer, steps=3, activation_dim=128, dict_size=256, k=16, layer=22, lm_name="x",
                device="cpu", warmup_steps=1, threshold_start_step=0)  # fmt: skip
-    trainSAE(data=data, trainer_configs=[cfg], steps=3, save_dir=str(tmp_path), normalize_activations=True, device="cpu")
+    trainSAE(
+        data=data,
+        trainer_configs=[cfg],
+        steps=3,
+        save_dir=str(tmp_path),
+        normalize_activations=True,
+        device="cpu",
+    )
     ae, _ = load_dictionary(str(tmp_path / "trainer_0"), device="cpu")
     x = torch.randn(6, 128) * 9
     ours = load_sae(tmp_path / "trainer_0")

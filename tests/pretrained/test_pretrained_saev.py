@@ -97,7 +97,11 @@ def test_through_from_pretrained_from_the_real_repo_layout(hf_cache):  # noqa: F
         196,
         197,
     )
-    assert meta.weight_processing == {"fold_ln": False, "center_writing_weights": False, "fold_value_biases": False}
+    assert meta.weight_processing == {
+        "fold_ln": False,
+        "center_writing_weights": False,
+        "fold_value_biases": False,
+    }
     assert meta.source["repo_id"] == CLIP_REPO
     for loaded in (sae, by_name):
         assert_familys_numbers(loaded, reference(HERE / "legacy_relu"))

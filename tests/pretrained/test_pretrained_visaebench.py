@@ -31,7 +31,10 @@ from tests.pretrained.test_pretrained_prisma import hf_cache  # noqa: F401 (fixt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HERE = PRODUCERS / "visaebench"
-CASES = {"batchtopk_2x_k16": "config.yaml", "simple_batchtopk": "config.json"}  # overcomplete keys / simple keys
+CASES = {
+    "batchtopk_2x_k16": "config.yaml",
+    "simple_batchtopk": "config.json",
+}  # overcomplete keys / simple keys
 
 
 def _load(path, **kwargs):
@@ -46,7 +49,11 @@ def test_a_visaebench_folder_loads_with_generic_saes_numbers(name):
         sae = _load(spec)
         assert sae.cfg.architecture() == "jumprelu" and sae.cfg.apply_b_dec_to_input is False
         meta = sae.cfg.metadata
-        assert (meta.family, meta.token_selection, meta.source["activation"]) == ("visaebench", "patches", "batchtopk")
+        assert (meta.family, meta.token_selection, meta.source["activation"]) == (
+            "visaebench",
+            "patches",
+            "batchtopk",
+        )
         assert_familys_numbers(sae, reference(HERE / name))
 
 
@@ -77,7 +84,11 @@ def test_a_code_exactly_at_the_threshold_is_kept_as_visaebench_keeps_it(tmp_path
     folder.mkdir()
     bias = torch.zeros(256)
     bias[:3] = torch.tensor([0.5, 0.25, 0.75])
-    state = {"encoder.weight": torch.zeros(256, 128), "encoder.bias": bias, "decoder.weight": torch.eye(256, 128)}
+    state = {
+        "encoder.weight": torch.zeros(256, 128),
+        "encoder.bias": bias,
+        "decoder.weight": torch.eye(256, 128),
+    }
     torch.save(state, folder / "sae.pt")
     (folder / "config.json").write_text(json.dumps({"architecture": "batchtopk", "k": 64, "threshold": 0.5}))
     with torch.no_grad():
@@ -101,7 +112,11 @@ def test_through_from_pretrained_from_the_real_repo_layout(hf_cache):  # noqa: F
             by_name = load_sae(f"{CLIP_RELEASE}:{sae_id}")
         meta = sae.cfg.metadata
         assert meta.model_name == "hf:openai/clip-vit-base-patch16"
-        assert (meta.hook_name, meta.token_selection, meta.context_size) == ("blocks.11.hook_resid_post", "patches", 196)
+        assert (meta.hook_name, meta.token_selection, meta.context_size) == (
+            "blocks.11.hook_resid_post",
+            "patches",
+            196,
+        )
         for loaded in (sae, by_name):
             assert_familys_numbers(loaded, reference(HERE / name))
 
@@ -178,7 +193,9 @@ def test_a_file_overcomplete_writes_now_gives_visaebenchs_numbers(tmp_path, monk
     import importlib.util
 
     root = os.path.dirname(importlib.util.find_spec("overcomplete").origin)
-    package = types.ModuleType("overcomplete")  # its __init__ imports plotting libraries the SAE does not need
+    package = types.ModuleType(
+        "overcomplete"
+    )  # its __init__ imports plotting libraries the SAE does not need
     package.__path__ = [root]
     monkeypatch.setitem(sys.modules, "overcomplete", package)
     from overcomplete.sae.batchtopk_sae import BatchTopKSAE
