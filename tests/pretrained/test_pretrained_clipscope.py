@@ -65,9 +65,14 @@ def test_through_from_pretrained_from_the_real_repo_layout(hf_cache):  # noqa: F
     assert (sae.cfg.metadata.context_size, sae.cfg.metadata.n_tokens) == (257, 257)
     assert_familys_numbers(sae, reference(HERE))
     assert_familys_numbers(load_sae(f"{RELEASE}:blocks.22.hook_resid_post"), reference(HERE))
+    from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
+
+    cfg = load_sae_config_from_huggingface(RELEASE, "blocks.22.hook_resid_post")  # sae_lens' config-only path
+    assert (cfg["architecture"], cfg["d_sae"], cfg["k"]) == ("raw_topk", 256, 16)
     # other layers: the checkpoint with the largest token count in <layer>_resid/
     five = SAE.from_pretrained(RELEASE, "blocks.5.hook_resid_post")
     assert five.cfg.metadata.hook_name == "blocks.5.hook_resid_post"
+    assert five.cfg.metadata.source["path"].endswith("5_resid/100000000.pt")  # not 99.pt
 
 
 def test_the_release_resolves_the_repo_and_files():
