@@ -26,6 +26,9 @@ _EXPORTS = {
     "UnsafePickleError": "unpickler",
     "restricted_torch_load": "unpickler",
     "load_sae": "loading",
+    "load_family_sae": "families",
+    "fold_norm_stats": "families",
+    "detect_family": "families",
     "load_saes": "loading",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -49,8 +49,12 @@ def _is_pretrained_name(spec: str) -> bool:
     return ":" in spec and not Path(spec).exists() and not (len(spec) > 1 and spec[1] == ":")  # not C:\...
 
 
-def load_saes(spec: Any, device: str = "cpu") -> list[tuple[str, Any]]:
-    """(where, SAE) for every SAE `spec` names: an SAE, a folder, a folder of folders, a .pt, or RELEASE:SAE_ID."""
+def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tuple[str, Any]]:
+    """(where, SAE) for every SAE `spec` names: an SAE, a folder, a folder of folders, a .pt, or RELEASE:SAE_ID.
+
+    Files of the third-party families (saev, dictionary_learning, visaebench, CLIP-Scope) are recognised;
+    family_kwargs (norm_stats, hook_name, model_name, ...) go to `families.load_family_sae` for them.
+    """
     from sae_lens import SAE
 
     if isinstance(spec, SAE):
@@ -64,6 +68,15 @@ def load_saes(spec: Any, device: str = "cpu") -> list[tuple[str, Any]]:
         raise FileNotFoundError(
             f"SAE {spec!r} not found: pass a sae_lens SAE folder, a folder of them, a Prisma .pt file, or "
             "RELEASE:SAE_ID (see sae_clip_plugin.list_pretrained())"
+        )
+    from sae_clip_plugin.pretrained.families import detect_family, load_family_sae
+
+    family = family_kwargs.pop("family", None) or detect_family(path)
+    if family is not None:
+        return [(spec, _checked(load_family_sae(path, family, device=device, **family_kwargs), spec))]
+    if family_kwargs:
+        raise ValueError(
+            f"{spec}: {sorted(family_kwargs)} apply to saev / dictionary_learning / visaebench / CLIP-Scope files only"
         )
     if path.suffix in (".pt", ".pth") or (
         path.is_dir() and not (path / SAE_CONFIG_FILE).exists() and any(path.glob("*.pt"))
@@ -85,9 +98,9 @@ def _checked(sae: Any, source: str) -> Any:
     return sae
 
 
-def load_sae(spec: Any, device: str = "cpu") -> Any:
+def load_sae(spec: Any, device: str = "cpu", **family_kwargs: Any) -> Any:
     """The one SAE `spec` names (see `load_saes`), in eval mode; several found is an error."""
-    found = load_saes(spec, device)
+    found = load_saes(spec, device, **family_kwargs)
     if len(found) != 1:
         raise ValueError(
             f"{spec!r} holds {len(found)} SAEs ({', '.join(w for w, _ in found[:4])}...); name one SAE folder"

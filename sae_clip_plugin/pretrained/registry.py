@@ -173,7 +173,9 @@ def list_pretrained() -> list[dict[str, Any]]:
                 "k": e.k,
             }
         )
-    return rows
+    from sae_clip_plugin.pretrained.families import family_rows  # saev, visaebench, CLIP-Scope (families.py)
+
+    return rows + family_rows()
 
 
 @functools.cache
@@ -386,7 +388,9 @@ def _wrap_directory(original: Any) -> Any:
     @functools.wraps(original)
     def get_pretrained_saes_directory() -> dict[str, Any]:
         directory = original()  # sae_lens' cached dict: adding to it persists until cache_clear()
-        for release, lookup in _lookups().items():
+        from sae_clip_plugin.pretrained.families import family_lookups
+
+        for release, lookup in {**_lookups(), **family_lookups()}.items():
             directory.setdefault(release, lookup)  # never shadow a release sae_lens ships itself
         return directory
 
@@ -410,6 +414,9 @@ def register_pretrained_releases() -> None:
         register_tanh_relu()
     from sae_lens.loading import pretrained_saes_directory as directory_module
 
+    from sae_clip_plugin.pretrained.families import register_families
+
+    register_families()
     loaders.NAMED_PRETRAINED_SAE_LOADERS[CONVERSION_FUNC] = prisma_huggingface_loader
     loaders.NAMED_PRETRAINED_SAE_CONFIG_GETTERS[CONVERSION_FUNC] = prisma_config_from_hf
     current = directory_module.get_pretrained_saes_directory
