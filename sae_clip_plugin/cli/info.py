@@ -54,7 +54,36 @@ def check_against_open_clip(model_name: str, seed: int, batch: int) -> tuple[Hoo
     return model, (out - ref).abs().max().item(), resid_diff
 
 
+def pretrained_lines(rows: list[dict]) -> list[str]:
+    """The registered SAEs, one line per release and sae_id pattern (layers collapsed as in summarise_hooks)."""
+    groups: OrderedDict[tuple, list[int]] = OrderedDict()
+    for row in rows:
+        pattern = re.sub(r"blocks\.\d+\.", "blocks.{l}.", row["sae_id"])
+        if row.get("k") is not None:
+            sparsity = f"k {row['k']}"
+        elif row.get("l1_coefficient") is not None:
+            sparsity = f"l1 {row['l1_coefficient']}"
+        else:
+            sparsity = row.get("architecture") or "?"
+        width = row.get("d_sae") or "?"
+        key = (row["release"], pattern, row["model"], width, sparsity, row.get("token_selection") or "?")
+        groups.setdefault(key, []).append(row.get("layer", -1))
+    lines = ["release | sae_id | model | width | k / l1 | tokens"]
+    for (release, pattern, model, width, sparsity, tokens), layers in groups.items():
+        layer_set = ", ".join(str(n) for n in sorted(set(layers)))
+        shown = pattern if "{l}" not in pattern else f"{pattern} (l = {layer_set})"
+        lines.append(f"{release} | {shown} | {model} | {width} | {sparsity} | {tokens}")
+    return lines
+
+
 def run_info(args: argparse.Namespace) -> int:
+    if args.list_pretrained:
+        from sae_clip_plugin.pretrained import list_pretrained
+
+        for line in pretrained_lines(list_pretrained()):
+            print(line)
+        print("\nload one with sae_lens.SAE.from_pretrained(release, sae_id) or --sae RELEASE:SAE_ID")
+        return 0
     from sae_clip_plugin.model.hooked_vit import HookedViT
 
     if args.model.startswith("open_clip:") and "/" not in args.model:
@@ -87,5 +116,10 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default %(default)s)")
     p.add_argument(
         "--batch", type=int, default=2, help="random images in the equivalence check (default %(default)s)"
+    )
+    p.add_argument(
+        "--list-pretrained",
+        action="store_true",
+        help="list the registered pretrained SAEs (release, sae_id, model, width, k / l1, tokens) and exit",
     )
     p.set_defaults(func=run_info)

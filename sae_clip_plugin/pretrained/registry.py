@@ -171,6 +171,8 @@ def list_pretrained() -> list[dict[str, Any]]:
                 "architecture": e.architecture,
                 "l1_coefficient": e.l1_coefficient,
                 "k": e.k,
+                # the x64 families' width is in their name (768 x 64); the TopK repos do not state theirs
+                "d_sae": 768 * 64 if "x64" in e.family else None,
             }
         )
     from sae_clip_plugin.pretrained.families import family_rows  # saev, visaebench, CLIP-Scope (families.py)

@@ -189,3 +189,16 @@ def test_upload_sae_checks_arguments_and_calls_sae_lens(tmp_path, monkeypatch):
     sae_id, repo, revision, cfg = calls[-1]
     assert (sae_id, repo, revision) == ("blocks.1.hook_resid_post", "me/saes", "main")
     assert cfg["metadata"]["sae_lens_version"] == sae_lens.__version__
+
+
+def test_sae_clip_info_lists_every_registered_release(capsys):
+    from sae_clip_plugin.cli import main as cli_main
+
+    assert cli_main(["info", "--list-pretrained"]) == 0
+    out = capsys.readouterr().out
+    releases = {row["release"] for row in list_pretrained()}
+    assert len(releases) >= 7  # Prisma's four, saev, visaebench, CLIP-Scope (one of each at least)
+    for release in releases:
+        assert release in out
+    assert "clipscope-clip-vit-l-14-laion2b | blocks.{l}.hook_resid_post (l = 2, 5, 8, 11, 14, 17, 20, 22)" in out
+    assert "| 65536 | k 32 | all" in out
