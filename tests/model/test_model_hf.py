@@ -37,9 +37,10 @@ def clip_model(act: str) -> CLIPModel:
 
 
 def check_against_hf(
-    vision_model: torch.nn.Module, projection: torch.nn.Module | None, model: HookedViT
+    vision_model: torch.nn.Module, projection: torch.nn.Module | None, model: HookedViT, batch: int = 2
 ) -> None:
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    size = model.cfg.image_size
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = vision_model(pixel_values=x, output_hidden_states=True)
         expected = ref.pooler_output if projection is None else projection(ref.pooler_output)
@@ -115,3 +116,32 @@ def test_not_a_clip_is_refused() -> None:
         HookedViT.from_hf(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="needs config"):
         HookedViT.from_hf({"a": torch.zeros(1)})
+
+
+# The image towers the vision-SAE families hook (docs/pretrained_families.md), as their hub configs state them,
+# cut to 2 blocks: width, heads, patch, image size, activation and projection are the real ones.
+REAL_CONFIGS = {
+    "openai/clip-vit-base-patch16 (ViSAEBench)": dict(
+        hidden_size=768, intermediate_size=3072, num_attention_heads=12, image_size=224, patch_size=16,
+        projection_dim=512, hidden_act="quick_gelu",
+    ),
+    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K (CLIP-Scope)": dict(
+        hidden_size=1024, intermediate_size=4096, num_attention_heads=16, image_size=224, patch_size=14,
+        projection_dim=768, hidden_act="gelu",
+    ),
+    "openai/clip-vit-large-patch14-336 (sae-for-vlm)": dict(
+        hidden_size=1024, intermediate_size=4096, num_attention_heads=16, image_size=336, patch_size=14,
+        projection_dim=768, hidden_act="quick_gelu",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(REAL_CONFIGS))
+def test_the_families_hf_towers_convert_exactly(name: str) -> None:
+    torch.manual_seed(3)
+    config = CLIPVisionConfig(num_hidden_layers=2, **REAL_CONFIGS[name])
+    hf = CLIPVisionModelWithProjection(config).eval()
+    model = HookedViT.from_hf(hf)
+    side = config.image_size // config.patch_size
+    assert model.cfg.n_tokens == side * side + 1  # 197, 257, 577
+    check_against_hf(hf.vision_model, hf.visual_projection, model, batch=1)
