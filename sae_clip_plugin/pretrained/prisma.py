@@ -109,8 +109,10 @@ def _architecture(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> 
     arch = str(cfg.get("architecture") or "standard").lower()
     if cfg.get("is_transcoder") or cfg.get("transcoder") or "W_skip" in state:
         raise NotImplementedError(
-            "Prisma transcoders map one hook to another and are not SAEs; this plugin splices SAEs only. Load the "
-            "weights yourself (torch.load with weights_only=False if you trust the file) into sae_lens' Transcoder"
+            "Prisma transcoders (one hook in, another out: TopK with layer norm and a skip path applied before the "
+            "de-normalisation) are not supported yet: sae_lens' Transcoder computes another function and HookedSAEViT "
+            "splices same-hook SAEs only. Read the weights safely with "
+            "sae_clip_plugin.pretrained.restricted_torch_load(path)['state_dict']"
         )
     if "b_gate" in state or arch == "gated":
         return "gated", None

@@ -116,3 +116,11 @@ def test_spliced_into_the_model_it_is_a_no_op_with_its_error_term_and_steers(nam
         with steer(toy, sae, {feature: 10.0 * float(acts.abs().max())}):
             steered = toy(x)
     assert (steered - clean).abs().max() > 1e-3
+
+
+def test_a_transcoder_from_prismas_trainer_is_refused_with_the_safe_way_to_read_it():
+    """Not supported yet (docs/pretrained_families.md); the file itself reads safely."""
+    with pytest.raises(NotImplementedError, match=r"transcoders .* not supported yet.*restricted_torch_load"):
+        load_prisma_sae(PRODUCED / "transcoder")
+    state = restricted_torch_load(PRODUCED / "transcoder" / "n_images_2600058.pt")["state_dict"]
+    assert set(state) == {"W_skip", "W_dec", "W_enc", "b_enc", "b_dec", "b_dec_out"}

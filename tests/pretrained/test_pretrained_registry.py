@@ -200,5 +200,8 @@ def test_sae_clip_info_lists_every_registered_release(capsys):
     assert len(releases) >= 7  # Prisma's four, saev, visaebench, CLIP-Scope (one of each at least)
     for release in releases:
         assert release in out
-    assert "clipscope-clip-vit-l-14-laion2b | blocks.{l}.hook_resid_post (l = 2, 5, 8, 11, 14, 17, 20, 22)" in out
+    assert (
+        "clipscope-clip-vit-l-14-laion2b | blocks.{l}.hook_resid_post (l = 2, 5, 8, 11, 14, 17, 20, 22)"
+        in out
+    )
     assert "| 65536 | k 32 | all" in out
