@@ -35,17 +35,24 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-def replace_files(src_dir: Path, dst_dir: Path) -> list[Path]:
+def replace_files(src_dir: Path, dst_dir: Path, last: tuple[str, ...] = ()) -> list[Path]:
     """Move every file of `src_dir` into `dst_dir`, each by one atomic rename; other files of `dst_dir` stay.
 
     Why: a result folder may also hold things the user put there (a cache, checkpoints, notes); replacing
-    the folder as a whole would delete them.
+    the folder as a whole would delete them. The files named in `last` (the one that makes the folder
+    loadable, e.g. cfg.json) are removed from `dst_dir` first and moved in last, so a kill half-way leaves a
+    folder that does not load, never one that mixes the old files with the new.
     """
     dst_dir.mkdir(parents=True, exist_ok=True)
-    moved = []
-    for src in sorted(src_dir.iterdir()):
+    files = sorted(src_dir.iterdir(), key=lambda p: (p.name in last, p.name))
+    for src in files:
         if src.is_dir():
             raise IsADirectoryError(f"replace_files moves files only; {src} is a folder")
+    for name in last:
+        if (src_dir / name).exists():
+            (dst_dir / name).unlink(missing_ok=True)
+    moved = []
+    for src in files:
         honour_umask(src)  # some writers (safetensors) create private 0600 files
         os.replace(src, dst_dir / src.name)
         moved.append(dst_dir / src.name)

@@ -20,7 +20,15 @@ def find_sae_folders(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if (root / SAE_CONFIG_FILE).is_file():
         return [root]
-    found = sorted({p.parent for p in root.rglob(SAE_CONFIG_FILE) if (p.parent / SAE_WEIGHTS_FILE).exists()})
+    found = sorted(
+        {
+            p.parent
+            for p in root.rglob(SAE_CONFIG_FILE)
+            if (p.parent / SAE_WEIGHTS_FILE).exists()
+            # hidden folders (.tmp-* of an interrupted save, .cache, ...) are never SAEs to evaluate
+            and not any(part.startswith(".") for part in p.parent.relative_to(root).parts)
+        }
+    )
     if not found:
         raise FileNotFoundError(
             f"no SAE folders under {root}: expected folders with {SAE_CONFIG_FILE} + {SAE_WEIGHTS_FILE} "

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sae_clip_plugin.atomic import atomic_write_json, make_temp_dir, replace_files
+from sae_clip_plugin.locking import folder_lock
 from sae_clip_plugin.training.cache import (
     MANIFEST,
     ActivationDiskCache,
@@ -34,6 +35,13 @@ from sae_clip_plugin.training.config import VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_on_activations
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.metadata import vision_metadata
+from sae_clip_plugin.training.output import (
+    TEMP_PREFIX,
+    check_layout,
+    check_output_location,
+    remove_stale_temporaries,
+    rescue_weights,
+)
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
 from sae_clip_plugin.training.tokens import HookGeometry
@@ -260,18 +268,18 @@ class VisionSAETrainingRunner:
                 "checkpoint_path; they are never overwritten"
             )
 
-    def _check_output(self) -> None:
-        """Refuse to replace an SAE already saved at an output folder unless overwrite_output; other files never matter."""
-        if self.cfg.overwrite_output:
-            return
+    def _output_targets(self) -> list[Path]:
         hooks = self.cfg.hook_names
-        targets = (
-            [Path(self.cfg.output_path) / h for h in hooks]
-            if len(hooks) > 1
-            else [Path(self.cfg.output_path)]
-        )
+        out = Path(self.cfg.output_path)
+        return [out / h for h in hooks] if len(hooks) > 1 else [out]
+
+    def _check_output(self) -> None:
+        """Refuse an unwritable or mixed-layout output folder, and replacing a saved SAE unless overwrite_output."""
+        hooks, targets = self.cfg.hook_names, self._output_targets()
+        check_layout(Path(self.cfg.output_path), hooks, SAE_OWN_FILES)
+        check_output_location(targets)  # writable now, not only after hours of training
         held = [t for t in targets if any((t / name).exists() for name in SAE_OWN_FILES)]
-        if held:
+        if held and not self.cfg.overwrite_output:
             raise FileExistsError(
                 f"output_path {held[0]} already holds a saved SAE; choose another output_path or set "
                 "overwrite_output=True (only the SAE's own files are replaced: "
@@ -498,8 +506,17 @@ class VisionSAETrainingRunner:
         logger.info("resumed from %s at %d training tokens", path, done)
 
     def run(self) -> Any:
-        """Train; returns the trained TrainingSAE (one hook) or {hook: TrainingSAE}."""
+        """Train; returns the trained TrainingSAE (one hook) or {hook: TrainingSAE}.
+
+        The output folder is locked for the whole run: a second run on the same output_path is refused (naming
+        this one) instead of both printing "saved to" with one of them silently gone.
+        """
         self.setup()
+        with folder_lock(self.cfg.output_path, "SAE output folder"):
+            remove_stale_temporaries(self._output_targets())  # a killed save's leftovers
+            return self._run_locked()
+
+    def _run_locked(self) -> Any:
         # the data stream's shuffling (sae_lens' mixing buffer draws from the global RNG) starts from the seed,
         # whether setup() ran just now or earlier (the CLI checks every input first): seeded runs repeat exactly
         torch.manual_seed(self.cfg.seed)
@@ -663,8 +680,11 @@ class VisionSAETrainingRunner:
         trainers = self._trainers()
         for name, sae in self.saes.items():
             target = self.output_dir(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = make_temp_dir(target.parent, prefix=f".tmp-{target.name}-")
+            target.mkdir(parents=True, exist_ok=True)
+            try:  # inside the target: on its file system (a mount point as --out), hidden from SAE discovery
+                tmp = make_temp_dir(target, prefix=TEMP_PREFIX)
+            except OSError as err:
+                self._rescue(name, sae, err)
             try:
                 import sae_lens
 
@@ -681,10 +701,25 @@ class VisionSAETrainingRunner:
                 atomic_write_json(
                     tmp / EVAL_LOG_FILENAME, [*self.eval_log, self._final_record(name, final[name], target)]
                 )
-                replace_files(tmp, target)  # only the SAE's own files: a cache or checkpoints inside stay
+                # only the SAE's own files: a cache or checkpoints inside stay; cfg.json last (never a mixed folder)
+                replace_files(tmp, target, last=(SAE_OWN_FILES[0],))
+            except OSError as err:  # full disk, read-only, removed folder: keep the weights somewhere
+                self._rescue(name, sae, err)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         self._record("final", final, Path(self.cfg.output_path))
+
+    def _rescue(self, name: str, sae: Any, err: OSError) -> None:
+        """The final save failed: write the trained weights where possible and say where (never lose the run)."""
+        cfg_json = json.dumps(sae.cfg.to_dict(), default=str)
+        places = [Path(self.cfg.checkpoint_path) if self.cfg.checkpoint_path else None, Path.cwd()]
+        where = rescue_weights(dict(sae.state_dict()), cfg_json, name, places)
+        kept = f"the trained weights were saved to {where}" if where else "no place took the trained weights"
+        raise OSError(
+            f"saving the SAE for {name} to {self.output_dir(name)} failed ({err.strerror or err}); {kept} "
+            "(sae_weights.safetensors + cfg.json of the training SAE); free space or fix the output folder, then "
+            "copy them there"
+        ) from err
 
     def _final_record(self, name: str, metrics: dict[str, Any], target: Path) -> dict[str, Any]:
         return {
