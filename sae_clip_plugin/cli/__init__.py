@@ -88,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         if args.debug:
             raise
-        print(f"sae-clip {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        # a bare Ctrl-C carries no text: say what happened and what a rerun does
+        reason = (
+            str(err) or "interrupted (Ctrl-C); files already written are complete, a rerun redoes the rest"
+        )
+        print(f"sae-clip {args.command}: {reason}", file=sys.stderr)
         return int(getattr(err, "exit_code", 130))
     except USAGE_ERRORS + RUNTIME_ERRORS as err:
         if args.debug:

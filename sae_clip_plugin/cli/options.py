@@ -113,11 +113,9 @@ def add_config(parser: Any) -> None:
 
 def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
     """The settings in `path` as command-line tokens for `parser` (placed before the typed ones, which then win)."""
-    from pathlib import Path
+    from sae_clip_plugin.yaml_files import load_yaml_file
 
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    data = load_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
     flags = {

@@ -66,14 +66,14 @@ DEPRECATED_FLAGS = {
 def _parse_set(items: list[str]) -> dict[str, Any]:
     """`--set key=value` (YAML-typed values; `sae.k=32` sets one architecture option, `logger.run_name=x` one
     sae_lens LoggingConfig field)."""
-    import yaml
+    from sae_clip_plugin.yaml_files import load_yaml_text
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        value = yaml.safe_load(raw)
+        value = load_yaml_text(raw, f"--set {key}")
         group, dot, name = key.partition(".")
         if dot:
             out.setdefault(group, {})[name] = value

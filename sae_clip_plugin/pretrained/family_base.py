@@ -113,13 +113,13 @@ def check_config_dims(path: Any, stated: Mapping[str, Any], actual: Mapping[str,
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A JSON or YAML config (yaml.safe_load), as a dict."""
+    """A JSON or YAML config (yaml_files.load_yaml_text), as a dict."""
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        if path.suffix in (".yaml", ".yml"):  # bounded: a hub file could be an alias bomb
+            from sae_clip_plugin.yaml_files import load_yaml_text
 
-            cfg = yaml.safe_load(text)
+            cfg = load_yaml_text(text, str(path))
         else:
             cfg = json.loads(text)
     except Exception as err:

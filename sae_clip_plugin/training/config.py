@@ -372,10 +372,9 @@ class VisionSAERunnerConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> VisionSAERunnerConfig:
         """YAML or JSON file (YAML is a superset of JSON); `overrides` win over the file."""
-        import yaml
+        from sae_clip_plugin.yaml_files import load_yaml_file
 
-        text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
+        data = load_yaml_file(path) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of config fields, got {type(data).__name__}")
         data, overrides = renamed_fields(data), renamed_fields(overrides)
