@@ -24,6 +24,7 @@ from sae_clip_plugin.cli.options import (
     add_model,
     add_out,
     add_sae,
+    positive_int,
     sae_specs,
 )
 
@@ -126,10 +127,10 @@ def register_commands(subparsers: Any) -> None:
         default=0.02,
         help="typographic: clean accuracy a setting may lose (choice and bar)",
     )
-    p.add_argument("--n-select", type=int, default=None,
+    p.add_argument("--n-select", type=positive_int, default=None,
                    help="selection split size: toy pairs / images per group (default 300); images per group for "
                         "celeba / waterbirds (default: the smallest group)")  # fmt: skip
-    p.add_argument("--n-eval", type=int, default=None, help="evaluation split size (as --n-select)")
+    p.add_argument("--n-eval", type=positive_int, default=None, help="evaluation split size (as --n-select)")
     p.add_argument(
         "--seed",
         type=int,

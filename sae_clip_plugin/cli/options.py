@@ -14,6 +14,20 @@ from typing import Any
 REMOVED_IN = "0.3"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts: 0 or a negative number is refused when the flags are read.
+
+    Why: `--n-select 0` used to fall back to the default (300) silently.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1 (leave the flag out for the default)")
+    return value
+
+
 def deprecation_message(old: str, new: str) -> str:
     return f"sae-clip: {old} is deprecated and will be removed in {REMOVED_IN}; use {new}"
 

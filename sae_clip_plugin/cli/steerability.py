@@ -82,7 +82,12 @@ def register_commands(subparsers: Any) -> None:
         default=0.10,
         help="a feature is steerable when S > this (default %(default)s, the paper's)",
     )
-    run.add_argument("--tokens", default="all", help="all | cls | patches | comma list of positions")
+    run.add_argument(
+        "--tokens",
+        default="all",
+        type=parse_tokens,
+        help="all | cls | patches | comma list of positions (from 0)",
+    )
     run.add_argument(
         "--mode",
         default="set",
@@ -90,7 +95,9 @@ def register_commands(subparsers: Any) -> None:
         help="set (clamp), add to, or scale the feature (default %(default)s)",
     )
     run.add_argument("--no-error-term", action="store_true", help="drop the SAE error term when steering")
-    run.add_argument("--strengths", help="comma list of strengths: also write steering curves")
+    run.add_argument(
+        "--strengths", type=finite_numbers, help="comma list of strengths: also write steering curves"
+    )
     run.add_argument("--curve-features", type=int, default=8, help="features for the steering curves")
     run.add_argument(
         "--method",
@@ -121,9 +128,37 @@ def parse_features(text: str) -> Any:
 
 
 def parse_tokens(text: str) -> Any:
-    return (
-        [int(x) for x in text.split(",") if x.strip()] if text[:1].isdigit() or text.startswith("-") else text
-    )
+    """all | cls | patches, or positions counted from 0 (the CLS token); a negative position is refused.
+
+    Why: `--tokens -1` used to steer the last patch, which a user meaning "none" or "the default" never asked for.
+    """
+    if not (text[:1].isdigit() or text.startswith("-")):
+        return text
+    try:
+        positions = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: positions are whole numbers, e.g. 0,5,9") from None
+    negative = [p for p in positions if p < 0]
+    if negative:
+        raise argparse.ArgumentTypeError(
+            f"position(s) {negative}: positions count from 0 (the CLS token); write the position itself "
+            "(the last patch of a 50-token ViT-B/32 is 49), or all | cls | patches"
+        )
+    return positions
+
+
+def finite_numbers(text: str) -> list[float]:
+    """A comma list of finite numbers (checked when the flags are read, not after the main run)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma list of numbers, e.g. 0,50,150"
+        ) from None
+    bad = [v for v in values if v != v or v in (float("inf"), float("-inf"))]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be a finite number")
+    return values
 
 
 def load_sae(args: argparse.Namespace) -> Any:
@@ -182,7 +217,7 @@ def run_steerability(args: argparse.Namespace) -> int:
             model = random_vision_model(model, seed=args.random_seed)
         common: dict[str, Any] = dict(
             hook_name=hook,
-            tokens=parse_tokens(args.tokens),
+            tokens=args.tokens,
             mode=args.mode,
             use_error_term=not args.no_error_term,
             readout_scale=args.readout_scale,
@@ -207,7 +242,7 @@ def run_steerability(args: argparse.Namespace) -> int:
         result.summary["images"] = str(args.images)
         paths = result.save(args.out, args.prefix)
         if args.strengths:
-            strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
+            strengths = args.strengths
             curves = steering_curves(
                 model, sae, pixels, vocabulary, args.curve_features, strengths, args.threshold, **common
             )

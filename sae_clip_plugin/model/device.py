@@ -20,4 +20,10 @@ def resolve_device(device: str | None) -> str:
     """'auto' (or None / empty) -> 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(
+            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     return device

@@ -60,3 +60,29 @@ def test_ctrl_c_says_what_happened(monkeypatch, capsys):
     assert main(["info", "--list-pretrained"]) == 130
     err = capsys.readouterr().err
     assert "sae-clip info: interrupted (Ctrl-C)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["steerability", "--tokens", "-1"], "positions count from 0"),
+        (["steerability", "--strengths", "1,nan"], "every value must be a finite number"),
+        (["disentangle", "--n-select", "0"], "must be at least 1"),
+        (["disentangle", "--n-eval", "-5"], "must be at least 1"),
+    ],
+)
+def test_bad_flag_values_are_refused_when_the_flags_are_read(argv, message, capsys):
+    """Before any model loads: --tokens -1 used to steer the last patch, --n-select 0 became 300, and
+    --strengths 1,nan was refused only after the main run."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bogus_device_names_the_choices():
+    from sae_clip_plugin.model.device import resolve_device
+
+    with pytest.raises(ValueError, match="device 'bogus' is not a torch device; use auto, cpu, cuda"):
+        resolve_device("bogus")
+    assert resolve_device("cpu") == "cpu"
