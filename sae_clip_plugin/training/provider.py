@@ -18,7 +18,8 @@ from sae_clip_plugin.training.cache import ActivationDiskCache
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
 
-ImageBatches = Callable[[Sequence[int]], Iterator[dict[str, torch.Tensor]]]
+# (units, their image order: unit -> positions inside it) -> activation batches
+ImageBatches = Callable[[Sequence[int], Callable[[int], list[int]]], Iterator[dict[str, torch.Tensor]]]
 
 
 class EpochOrder:
@@ -33,6 +34,7 @@ class EpochOrder:
             raise ValueError("nothing to iterate over: the image stream is empty")
         self.n_units, self.shuffle, self.seed = n_units, shuffle, seed
         self.epoch, self.position = 0, 0
+        self.partial = 0  # images of unit `position` already handed out (a live batch can end inside a chunk)
 
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
@@ -40,11 +42,19 @@ class EpochOrder:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n_units, generator=generator).tolist()
 
+    def within(self, unit: int, size: int, epoch: int) -> list[int]:
+        """The order of the `size` images inside `unit` in `epoch` (shuffled too, so small sets still mix)."""
+        if not self.shuffle:
+            return list(range(size))
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + unit + 1)
+        return torch.randperm(size, generator=generator).tolist()
+
     def remaining(self) -> list[int]:
         return self.order(self.epoch)[self.position :]
 
     def advance(self, n: int) -> None:
         self.position += n
+        self.partial = 0
         if self.position >= self.n_units:
             self.epoch, self.position = self.epoch + 1, 0
 
@@ -55,6 +65,7 @@ class EpochOrder:
             "seed": self.seed,
             "epoch": self.epoch,
             "position": self.position,
+            "partial": self.partial,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -65,6 +76,12 @@ class EpochOrder:
             )
         self.shuffle, self.seed = state["shuffle"], state["seed"]
         self.epoch, self.position = state["epoch"], state["position"]
+        self.partial = state.get("partial", 0)  # checkpoints of earlier releases: whole units only
+
+
+def _chunk_range(chunk: int, chunk_images: int, n_images: int) -> range:
+    """The images of chunk `chunk`: consecutive, `chunk_images` of them (the last chunk may be shorter)."""
+    return range(chunk * chunk_images, min(n_images, (chunk + 1) * chunk_images))
 
 
 class ActivationProvider(Iterator[Any]):
@@ -104,15 +121,34 @@ class ActivationProvider(Iterator[Any]):
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
     def from_harvester(
-        cls, harvester: ActivationHarvester, source: ImageSource, train_batch_size_tokens: int, **kwargs: Any
+        cls,
+        harvester: ActivationHarvester,
+        source: ImageSource,
+        train_batch_size_tokens: int,
+        chunk_images: int = 64,
+        **kwargs: Any,
     ) -> ActivationProvider:
-        """Live activations: images are decoded, preprocessed and run through the model as needed."""
+        """Live activations: images are decoded, preprocessed and run through the model as needed.
+
+        Images are visited in the same shuffled chunks of `chunk_images` as `from_cache` reads them, so a run
+        sees the same token stream with or without a disk cache (the cache is transparent).
+        """
         source.set_transform(source.transform or harvester.model.preprocess)
+        n = len(source)
+        if n < 1:
+            raise ValueError("nothing to iterate over: the image stream is empty")
+
+        def image_batches(
+            units: Sequence[int], inside: Callable[[int], list[int]]
+        ) -> Iterator[dict[str, torch.Tensor]]:
+            images = [_chunk_range(chunk, chunk_images, n)[i] for chunk in units for i in inside(chunk)]
+            return harvester.iter_batches(source, images)
+
         return cls(
             harvester.hook_names,
-            len(source),
-            lambda _: 1,
-            lambda units: harvester.iter_batches(source, units),
+            -(-n // chunk_images),
+            lambda chunk: len(_chunk_range(chunk, chunk_images, n)),
+            image_batches,
             train_batch_size_tokens,
             **kwargs,
         )
@@ -133,31 +169,47 @@ class ActivationProvider(Iterator[Any]):
         n = cache.n_images
         n_chunks = -(-n // chunk_images)
 
-        def image_batches(units: Sequence[int]) -> Iterator[dict[str, torch.Tensor]]:
+        def image_batches(
+            units: Sequence[int], inside: Callable[[int], list[int]]
+        ) -> Iterator[dict[str, torch.Tensor]]:
             for chunk in units:
-                yield cache.read_images(chunk * chunk_images, min(n, (chunk + 1) * chunk_images), hook_names)
+                images = _chunk_range(chunk, chunk_images, n)
+                acts = cache.read_images(images.start, images.stop, hook_names)  # contiguous: one read
+                order = torch.as_tensor(inside(chunk), dtype=torch.long)
+                yield {name: a[order] for name, a in acts.items()}
 
-        def images_per_unit(chunk: int) -> int:
-            return min(n, (chunk + 1) * chunk_images) - chunk * chunk_images
-
-        return cls(hook_names, n_chunks, images_per_unit, image_batches, train_batch_size_tokens, **kwargs)
+        return cls(
+            hook_names,
+            n_chunks,
+            lambda chunk: len(_chunk_range(chunk, chunk_images, n)),
+            image_batches,
+            train_batch_size_tokens,
+            **kwargs,
+        )
 
     # -- streams ----------------------------------------------------------------------------------
     def image_activations(self) -> Iterator[dict[str, torch.Tensor]]:
         """{hook: [images, context_size, d_in]} forever, advancing the resumable position."""
         while True:
-            units = self.order.remaining()
-            consumed = 0  # units of this pass already handed out
-            for batch in self._image_batches(units):
+            units, epoch, skip = self.order.remaining(), self.order.epoch, self.order.partial
+            # units of this pass fully handed out; images of the next one handed out (a resumed pass starts
+            # inside its first unit)
+            consumed, partial = 0, skip
+
+            def inside(unit: int, epoch: int = epoch, first: int = units[0], skip: int = skip) -> list[int]:
+                order = self.order.within(unit, self._images_per_unit(unit), epoch)
+                return order[skip:] if unit == first else order
+
+            for batch in self._image_batches(units, inside):
                 n_images = next(iter(batch.values())).shape[0]
                 self.n_images_read += n_images
-                # a batch may span several units (images) or be one unit (a cache chunk)
-                n_units = 0
-                while n_images > 0 and consumed + n_units < len(units):
-                    n_images -= self._images_per_unit(units[consumed + n_units])
-                    n_units += 1
-                consumed += n_units
-                self.order.advance(n_units)
+                # a batch may end inside a unit (a live batch within a chunk) or span several
+                partial += n_images
+                while consumed < len(units) and partial >= self._images_per_unit(units[consumed]):
+                    partial -= self._images_per_unit(units[consumed])
+                    consumed += 1
+                    self.order.advance(1)
+                self.order.partial = partial
                 yield batch
 
     def token_batches(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -177,13 +229,13 @@ class ActivationProvider(Iterator[Any]):
         for batch in self.token_batches():
             pending.append(batch)
             count += next(iter(batch.values())).shape[0]
-            if count >= target:
-                yield (
-                    pending[0]
-                    if len(pending) == 1
-                    else {name: torch.cat([b[name] for b in pending]) for name in self.hook_names}
-                )
-                pending, count = [], 0
+            while count >= target:
+                # exactly `target` tokens per piece, whatever the image batch sizes: the mixing buffer then
+                # shuffles the same pieces whether tokens come from a live harvest or from the cache
+                joined = {name: torch.cat([b[name] for b in pending]) for name in self.hook_names}
+                yield {name: t[:target] for name, t in joined.items()}
+                count -= target
+                pending = [{name: t[target:] for name, t in joined.items()}] if count else []
 
     def _build(self) -> Iterator[Any]:
         pieces = self.coalesced_token_batches()

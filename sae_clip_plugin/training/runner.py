@@ -356,7 +356,9 @@ class VisionSAETrainingRunner:
                 self.eval_acts = self.cache.read_images(0, min(n_eval, self.cache.n_images), cfg.hook_names)
         else:
             assert self.harvester is not None and self.source is not None
-            self.provider = ActivationProvider.from_harvester(self.harvester, self.source, **common)
+            self.provider = ActivationProvider.from_harvester(
+                self.harvester, self.source, chunk_images=cfg.cache_chunk_images, **common
+            )
             if not self.eval_acts:
                 subset = SubsetSource(self.source, range(min(n_eval, len(self.source))))
                 batches = list(self.harvester.iter_batches(subset))

@@ -113,7 +113,9 @@ def test_cached_provider_gives_the_live_batches(model, pixels, tmp_path):
 
 def test_provider_position_resumes_the_image_stream(model, pixels):
     harvester = ActivationHarvester(model, [HOOK], "cls", batch_size=4)
-    kwargs = dict(train_batch_size_tokens=4, buffer_tokens=4, mix_fraction=0.0, shuffle=True, seed=5)
+    kwargs = dict(
+        train_batch_size_tokens=4, buffer_tokens=4, mix_fraction=0.0, shuffle=True, seed=5, chunk_images=1
+    )
     first = ActivationProvider.from_harvester(harvester, TensorSource(pixels), **kwargs)
     for _ in range(13):  # 52 images: into the second epoch
         next(first)
@@ -122,6 +124,23 @@ def test_provider_position_resumes_the_image_stream(model, pixels):
     resumed = ActivationProvider.from_harvester(harvester, TensorSource(pixels), **kwargs)
     resumed.load_state_dict(state)
     for _ in range(5):
+        torch.testing.assert_close(next(resumed), next(first))
+
+
+def test_a_position_inside_a_chunk_resumes_exactly(model, pixels):
+    """Live batches (4 images) end inside chunks (12 images): the position keeps the images already handed out."""
+    harvester = ActivationHarvester(model, [HOOK], "cls", batch_size=4)
+    kwargs = dict(
+        train_batch_size_tokens=4, buffer_tokens=4, mix_fraction=0.0, shuffle=True, seed=5, chunk_images=12
+    )
+    first = ActivationProvider.from_harvester(harvester, TensorSource(pixels), **kwargs)
+    for _ in range(5):  # 20 images: whole chunks and part of the next
+        next(first)
+    state = first.state_dict()
+    assert state["partial"] > 0 and state["position"] >= 1
+    resumed = ActivationProvider.from_harvester(harvester, TensorSource(pixels), **kwargs)
+    resumed.load_state_dict(state)
+    for _ in range(12):  # across the epoch boundary
         torch.testing.assert_close(next(resumed), next(first))
 
 
