@@ -280,10 +280,13 @@ def test_interrupt_saves_a_checkpoint_that_resumes(model, pixels, tmp_path, monk
         return real_next(self)
 
     monkeypatch.setattr(ActivationProvider, "__next__", interrupting_next)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         VisionSAETrainingRunner(
             config(tmp_path, training_tokens=128 * 12), override_model=model, override_source=pixels
         ).run()
+    # where the resume command is printed, what a resume with mixing cannot reproduce is said, with its size
+    assert "--resume-from-checkpoint latest (the resumed SAE will not be bit-equal" in str(info.value)
+    assert "max |diff| 1-2.5%" in str(info.value)
     monkeypatch.setattr(ActivationProvider, "__next__", real_next)
     (saved,) = [p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()]
     assert saved.name == str(5 * 128) and (saved / "provider_state.json").is_file()
