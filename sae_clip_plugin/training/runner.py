@@ -261,6 +261,16 @@ class VisionSAETrainingRunner:
                     "to start a new run"
                 )
             cfg.resume_from_checkpoint = str(found[-1])
+        elif cfg.resume_from_checkpoint is not None and found:
+            chosen = Path(cfg.resume_from_checkpoint).resolve()
+            order = [p.resolve() for p in found]
+            later = [p.name for p in order[order.index(chosen) + 1 :]] if chosen in order else []
+            if later:
+                raise FileExistsError(
+                    f"resuming from {chosen.name} would overwrite the later checkpoint(s) {later} in "
+                    f"{cfg.checkpoint_path} as the run passes them again; resume from the latest "
+                    "(--resume-from-checkpoint latest), move the later ones away, or set another checkpoint_path"
+                )
         elif found and cfg.resume_from_checkpoint is None:
             raise FileExistsError(
                 f"checkpoint_path {cfg.checkpoint_path} holds checkpoints of an earlier run (latest: {found[-1]}); "

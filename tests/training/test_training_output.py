@@ -134,3 +134,18 @@ def test_one_hook_then_two_hooks_into_the_same_folder_is_refused(model, pixels, 
         ).run()  # fmt: skip
     assert not started
     assert SAE.load_from_disk(tmp_path / "out").cfg.d_in == 64
+
+
+def test_resuming_from_an_older_checkpoint_never_overwrites_later_ones(model, pixels, tmp_path):
+    _runner(tmp_path, model, pixels, checkpoint_every_tokens=128 * 10).run()
+    checkpoints = sorted((p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    assert len(checkpoints) >= 2
+    before = {p.name: (p / "provider_state.json").read_bytes() for p in checkpoints}
+    with pytest.raises(
+        FileExistsError, match=rf"resuming from {checkpoints[0].name} would overwrite the later"
+    ):
+        _runner(
+            tmp_path, model, pixels, checkpoint_every_tokens=128 * 10, output_path=str(tmp_path / "out2"),
+            resume_from_checkpoint=str(checkpoints[0]),
+        ).run()  # fmt: skip
+    assert {p.name: (p / "provider_state.json").read_bytes() for p in checkpoints} == before
