@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from sae_clip_plugin.pretrained import clipscope, dictionary_learning, saev, visaebench
+from sae_clip_plugin.pretrained.architectures import register_own_architecture
 from sae_clip_plugin.pretrained.family_base import FamilyEntry, ModelFacts, finish, fold_norm_stats
 
 FAMILIES: dict[str, ModuleType] = {
@@ -135,14 +136,7 @@ def register_families() -> None:
     """Family loaders into sae_lens' named loaders, and the raw-TopK architecture (idempotent)."""
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
-    try:
-        from sae_clip_plugin.pretrained.raw_topk import register_raw_topk
-    except (
-        ImportError
-    ):  # raw_topk is being imported (its `import sae_lens` brought us here): it registers itself
-        pass
-    else:
-        register_raw_topk()
+    register_own_architecture("sae_clip_plugin.pretrained.raw_topk", "register_raw_topk")
     for name, loader in HF_LOADERS.items():
         loaders.NAMED_PRETRAINED_SAE_LOADERS[name] = loader
         loaders.NAMED_PRETRAINED_SAE_CONFIG_GETTERS[name] = _config_getter(loader)

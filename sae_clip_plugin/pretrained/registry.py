@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.pretrained.architectures import register_own_architecture
 from sae_clip_plugin.pretrained.prisma import (
     WEIGHT_FILE_PREFERENCE,
     apply_overrides,
@@ -406,14 +407,7 @@ def register_pretrained_releases() -> None:
     """Make sae_lens' `SAE.from_pretrained` know the Prisma releases. Idempotent, no network, no yaml parse."""
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
-    try:
-        from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
-    except (
-        ImportError
-    ):  # tanh_relu is being imported (its `import sae_lens` brought us here): it registers itself
-        pass
-    else:
-        register_tanh_relu()
+    register_own_architecture("sae_clip_plugin.pretrained.tanh_relu", "register_tanh_relu")
     from sae_lens.loading import pretrained_saes_directory as directory_module
 
     from sae_clip_plugin.pretrained.families import register_families

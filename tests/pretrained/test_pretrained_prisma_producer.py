@@ -15,9 +15,10 @@ import torch
 from sae_lens import SAE
 from safetensors.torch import load_file
 
-from sae_clip_plugin import HookedSAEViT, steer
+from sae_clip_plugin import HookedSAEViT
 from sae_clip_plugin.pretrained import load_prisma_sae, load_sae, restricted_torch_load
 from sae_clip_plugin.pretrained.registry import CLS_TOPK_RELEASE, VANILLA_RELEASE
+from tests.pretrained.family_helpers import assert_splices_and_steers
 from tests.pretrained.test_pretrained_prisma import hf_cache  # noqa: F401 (fixture)
 
 PRODUCED = Path(__file__).parent / "producers" / "prisma"
@@ -100,22 +101,8 @@ def toy() -> HookedSAEViT:
 
 @pytest.mark.parametrize("name", list(SAES))
 def test_spliced_into_the_model_it_is_a_no_op_with_its_error_term_and_steers(name, toy):
-    sae = load_prisma_sae(PRODUCED / name, model_name="toy")
-    # the files were made for the toy's width (128) but keep Prisma's ViT-B/32 config: give them the toy's geometry
-    meta = sae.cfg.metadata
-    meta.image_size, meta.patch_size, meta.n_tokens = 64, 8, 65
-    meta.context_size = {"all": 65, "cls": 1, "patches": 64}[SAES[name][0]]
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        clean = toy(x)
-        spliced = toy.run_with_saes(x, saes=[sae], use_error_term=True)
-        torch.testing.assert_close(spliced, clean, atol=1e-5, rtol=1e-5)
-        _, cache = toy.run_with_cache_with_saes(x, saes=[sae], use_error_term=True)
-        acts = cache["blocks.3.hook_resid_post.hook_sae_acts_post"]
-        feature = int(acts.abs().sum((0, 1)).argmax())
-        with steer(toy, sae, {feature: 10.0 * float(acts.abs().max())}):
-            steered = toy(x)
-    assert (steered - clean).abs().max() > 1e-3
+    # the files are 128 wide like the toy CLIP but keep Prisma's ViT-B/32 config: the helper gives them its geometry
+    assert_splices_and_steers(toy, load_prisma_sae(PRODUCED / name, model_name="toy"))
 
 
 def test_a_transcoder_from_prismas_trainer_is_refused_with_the_safe_way_to_read_it():
