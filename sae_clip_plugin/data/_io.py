@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sae_clip_plugin.atomic import atomic_write
 
@@ -59,7 +59,13 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image file fully (no dangling file handle) and convert it to 8-bit RGB (see `to_rgb`)."""
     try:
         with Image.open(path) as im:  # convert() copies, so the result outlives the closed file
-            return im.convert("RGB") if im.mode == "RGB" else to_rgb(im, name=f"image file {path}")
+            # camera photos store their rotation in EXIF: show the image the way viewers (and the labels) see it
+            upright = ImageOps.exif_transpose(im)
+            return (
+                upright.convert("RGB")
+                if upright.mode == "RGB"
+                else to_rgb(upright, name=f"image file {path}")
+            )
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"image file {path} is missing; check the dataset root folder and that the download was complete"

@@ -95,8 +95,21 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
     loaded = []
     for folder in find_sae_folders(path):
         check_sae_folder(folder)
-        loaded.append((str(folder), _checked(SAE.load_from_disk(str(folder), device=device), str(folder))))
+        loaded.append((str(folder), _checked(_load_folder(SAE, folder, device), str(folder))))
     return loaded
+
+
+def _load_folder(sae_class: Any, folder: Path, device: str) -> Any:
+    """SAE.load_from_disk, with a damaged weights file named (safetensors says only 'invalid header')."""
+    from safetensors import SafetensorError
+
+    try:
+        return sae_class.load_from_disk(str(folder), device=device)
+    except SafetensorError as err:
+        raise ValueError(
+            f"{folder / SAE_WEIGHTS_FILE} is damaged ({err}); restore it from the training run or a checkpoint, "
+            "or re-save the SAE"
+        ) from None
 
 
 def _checked(sae: Any, source: str) -> Any:

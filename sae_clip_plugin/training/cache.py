@@ -232,7 +232,28 @@ class ActivationDiskCache:
         return self._tables[hook_name]
 
     def read(self, hook_name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) as a float32 tensor [images, context_size, d_in], straight from the arrow buffers."""
+        """Rows [start, stop) as a float32 tensor [images, context_size, d_in], straight from the arrow buffers.
+
+        A damaged shard (truncated, or holding NaN/inf bytes) is named with the hook folder and the image rows and
+        the fix, instead of an Arrow byte count or a training loss blamed on the learning rate.
+        """
+        try:
+            out = self._read(hook_name, start, stop)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid / ArrowIOError among them
+            raise OSError(
+                f"the activation cache at {self.path / hook_name} cannot be read at images [{start}, {stop}) "
+                f"({' '.join(str(err).split())[:160]}): a shard is truncated or damaged; delete the cache folder "
+                "to rebuild it (or restore it from a copy)"
+            ) from None
+        if not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out.flatten(1))).any(1).nonzero()[0]) + start
+            raise ValueError(
+                f"the activation cache at {self.path / hook_name} holds NaN/inf values (first at image row {bad}): the "
+                "cache files are damaged (the harvest refuses non-finite activations); delete the cache to rebuild it"
+            )
+        return out
+
+    def _read(self, hook_name: str, start: int, stop: int) -> torch.Tensor:
         if not 0 <= start <= stop <= self.n_images:
             raise IndexError(
                 f"rows [{start}, {stop}) outside the {self.n_images} cached images of {self.path}"

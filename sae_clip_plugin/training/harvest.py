@@ -88,12 +88,32 @@ class ActivationHarvester:
                 )
             else:
                 batches = image_loader(source, indices, self.batch_size, self.num_workers)
-            for start, pixels in zip(range(0, len(indices), self.batch_size), batches, strict=False):
-                acts = self.activations(pixels)
-                _check_finite(acts, source, indices[start : start + self.batch_size])
-                yield acts
+            try:
+                for start, pixels in zip(range(0, len(indices), self.batch_size), batches, strict=False):
+                    acts = self.activations(pixels)
+                    _check_finite(acts, source, indices[start : start + self.batch_size])
+                    yield acts
+            except Exception as err:
+                raise _without_worker_traceback(err) from None
         finally:
             self.model.train(was_training)
+
+
+def _without_worker_traceback(err: Exception) -> Exception:
+    """A DataLoader worker's error as its own one-line message (torch adds the worker's whole traceback to it).
+
+    Why: a bad image met by one of the default 2 workers printed a 51-line traceback around the one line
+    that names the file.
+    """
+    text = str(err)
+    if "Original Traceback" not in text:
+        return err
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    message = last.split(": ", 1)[1] if ": " in last else last
+    try:
+        return type(err)(f"{message} (in a data-loading worker)")
+    except Exception:
+        return RuntimeError(f"{message} (in a data-loading worker)")
 
 
 class NonFiniteActivationsError(ValueError):

@@ -64,3 +64,11 @@ def test_a_sae_lens_folder_with_an_unusable_k_is_refused(tmp_path, k):
 
 def test_a_usable_k_loads(tmp_path):
     assert load_sae(_sae_lens_folder(tmp_path, 16)).cfg.k == 16
+
+
+def test_a_damaged_safetensors_header_names_the_file(tmp_path):
+    folder = _sae_lens_folder(tmp_path, 4)
+    weights = folder / "sae_weights.safetensors"
+    weights.write_bytes(b"\xff" * 8 + weights.read_bytes()[8:])  # the header length, garbled
+    with pytest.raises(ValueError, match=r"sae_weights.safetensors is damaged .*restore it"):
+        load_sae(folder)
