@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sae_clip_plugin.atomic import atomic_write_json, make_temp_dir, replace_files
+from sae_clip_plugin.atomic import atomic_write_json, honour_umask, make_temp_dir, replace_files
 from sae_clip_plugin.locking import folder_lock
 from sae_clip_plugin.training.cache import (
     MANIFEST,
@@ -582,6 +582,8 @@ class VisionSAETrainingRunner:
             yield
         except (KeyboardInterrupt, InterruptedException) as err:
             how = "SIGTERM" if isinstance(err, InterruptedException) else "Ctrl-C"
+            if previous is not None:  # a second SIGTERM while the checkpoint is written must not break it
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             done = self.trainer.n_training_samples
             if self.cfg.checkpoint_path is None:
                 raise TrainingInterrupted(
@@ -658,6 +660,8 @@ class VisionSAETrainingRunner:
         if checkpoint_path is None:
             return
         atomic_write_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
+        for written in [checkpoint_path, *checkpoint_path.rglob("*")]:  # sae_lens' files are 0600 otherwise
+            honour_umask(written)
         assert self.provider is not None
         atomic_write_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
         self._record("checkpoint", self.evaluate(), checkpoint_path)

@@ -205,13 +205,19 @@ def test_yaml_scientific_notation_is_named(tmp_path):
 def test_written_files_honour_the_umask(model, pixels, tmp_path):
     old = os.umask(0o022)
     try:
-        VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels).run()
+        VisionSAETrainingRunner(
+            config(tmp_path, n_checkpoints=1), override_model=model, override_source=pixels
+        ).run()
     finally:
         os.umask(old)
     out = tmp_path / "out"
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     for path in out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+    checkpoint_files = [p for p in (tmp_path / "ckpt").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in checkpoint_files)  # sae_lens' own files among them
+    for path in checkpoint_files:  # they were 0600 whatever the umask
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 
 def test_umask_is_honoured_by_atomic_writes(tmp_path):
@@ -304,3 +310,47 @@ def test_the_training_bar_is_labelled_and_ends_at_100_percent(model, pixels, tmp
         b for b in capsys.readouterr().err.replace("\r", "\n").splitlines() if b.startswith("training SAE")
     ]
     assert bars and "100%" in bars[-1] and "step 37 (loss " in bars[-1] and "4.74k/4.74k" in bars[-1]
+
+
+def test_a_second_sigterm_while_the_checkpoint_is_written_does_not_break_it(
+    model, pixels, tmp_path, monkeypatch
+):
+    """Schedulers send SIGTERM again after a grace period: the checkpoint being written must still complete."""
+    import signal as signals
+
+    from sae_lens.training._interruption import InterruptedException
+
+    from sae_clip_plugin.training.provider import ActivationProvider
+    from sae_clip_plugin.training.runner import TrainingInterrupted
+
+    real_next, drawn = ActivationProvider.__next__, []
+
+    def terminated_next(self):
+        drawn.append(1)
+        if len(drawn) == 4:
+            raise InterruptedException
+        return real_next(self)
+
+    monkeypatch.setattr(ActivationProvider, "__next__", terminated_next)
+    runner = VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels)
+    runner.setup()
+    real_save = None
+
+    def save_with_a_second_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signals.SIGTERM)  # the second one, mid-save
+        return real_save(*args, **kwargs)
+
+    original_build = runner._build_trainer
+
+    def build_and_patch(provider):
+        nonlocal real_save
+        original_build(provider)
+        real_save = runner.trainer.save_checkpoint
+        runner.trainer.save_checkpoint = save_with_a_second_sigterm
+
+    runner._build_trainer = build_and_patch
+    with pytest.raises(TrainingInterrupted, match=r"interrupted \(SIGTERM\).*checkpoint saved at"):
+        runner.run()
+    (saved,) = [p for p in (tmp_path / "ckpt").iterdir() if p.is_dir()]
+    assert (saved / "provider_state.json").is_file()
+    assert signals.getsignal(signals.SIGTERM) is not signals.SIG_IGN  # restored afterwards
