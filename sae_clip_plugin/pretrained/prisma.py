@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.pretrained.architectures import register_own_architecture
 from sae_clip_plugin.pretrained.checks import check_sae_values
 from sae_clip_plugin.pretrained.unpickler import restricted_torch_load, to_plain
 
@@ -52,7 +53,10 @@ _PARAMS = {
     "gated": ("W_enc", "W_dec", "b_dec", "b_gate", "r_mag", "b_mag"),
     "jumprelu": ("W_enc", "W_dec", "b_enc", "b_dec", "threshold"),
     TANH_RELU: ("W_enc", "W_dec", "b_enc", "b_dec"),
+    # W_skip is optional (transcoder_with_skip_connection)
+    "prisma_topk_transcoder": ("W_enc", "W_dec", "b_enc", "b_dec", "b_dec_out"),
 }
+TRANSCODER = "prisma_topk_transcoder"  # pretrained/prisma_transcoder.py
 _SAE_CONFIG_FIELDS = {
     "d_in",
     "d_sae",
@@ -107,11 +111,16 @@ def _architecture(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> 
     """(sae_lens architecture, k) of a Prisma config + state dict; what sae_lens cannot represent is refused."""
     act = str(cfg.get("activation_fn_str") or cfg.get("activation_fn") or "relu").lower()
     arch = str(cfg.get("architecture") or "standard").lower()
-    if cfg.get("is_transcoder") or cfg.get("transcoder") or "W_skip" in state:
+    is_transcoder = (
+        cfg.get("is_transcoder") or cfg.get("transcoder") or "W_skip" in state or "b_dec_out" in state
+    )
+    topk_transcoder = str(cfg.get("activation_fn_str") or "").lower() in ("topk", "top_k")
+    if is_transcoder and topk_transcoder and (cfg.get("activation_fn_kwargs") or {}).get("k") is not None:
+        return TRANSCODER, int(cfg["activation_fn_kwargs"]["k"])
+    if is_transcoder:
         raise NotImplementedError(
-            "Prisma transcoders (one hook in, another out: TopK with layer norm and a skip path applied before the "
-            "de-normalisation) are not supported yet: sae_lens' Transcoder computes another function and HookedSAEViT "
-            "splices same-hook SAEs only. Read the weights safely with "
+            "Prisma transcoders other than TopK (with activation_fn_kwargs.k) are not supported yet: sae_lens' "
+            "Transcoder computes another function (no output de-normalisation). Read the weights safely with "
             "sae_clip_plugin.pretrained.restricted_torch_load(path)['state_dict']"
         )
     if "b_gate" in state or arch == "gated":
@@ -292,12 +301,14 @@ def convert_prisma(
     ]
     if missing:
         raise ValueError(f"Prisma {architecture} SAE state dict lacks {missing}; it has {sorted(state_dict)}")
-    dropped = sorted(set(state_dict) - set(_PARAMS[architecture]) - {"log_threshold"})
+    dropped = sorted(set(state_dict) - set(_PARAMS[architecture]) - {"log_threshold", "W_skip"})
     if dropped:
         warnings.warn(f"ignoring Prisma state-dict entries {dropped}", stacklevel=2)
     if architecture == "jumprelu" and "threshold" not in state_dict:  # Prisma may store log_threshold
         state_dict = {**state_dict, "threshold": state_dict["log_threshold"].exp()}
     state = {p: state_dict[p].to(device=device, dtype=getattr(torch, dtype)) for p in _PARAMS[architecture]}
+    if architecture == TRANSCODER:
+        return _convert_transcoder(raw_cfg, state_dict, state, device=device, dtype=dtype, **config_kwargs)
     d_in, d_sae = state["W_enc"].shape
     if tuple(state["W_dec"].shape) != (d_sae, d_in):
         raise ValueError(
@@ -328,6 +339,48 @@ def convert_prisma(
     source = str((config_kwargs.get("extra_metadata") or {}).get("source_path") or "the Prisma SAE")
     check_sae_values(cfg_dict, state, source)
     return cfg_dict, state
+
+
+def _convert_transcoder(
+    raw_cfg: Mapping[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
+    *,
+    device: str,
+    dtype: str,
+    **config_kwargs: Any,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A Prisma TopK transcoder -> PrismaTranscoder: b_dec (input side) folded into b_enc, b_dec_out as b_dec."""
+    d_in, d_sae = (int(n) for n in state["W_enc"].shape)
+    d_out = int(state["W_dec"].shape[1])
+    expected = {"W_dec": (d_sae, d_out), "b_enc": (d_sae,), "b_dec": (d_in,), "b_dec_out": (d_out,)}
+    if "W_skip" in state_dict:
+        state["W_skip"] = state_dict["W_skip"].to(device=device, dtype=getattr(torch, dtype))
+        expected["W_skip"] = (d_out, d_in)
+    wrong = {k: tuple(state[k].shape) for k, shape in expected.items() if tuple(state[k].shape) != shape}
+    if wrong:
+        raise ValueError(
+            f"Prisma transcoder weights have inconsistent shapes {wrong} for d_in={d_in}, d_sae={d_sae}"
+        )
+    cfg = decode_prisma_value(dict(raw_cfg))
+    cfg_dict = prisma_sae_config(
+        raw_cfg, d_in=d_in, d_sae=d_sae, state_keys=state, device=device, dtype=dtype, **config_kwargs
+    )
+    out_layer = cfg.get("out_hook_point_layer", cfg.get("hook_point_layer"))
+    cfg_dict.update(apply_b_dec_to_input=False, d_out=d_out, with_skip="W_skip" in state)
+    cfg_dict["metadata"]["hook_name_out"] = (
+        f"blocks.{out_layer}.{cfg.get('layer_out_subtype') or 'hook_mlp_out'}"
+    )
+    converted = {
+        "W_enc": state["W_enc"],
+        "W_dec": state["W_dec"],
+        "b_enc": state["b_enc"] - state["b_dec"] @ state["W_enc"],  # (x_n - b_dec) W_enc + b_enc, exactly
+        "b_dec": state["b_dec_out"],
+        **({"W_skip": state["W_skip"]} if "W_skip" in state else {}),
+    }
+    source = str((config_kwargs.get("extra_metadata") or {}).get("source_path") or "the Prisma transcoder")
+    check_sae_values(cfg_dict, converted, source)
+    return cfg_dict, converted
 
 
 def apply_overrides(cfg_dict: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -404,6 +457,7 @@ def load_prisma_sae(
     from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu
 
     register_tanh_relu()
+    register_own_architecture("sae_clip_plugin.pretrained.prisma_transcoder", "register_prisma_transcoder")
     given = {
         "hook_name": hook_name,
         "token_selection": token_selection,

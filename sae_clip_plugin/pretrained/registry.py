@@ -408,6 +408,7 @@ def register_pretrained_releases() -> None:
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
     register_own_architecture("sae_clip_plugin.pretrained.tanh_relu", "register_tanh_relu")
+    register_own_architecture("sae_clip_plugin.pretrained.prisma_transcoder", "register_prisma_transcoder")
     from sae_lens.loading import pretrained_saes_directory as directory_module
 
     from sae_clip_plugin.pretrained.families import register_families

@@ -133,7 +133,7 @@ def test_jumprelu_with_log_threshold_loads(tmp_path, fmt):
     [
         ({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4, "postact_fn": "Identity()"}}, {},
          "only the default ReLU post-activation"),
-        ({"is_transcoder": True}, {}, r"transcoders \(one hook in, another out.*not supported yet"),
+        ({"is_transcoder": True}, {}, r"transcoders other than TopK .* are not supported yet"),
         ({}, {"W_skip": torch.zeros(D_IN, D_IN)}, "transcoders"),
         ({"activation_fn_str": "softplus"}, {}, "supported: 'relu', 'topk', 'tanh-relu'"),
     ],

@@ -105,9 +105,16 @@ def test_spliced_into_the_model_it_is_a_no_op_with_its_error_term_and_steers(nam
     assert_splices_and_steers(toy, load_prisma_sae(PRODUCED / name, model_name="toy"))
 
 
-def test_a_transcoder_from_prismas_trainer_is_refused_with_the_safe_way_to_read_it():
-    """Not supported yet (docs/pretrained_families.md); the file itself reads safely."""
-    with pytest.raises(NotImplementedError, match=r"transcoders .* not supported yet.*restricted_torch_load"):
-        load_prisma_sae(PRODUCED / "transcoder")
+def test_a_transcoder_from_prismas_trainer_loads_with_prismas_numbers(toy):
+    """TopK, layer norm, skip path on the raw input before the de-normalisation: Prisma's own forward."""
+    sae = load_prisma_sae(PRODUCED / "transcoder")
+    assert type(sae).__name__ == "PrismaTranscoder" and sae.cfg.with_skip
+    assert sae.cfg.metadata.hook_name == "blocks.3.ln2.hook_normalized"
+    assert sae.cfg.metadata.hook_name_out == "blocks.3.hook_mlp_out"
+    _assert_prismas_numbers(sae, "transcoder")
+    # splicing one hook into another is not HookedSAEViT's (it says so) ...
+    with pytest.raises(ValueError, match=r"transcoders .* are not supported by HookedSAEViT"):
+        toy.add_sae(load_prisma_sae(PRODUCED / "transcoder", model_name="toy"))
+    # ... and the weights also read as plain data
     state = restricted_torch_load(PRODUCED / "transcoder" / "n_images_2600058.pt")["state_dict"]
     assert set(state) == {"W_skip", "W_dec", "W_enc", "b_enc", "b_dec", "b_dec_out"}
