@@ -15,7 +15,7 @@ import torch
 from sae_lens import SAE
 from safetensors.torch import load_file
 
-from sae_clip_plugin import HookedSAEViT
+from sae_clip_plugin import HookedSAEViT, steer
 from sae_clip_plugin.pretrained import load_prisma_sae, load_sae, restricted_torch_load
 from sae_clip_plugin.pretrained.registry import CLS_TOPK_RELEASE, VANILLA_RELEASE
 from tests.pretrained.family_helpers import assert_splices_and_steers
@@ -115,6 +115,12 @@ def test_a_transcoder_from_prismas_trainer_loads_with_prismas_numbers(toy):
     # splicing one hook into another is not HookedSAEViT's (it says so) ...
     with pytest.raises(ValueError, match=r"transcoders .* are not supported by HookedSAEViT"):
         toy.add_sae(load_prisma_sae(PRODUCED / "transcoder", model_name="toy"))
+    # ... nor is steering through it (it would write the transcoder's output into its input hook)
+    with (
+        pytest.raises(ValueError, match=r"this is a transcoder .* cannot be steered"),
+        steer(toy, sae, {0: 1.0}),
+    ):
+        pass
     # ... and the weights also read as plain data
     state = restricted_torch_load(PRODUCED / "transcoder" / "n_images_2600058.pt")["state_dict"]
     assert set(state) == {"W_skip", "W_dec", "W_enc", "b_enc", "b_dec", "b_dec_out"}

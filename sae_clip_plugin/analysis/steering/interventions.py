@@ -113,6 +113,13 @@ def sae_hook_name(sae: SAE[Any], hook_name: str | None = None) -> str:
     name = hook_name or sae.cfg.metadata.hook_name
     if not name:
         raise ValueError("the SAE has no metadata.hook_name; pass hook_name=... (the hook it was trained on)")
+    out = sae.cfg.metadata.get("hook_name_out")
+    if out and out != sae.cfg.metadata.hook_name:
+        # a transcoder's decode belongs at another hook: editing at its input hook would be silently wrong
+        raise ValueError(
+            f"this is a transcoder ({sae.cfg.metadata.hook_name} -> {out}); steering edits one hook's activations "
+            "through an SAE at that hook, so transcoders cannot be steered with it yet"
+        )
     return name
 
 
