@@ -81,7 +81,9 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
 
     family = family_kwargs.pop("family", None) or detect_family(path)
     if family is not None:
-        return [(spec, _checked(load_family_sae(path, family, device=device, **family_kwargs), spec))]
+        return [
+            (spec, load_family_sae(path, family, device=device, **family_kwargs))
+        ]  # checked by the converter
     if family_kwargs:
         raise ValueError(
             f"{spec}: {sorted(family_kwargs)} apply to saev / dictionary_learning / visaebench / CLIP-Scope files only"

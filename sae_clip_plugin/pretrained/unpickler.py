@@ -525,7 +525,8 @@ class _Machine:
         depth += 1
         if depth > MAX_DEPTH:
             raise _refuse(f"containers nested more than {MAX_DEPTH} deep")
-        self.hashables[id(obj)] = (obj, depth, min(nodes, MAX_TREE_NODES + 1))
+        nodes = min(nodes, MAX_TREE_NODES + 1)  # the same clamped count whether fresh or looked up
+        self.hashables[id(obj)] = (obj, depth, nodes)
         return depth, nodes
 
     def push_new(self, obj: Any) -> None:
@@ -915,9 +916,8 @@ class _Finisher:
 
     def _rebuild(self, obj: Any, depth: int) -> tuple[Any, int]:
         nodes = 1
-        if isinstance(
-            obj, dict
-        ):  # dict, OrderedDict, PickledObject: finished in place (they are this load's)
+        # dict, OrderedDict, PickledObject: finished in place (they are this load's)
+        if isinstance(obj, dict):
             for key, value in list(obj.items()):
                 key_nodes = self.visit(key, depth)[1]  # keys are hashable, so nothing to replace in them
                 obj[key], value_nodes = self.visit(value, depth)
@@ -973,7 +973,8 @@ class _TorchArchive:
             )
         self.storages: dict[str, _Storage] = {}
 
-    def _read(self, name: str, optional: bool = False) -> bytes | None:
+    def _info(self, name: str, optional: bool = False) -> zipfile.ZipInfo | None:
+        """The record's entry, checked: stored (torch.save never compresses) and no larger than the file."""
         try:
             info = self.zip.getinfo(name)
         except KeyError:
@@ -984,18 +985,16 @@ class _TorchArchive:
             raise UnsafePickleError(
                 f"{self.path}: record {_show(name)} is compressed or larger than the file"
             )
-        return self.zip.read(info)
+        return info
+
+    def _read(self, name: str, optional: bool = False) -> bytes | None:
+        info = self._info(name, optional)
+        return None if info is None else self.zip.read(info)
 
     def _read_record(self, name: str) -> torch.Tensor:
-        """A stored record's bytes read straight from the file into one buffer (torch.save never compresses)."""
-        try:
-            info = self.zip.getinfo(name)
-        except KeyError:
-            raise UnsafePickleError(f"{self.path}: record {_show(name)} is missing") from None
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size > self.size:
-            raise UnsafePickleError(
-                f"{self.path}: record {_show(name)} is compressed or larger than the file"
-            )
+        """A storage record's bytes read straight from the file into one buffer (no second copy)."""
+        info = self._info(name)
+        assert info is not None
         with open(self.path, "rb") as f:
             f.seek(info.header_offset)
             header = f.read(30)

@@ -279,9 +279,7 @@ class VisionSAETrainingRunner:
             )
 
     def _output_targets(self) -> list[Path]:
-        hooks = self.cfg.hook_names
-        out = Path(self.cfg.output_path)
-        return [out / h for h in hooks] if len(hooks) > 1 else [out]
+        return [self.output_dir(h) for h in self.cfg.hook_names]
 
     def _check_output(self) -> None:
         """Refuse an unwritable or mixed-layout output folder, and replacing a saved SAE unless overwrite_output."""
@@ -691,7 +689,7 @@ class VisionSAETrainingRunner:
 
     def output_dir(self, hook_name: str) -> Path:
         out = Path(self.cfg.output_path)
-        return out / hook_name if self._multi else out
+        return out / hook_name if len(self.cfg.hook_names) > 1 else out  # per-hook folders for several hooks
 
     def _save_outputs(self) -> None:
         """Each SAE in sae_lens' inference format, written to a temp folder, evaluated, then renamed."""

@@ -255,22 +255,30 @@ def test_two_seeded_runs_give_identical_weights(model, pixels, tmp_path, use_cac
         assert torch.equal(value, weights[1][name]), name
 
 
-def test_sigterm_saves_a_checkpoint_and_the_cli_says_how_to_resume(tmp_path, monkeypatch, capsys):
-    """SIGTERM reaches training as sae_lens' InterruptedException: one line, a checkpoint, the resume flag, exit 143."""
+def _terminate_at_draw(monkeypatch, n: int):
+    """SIGTERM (as sae_lens raises it) when the trainer draws its n-th batch; returns the real __next__."""
     from sae_lens.training._interruption import InterruptedException
 
-    from sae_clip_plugin.cli import main
     from sae_clip_plugin.training.provider import ActivationProvider
 
     real_next, drawn = ActivationProvider.__next__, []
 
     def terminated_next(self):
         drawn.append(1)
-        if len(drawn) == 4:
+        if len(drawn) == n:
             raise InterruptedException
         return real_next(self)
 
     monkeypatch.setattr(ActivationProvider, "__next__", terminated_next)
+    return real_next
+
+
+def test_sigterm_saves_a_checkpoint_and_the_cli_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM reaches training as sae_lens' InterruptedException: one line, a checkpoint, the resume flag, exit 143."""
+    from sae_clip_plugin.cli import main
+    from sae_clip_plugin.training.provider import ActivationProvider
+
+    real_next = _terminate_at_draw(monkeypatch, 4)
     argv = ["train", "--model", "toy", "--images", "toy", "--max-images", "16", "--hook",
             "blocks.1.hook_resid_post", "--expansion-factor", "2", "--training-tokens", "4096",
             "--train-batch-size-tokens", "256", "--set", "lr_warm_up_steps=1", "--num-workers", "0",
@@ -318,20 +326,9 @@ def test_a_second_sigterm_while_the_checkpoint_is_written_does_not_break_it(
     """Schedulers send SIGTERM again after a grace period: the checkpoint being written must still complete."""
     import signal as signals
 
-    from sae_lens.training._interruption import InterruptedException
-
-    from sae_clip_plugin.training.provider import ActivationProvider
     from sae_clip_plugin.training.runner import TrainingInterrupted
 
-    real_next, drawn = ActivationProvider.__next__, []
-
-    def terminated_next(self):
-        drawn.append(1)
-        if len(drawn) == 4:
-            raise InterruptedException
-        return real_next(self)
-
-    monkeypatch.setattr(ActivationProvider, "__next__", terminated_next)
+    _terminate_at_draw(monkeypatch, 4)
     runner = VisionSAETrainingRunner(config(tmp_path), override_model=model, override_source=pixels)
     runner.setup()
     real_save = None
