@@ -7,7 +7,7 @@
 
 Pieces, usable alone: image sources (`image_source`), `ActivationHarvester` (one forward pass, many
 hooks, token selection), `write_activation_cache` / `ActivationDiskCache` (sae_lens cached-activation
-layout, resumable), `ActivationProvider` (sae_lens mixing buffer, exact-size batches) and
+layout, resumable), `ActivationProvider` (sae_lens' mixing-buffer algorithm, exact-size batches, exact resume) and
 `evaluate_on_activations` (explained variance, L0 for CLS vs patches, dead features).
 """
 

@@ -8,14 +8,16 @@ cache, epoch after epoch; the position in the image stream is resumable (`state_
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from sae_lens.training.mixing_buffer import mixing_buffer, multi_hook_concat_split_iter
 
 from sae_clip_plugin.training.cache import ActivationDiskCache
 from sae_clip_plugin.training.harvest import ActivationHarvester
+from sae_clip_plugin.training.mixing import MixingBuffer, MixingState, pack, unpack
 from sae_clip_plugin.training.sources import ImageSource
 
 # (units, their image order: unit -> positions inside it) -> activation batches
@@ -102,6 +104,7 @@ class ActivationProvider(Iterator[Any]):
         shuffle: bool = True,
         seed: int = 0,
         out_device: str | torch.device = "cpu",
+        keep_snapshots: int = 16,
     ) -> None:
         self.hook_names = list(hook_names)
         self.train_batch_size_tokens = train_batch_size_tokens
@@ -116,7 +119,13 @@ class ActivationProvider(Iterator[Any]):
         self._image_batches = image_batches
         self.out_device = torch.device(out_device)
         self.n_images_read = 0
-        self._batches: Iterator[Any] | None = None
+        self._batches: Iterator[torch.Tensor] | None = None
+        # the exact-resume state: tokens read but not yet in the buffer, the buffer, and recent snapshots
+        self._pending: list[dict[str, torch.Tensor]] = []
+        self._hook_widths: list[int] | None = None
+        self.mixer = MixingBuffer(self.buffer_tokens, train_batch_size_tokens, mix_fraction, seed=seed)
+        self.batches_served = 0
+        self._snapshots: deque[_Snapshot] = deque(maxlen=keep_snapshots)
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -214,38 +223,35 @@ class ActivationProvider(Iterator[Any]):
 
     def token_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for batch in self.image_activations():
+            if self._hook_widths is None:
+                self._hook_widths = [batch[name].shape[-1] for name in self.hook_names]
             yield {name: acts.reshape(-1, acts.shape[-1]).to(self.out_device) for name, acts in batch.items()}
 
     def coalesced_token_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Token batches joined into pieces of one mixing-buffer refill.
 
-        sae_lens' mixing_buffer concatenates its whole storage with every piece it receives, so
-        feeding it one image batch at a time copies the buffer once per image batch; one piece per
-        refill makes that a single copy. The tokens and their order are unchanged.
+        Feeding the buffer one image batch at a time would copy its storage once per image batch; one piece per
+        refill makes that a single copy. The tokens and their order are unchanged. Tokens read but not yet in a
+        piece wait in `self._pending` (an attribute, so a checkpoint holds them).
         """
         target = max(self.train_batch_size_tokens, int(self.buffer_tokens * (1 - self.mix_fraction)))
-        pending: list[dict[str, torch.Tensor]] = []
-        count = 0
         for batch in self.token_batches():
-            pending.append(batch)
-            count += next(iter(batch.values())).shape[0]
+            self._pending = [*self._pending, batch]
+            count = self._pending_count()
             while count >= target:
                 # exactly `target` tokens per piece, whatever the image batch sizes: the mixing buffer then
                 # shuffles the same pieces whether tokens come from a live harvest or from the cache
-                joined = {name: torch.cat([b[name] for b in pending]) for name in self.hook_names}
-                yield {name: t[:target] for name, t in joined.items()}
+                joined = {name: torch.cat([b[name] for b in self._pending]) for name in self.hook_names}
                 count -= target
-                pending = [{name: t[target:] for name, t in joined.items()}] if count else []
+                self._pending = [{name: t[target:] for name, t in joined.items()}] if count else []
+                yield {name: t[:target] for name, t in joined.items()}
 
-    def _build(self) -> Iterator[Any]:
-        pieces = self.coalesced_token_batches()
-        if len(self.hook_names) == 1:
-            (name,) = self.hook_names
-            tokens = (piece[name] for piece in pieces)
-            return mixing_buffer(self.buffer_tokens, self.train_batch_size_tokens, tokens, self.mix_fraction)
-        return multi_hook_concat_split_iter(
-            self.buffer_tokens, self.train_batch_size_tokens, pieces, self.hook_names, self.mix_fraction
-        )
+    def _pending_count(self) -> int:
+        return sum(next(iter(b.values())).shape[0] for b in self._pending)
+
+    def _build(self) -> Iterator[torch.Tensor]:
+        pieces = (pack(piece, self.hook_names) for piece in self.coalesced_token_batches())
+        return self.mixer.batches(pieces)
 
     def __iter__(self) -> ActivationProvider:
         return self
@@ -253,14 +259,99 @@ class ActivationProvider(Iterator[Any]):
     def __next__(self) -> Any:
         if self._batches is None:
             self._batches = self._build()
-        return next(self._batches)
+        packed = next(self._batches)
+        self.batches_served += 1
+        self._snapshots.append(self._snapshot())
+        if len(self.hook_names) == 1:
+            return packed
+        return unpack(packed, self._widths(), self.hook_names)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**self.order.state_dict(), "n_images_read": self.n_images_read}
+    def _widths(self) -> list[int]:
+        if self._hook_widths is None:
+            raise RuntimeError("the hook widths are known once the first tokens were read")
+        return self._hook_widths
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position (tokens still in the mixing buffer at save time are skipped)."""
+    # -- exact resume -----------------------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(
+            self.batches_served,
+            self.order.state_dict(),
+            self.n_images_read,
+            list(self._pending),
+            self.mixer.snapshot(),
+        )
+
+    def _snapshot_after(self, batches: int | None) -> _Snapshot:
+        if batches is None or batches == self.batches_served:
+            return self._snapshot()
+        for snapshot in self._snapshots:
+            if snapshot.batches_served == batches:
+                return snapshot
+        raise RuntimeError(
+            f"the data position after {batches} batches is no longer known (the provider has served "
+            f"{self.batches_served}); lower prefetch_batches"
+        )
+
+    def state_dict(self, after_batches: int | None = None) -> dict[str, Any]:
+        """The position in the image stream (JSON); `state_tensors` holds the tokens waiting in the buffers.
+
+        `after_batches`: the state as it was when that many batches had been served (a prefetching thread may
+        have drawn further than the trainer has consumed); default now.
+        """
+        snapshot = self._snapshot_after(after_batches)
+        return {
+            **snapshot.order,
+            "n_images_read": snapshot.n_images_read,
+            "batches_served": snapshot.batches_served,
+            "hook_widths": self._hook_widths,
+        }
+
+    def state_tensors(self, after_batches: int | None = None) -> dict[str, torch.Tensor]:
+        """The tokens waiting in the mixing buffer and the piece being gathered, and the shuffle's RNG state."""
+        snapshot = self._snapshot_after(after_batches)
+        mixing = snapshot.mixing
+        tensors = {"mixing.generator_state": mixing.generator_state}
+        for key, value in (("mixing.storage", mixing.storage), ("mixing.serving", mixing.serving)):
+            if value is not None:
+                tensors[key] = value
+        if snapshot.pending:
+            for name in self.hook_names:
+                tensors[f"pending.{name}"] = torch.cat([b[name] for b in snapshot.pending])
+        # safetensors wants each tensor to own its memory (serving and storage are views of one shuffle)
+        return {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """Continue from a saved position; with `tensors` (see `state_tensors`) the batch stream is identical to
+        the uninterrupted one, without them (checkpoints of earlier releases) the buffered tokens are skipped."""
         if self._batches is not None:
             raise RuntimeError("load the data position before drawing the first batch")
         self.order.load_state_dict(state)
         self.n_images_read = state.get("n_images_read", 0)
+        if tensors is None:
+            return
+        self.batches_served = state["batches_served"]
+        self._hook_widths = state["hook_widths"]
+        device = self.out_device
+
+        def restored(key: str) -> torch.Tensor | None:
+            return tensors[key].to(device) if key in tensors else None
+
+        self.mixer.restore(
+            MixingState(
+                restored("mixing.storage"), restored("mixing.serving"), tensors["mixing.generator_state"]
+            )
+        )
+        if f"pending.{self.hook_names[0]}" in tensors:
+            self._pending = [{name: tensors[f"pending.{name}"].to(device) for name in self.hook_names}]
+        self._snapshots.clear()
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The provider between two served batches (tensors shared, not copied)."""
+
+    batches_served: int
+    order: dict[str, Any]
+    n_images_read: int
+    pending: list[dict[str, torch.Tensor]]
+    mixing: MixingState

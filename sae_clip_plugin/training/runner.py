@@ -12,8 +12,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import signal
-import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from sae_clip_plugin.atomic import atomic_write_json, honour_umask, make_temp_dir, replace_files
+from sae_clip_plugin.atomic import atomic_write, atomic_write_json, honour_umask, make_temp_dir, replace_files
 from sae_clip_plugin.locking import folder_lock
 from sae_clip_plugin.training.cache import (
     MANIFEST,
@@ -33,6 +32,7 @@ from sae_clip_plugin.training.cache import (
 )
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_on_activations
+from sae_clip_plugin.training.feed import TrainerFeed, interrupts_between_steps, signals_ignored
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.metadata import vision_metadata
 from sae_clip_plugin.training.output import (
@@ -49,7 +49,8 @@ from sae_clip_plugin.training.tokens import HookGeometry
 logger = logging.getLogger(__name__)
 
 RUNNER_CONFIG_FILENAME = "runner_cfg.json"  # sae_lens' RUNNER_CFG_FILENAME, so its upload carries it
-PROVIDER_STATE_FILENAME = "provider_state.json"
+PROVIDER_STATE_FILENAME = "provider_state.json"  # written last: its presence marks a complete checkpoint
+PROVIDER_BUFFER_FILENAME = "provider_buffer.safetensors"  # the tokens waiting in the mixing buffer
 EVAL_LOG_FILENAME = "eval_log.json"
 # what a saved SAE folder holds that this package wrote (overwrite replaces these, nothing else)
 SAE_OWN_FILES = (
@@ -120,6 +121,7 @@ class VisionSAETrainingRunner:
         self.saes: dict[str, Any] = {}
         self.trainer: Any = None
         self.provider: ActivationProvider | None = None
+        self.feed: TrainerFeed | None = None
         self.eval_log: list[dict[str, Any]] = []
         self._set_up = False
 
@@ -338,6 +340,7 @@ class VisionSAETrainingRunner:
             mix_fraction=cfg.activations_mixing_fraction,
             shuffle=cfg.shuffle_images,
             seed=cfg.seed,
+            keep_snapshots=cfg.prefetch_batches + 4,  # the data position as of any batch still in flight
         )
         if cfg.cached_activations_path is not None and self.cache is None:
             assert self.harvester is not None and self.source is not None
@@ -506,7 +509,19 @@ class VisionSAETrainingRunner:
         state_file = path / PROVIDER_STATE_FILENAME
         if state_file.is_file():
             assert self.provider is not None
-            self.provider.load_state_dict(json.loads(state_file.read_text())["provider"])
+            buffer_file = path / PROVIDER_BUFFER_FILENAME
+            tensors = load_file(buffer_file) if buffer_file.is_file() else None
+            if tensors is None:
+                logger.warning(
+                    "%s was written by an earlier release: the tokens then in the mixing buffer are skipped, so the "
+                    "resumed SAE will differ slightly from an uninterrupted run's",
+                    path,
+                )
+            self.provider.load_state_dict(json.loads(state_file.read_text())["provider"], tensors)
+        # sae_lens saves a periodic checkpoint before counting the step it follows: count it, so the steps
+        # (sparsity windows, step-dependent schedules) line up with the uninterrupted run's
+        for trainer in [self.trainer, *self._trainers().values()]:
+            trainer.n_training_steps = trainer.n_training_samples // self.cfg.train_batch_size_tokens
         done = self.trainer.n_training_samples
         # sae_lens keeps thresholds already passed, which would re-checkpoint on the next steps
         self.trainer.checkpoint_thresholds = [t for t in self.trainer.checkpoint_thresholds if t >= done]
@@ -527,8 +542,8 @@ class VisionSAETrainingRunner:
             return self._run_locked()
 
     def _run_locked(self) -> Any:
-        # the data stream's shuffling (sae_lens' mixing buffer draws from the global RNG) starts from the seed,
-        # whether setup() ran just now or earlier (the CLI checks every input first): seeded runs repeat exactly
+        # whatever draws from torch's global RNG starts from the seed, whether setup() ran just now or earlier (the
+        # CLI checks every input first); the data stream has its own seeded generators: seeded runs repeat exactly
         torch.manual_seed(self.cfg.seed)
         self._prepare_data()
         wandb_run = self._init_wandb()
@@ -538,11 +553,13 @@ class VisionSAETrainingRunner:
         if self.cfg.resume_from_checkpoint is not None:
             self._resume()  # sets the provider's position before anything is drawn from it
         prefetch = None
+        batches: Any = self.provider
         if self.cfg.prefetch_batches > 0:
             from sae_lens.training.prefetch import PrefetchingIterator
 
-            prefetch = PrefetchingIterator(self.provider, prefetch=self.cfg.prefetch_batches)  # type: ignore[arg-type]
-            self.trainer.data_provider = prefetch
+            batches = prefetch = PrefetchingIterator(self.provider, prefetch=self.cfg.prefetch_batches)  # type: ignore[arg-type]
+        self.feed = TrainerFeed(batches, consumed=self.provider.batches_served)
+        self.trainer.data_provider = self.feed
         try:
             with self._interruptible():
                 result = self.trainer.fit()
@@ -570,43 +587,34 @@ class VisionSAETrainingRunner:
 
     @contextmanager
     def _interruptible(self):
-        """Ctrl-C / SIGTERM save a checkpoint (as sae_lens' LM runner does) before stopping."""
-        from sae_lens.training._interruption import InterruptedException, interrupt_callback
+        """Ctrl-C / SIGTERM save a checkpoint (as sae_lens' LM runner does) before stopping; taken between steps
+        (see `feed`), so the checkpoint continues the run exactly."""
+        from sae_lens.training._interruption import InterruptedException
 
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, interrupt_callback)
+        assert self.feed is not None
         try:
-            yield
+            with interrupts_between_steps(self.feed):
+                yield
         except (KeyboardInterrupt, InterruptedException) as err:
             how = "SIGTERM" if isinstance(err, InterruptedException) else "Ctrl-C"
-            if previous is not None:  # a second SIGTERM while the checkpoint is written must not break it
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            exit_code = 130 if how == "Ctrl-C" else 143
             done = self.trainer.n_training_samples
-            if self.cfg.checkpoint_path is None:
+            if self.cfg.checkpoint_path is None or done == 0:
+                why = "no checkpoint_path is set, so nothing was saved: set --checkpoint-path to be able to resume"
                 raise TrainingInterrupted(
-                    f"interrupted ({how}) after {done} training tokens; no checkpoint_path is set, so nothing was "
-                    "saved: set --checkpoint-path to be able to resume",
-                    exit_code=130 if how == "Ctrl-C" else 143,
+                    f"interrupted ({how}) after {done} training tokens; "
+                    + (why if done else "nothing was trained yet: run the same command again"),
+                    exit_code=exit_code,
                 ) from err
             logger.warning("interrupted: saving a checkpoint at %d tokens", done)
-            self.trainer.save_checkpoint(checkpoint_name=str(done))
+            with signals_ignored():  # a second Ctrl-C / SIGTERM must not break the checkpoint being written
+                self.trainer.save_checkpoint(checkpoint_name=str(done))
             raise TrainingInterrupted(
                 f"interrupted ({how}) after {done} training tokens; checkpoint saved at "
                 f"{Path(self.cfg.checkpoint_path) / str(done)}. Resume with the same command plus "
-                "--resume-from-checkpoint latest"
-                + (
-                    " (the resumed SAE will not be bit-equal to an uninterrupted run's: the tokens waiting in the "
-                    "mixing buffer are skipped and its shuffle restarts from the seed; measured on a small test ViT "
-                    "halfway through a run: max |diff| 1-2.5% of each weight's largest value)"
-                    if self.cfg.activations_mixing_fraction > 0
-                    else ""
-                ),
-                exit_code=130 if how == "Ctrl-C" else 143,
+                "--resume-from-checkpoint latest (the resumed run trains on the same batches as an uninterrupted one)",
+                exit_code=exit_code,
             ) from err
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
 
     # ------------------------------------------------------------------------------------------
     # checkpoints and evaluation
@@ -660,8 +668,14 @@ class VisionSAETrainingRunner:
         atomic_write_json(checkpoint_path / RUNNER_CONFIG_FILENAME, self.cfg.to_dict())
         for written in [checkpoint_path, *checkpoint_path.rglob("*")]:  # sae_lens' files are 0600 otherwise
             honour_umask(written)
-        assert self.provider is not None
-        atomic_write_json(checkpoint_path / PROVIDER_STATE_FILENAME, {"provider": self.provider.state_dict()})
+        assert self.provider is not None and self.feed is not None
+        consumed = self.feed.consumed  # the batches trained on (a prefetching thread may have drawn more)
+        tensors = self.provider.state_tensors(after_batches=consumed)
+        atomic_write(checkpoint_path / PROVIDER_BUFFER_FILENAME, lambda tmp: save_file(tensors, tmp))
+        atomic_write_json(
+            checkpoint_path / PROVIDER_STATE_FILENAME,
+            {"provider": self.provider.state_dict(after_batches=consumed)},
+        )
         self._record("checkpoint", self.evaluate(), checkpoint_path)
 
     def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
