@@ -2,8 +2,9 @@
 
 An SAE is spliced by swapping the HookPoint at its `metadata.hook_name` for sae_lens' `_SAEWrapper`
 (via sae_lens' `set_deep_attr`), so the SAE's own hooks appear under the spliced hook's name
-(`blocks.9.hook_resid_post.hook_sae_acts_post`). Unlike sae_lens, which only warns, a splice that
-cannot be right (unknown hook, d_in mismatch, another model or geometry) raises ValueError.
+(`blocks.9.hook_resid_post.hook_sae_acts_post`). A transcoder (metadata hook_name_out) sits at its output hook,
+fed by its input hook, as in sae_lens, and writes its whole forward. Unlike sae_lens, which only warns, a splice
+that cannot be right (unknown hook, d_in mismatch, another model or geometry) raises ValueError.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sae_clip_plugin.model.sae_splice import (
     ViTSAEWrapper,
     check_sae_metadata,
     sae_token_selection,
+    transcoder_output_hook,
 )
 from sae_clip_plugin.model.text import TextTower
 from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
@@ -106,21 +108,53 @@ class HookedSAEViT(HookedViT):
                 f"(shape [batch, {', '.join(map(str, shape))}]); attach it to a hook of width {sae.cfg.d_in} "
                 "or use an SAE trained on this model"
             )
+        output_hook = transcoder_output_hook(sae)
+        if output_hook is not None:
+            out_shape = self._hook_shape(output_hook)
+            d_out = getattr(sae.cfg, "d_out", sae.W_dec.shape[-1])
+            if out_shape[:-1] != shape[:-1] or out_shape[-1] != d_out:
+                raise ValueError(
+                    f"the transcoder {name!r} -> {output_hook!r} writes {d_out} features per token but that hook's "
+                    f"activations are [batch, {', '.join(map(str, out_shape))}]; use a transcoder trained on this model"
+                )
         positions = self._positions(sae, name, shape, tokens)
         effective = sae.use_error_term if use_error_term is None else use_error_term
         wrapper = ViTSAEWrapper(
             sae, use_error_term=effective, positions=positions, n_tokens=self.cfg.n_tokens
         )
-        current = get_deep_attr(self, name)
-        if name not in self._acts_to_saes:
-            if not isinstance(current, HookPoint):
-                raise ValueError(
-                    f"{name!r} is a {type(current).__name__}, not a HookPoint; cannot splice an SAE there"
-                )
-            self._original_hook_points[name] = current
-        set_deep_attr(self, name, wrapper)
-        self._acts_to_saes[name] = wrapper
+        point = output_hook or name
+        current = get_deep_attr(self, point)
+        if name in self._acts_to_saes:
+            self._uninstall(name)
+        elif not isinstance(current, HookPoint):
+            raise ValueError(
+                f"{point!r} is a {type(current).__name__}, not a HookPoint; cannot splice an SAE there"
+            )
+        self._install(name, wrapper)
         self.setup()
+
+    def _install(self, name: str, wrapper: ViTSAEWrapper) -> None:
+        """Put `wrapper` at its hook (a transcoder's: its output hook, fed by a hook at its input hook `name`)."""
+        point = wrapper.output_hook or name
+        self._original_hook_points[name] = get_deep_attr(self, point)
+        set_deep_attr(self, point, wrapper)
+        if wrapper.output_hook:  # a torch hook, not a transformer_lens one: reset_hooks() must not remove it
+            wrapper.capture_handle = get_deep_attr(self, name).register_forward_hook(
+                lambda module, args, output: wrapper.capture_input(output)
+            )
+        self._acts_to_saes[name] = wrapper
+
+    def _uninstall(self, name: str) -> None:
+        wrapper = self._acts_to_saes.pop(name)
+        set_deep_attr(self, wrapper.output_hook or name, self._original_hook_points.pop(name))
+        if wrapper.capture_handle is not None:
+            wrapper.capture_handle.remove()
+            wrapper.capture_handle = None
+
+    @property
+    def _splice_points(self) -> list[str]:
+        """The hooks SAE wrappers sit at now (a transcoder's output hook, else the SAE's own hook)."""
+        return [wrapper.output_hook or name for name, wrapper in self._acts_to_saes.items()]
 
     def reset_saes(self, act_names: str | Sequence[str] | None = None) -> None:
         """Remove the SAEs at `act_names` (default: all), putting the original HookPoints back."""
@@ -137,12 +171,10 @@ class HookedSAEViT(HookedViT):
         self.setup()
 
     def _reset_sae(self, name: str, previous: ViTSAEWrapper | None = None) -> None:
+        if name in self._acts_to_saes:
+            self._uninstall(name)
         if previous is not None:
-            set_deep_attr(self, name, previous)
-            self._acts_to_saes[name] = previous
-        elif name in self._acts_to_saes:
-            set_deep_attr(self, name, self._original_hook_points.pop(name))
-            del self._acts_to_saes[name]
+            self._install(name, previous)
 
     @contextmanager
     def saes(
@@ -238,8 +270,9 @@ class HookedSAEViT(HookedViT):
     def check_hook_names(self, names: Iterable[str]) -> None:
         """As HookedViT, plus a pointer to the SAE's hooks when a name is currently spliced."""
         names = list(names)
+        spliced = self._splice_points if hasattr(self, "_acts_to_saes") else []
         for name in names:
-            if name in getattr(self, "_acts_to_saes", {}):
+            if name in spliced:
                 raise ValueError(
                     f"an SAE is spliced at {name!r}, so it is no longer a plain hook: use {name}.hook_sae_input "
                     f"(what enters the SAE) or {name}.hook_sae_output (what flows on), or reset_saes({name!r}) first"
@@ -255,13 +288,20 @@ class HookedSAEViT(HookedViT):
             raise ValueError(
                 "the SAE has no metadata.hook_name; set sae.cfg.metadata.hook_name to the hook it reads"
             )
-        if meta.hook_name_out and meta.hook_name_out != name:
-            raise ValueError(
-                f"transcoders (hook_name {name!r} -> hook_name_out {meta.hook_name_out!r}) are not supported by "
-                "HookedSAEViT; splice SAEs whose input and output hook are the same"
-            )
-        if name not in self._acts_to_saes:
-            HookedViT.check_hook_names(self, [name])  # raises ValueError naming close matches
+        output_hook = transcoder_output_hook(sae)
+        wanted = {name} | ({output_hook} if output_hook else set())
+        for key, wrapper in self._acts_to_saes.items():
+            used = {key} | ({wrapper.output_hook} if wrapper.output_hook else set())
+            if key != name and used & wanted:  # the same key is a replacement
+                raise ValueError(
+                    f"{sorted(used & wanted)[0]!r} is already read or written by the SAE spliced at {key!r}; "
+                    f"reset_saes({key!r}) first"
+                )
+        current = self._acts_to_saes.get(name)
+        spliced_here = {name, current.output_hook} if current is not None else set()
+        HookedViT.check_hook_names(
+            self, sorted(wanted - spliced_here)
+        )  # raises ValueError naming close matches
         return name
 
     def _positions(
@@ -291,8 +331,10 @@ class HookedSAEViT(HookedViT):
     @torch.no_grad()
     def _probe_hook_shapes(self) -> dict[str, tuple[int, ...]]:
         """Measure every hook's per-example shape with one batch-1 pass (user hooks silenced)."""
-        inside = tuple(f"{name}." for name in self._acts_to_saes)
-        names = [n for n in self.hook_dict if not n.startswith(inside)] + list(self._acts_to_saes)
+        inside = tuple(f"{name}." for name in self._splice_points)
+        names = list(
+            dict.fromkeys([n for n in self.hook_dict if not n.startswith(inside)] + self._splice_points)
+        )
         shapes: dict[str, tuple[int, ...]] = {}
 
         def recorder(name: str) -> Callable:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from sae_lens import SAE
-from sae_lens.analysis.hooked_sae_transformer import _SAEWrapper
+from sae_lens.analysis.hooked_sae_transformer import _disable_hooks, _SAEWrapper
 
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.tokens import TOKEN_SELECTIONS, TokenSelection, TokenSpec
@@ -44,17 +44,45 @@ def token_means(x: torch.Tensor) -> torch.Tensor:
     return x.mean(-1, keepdim=True)
 
 
+def transcoder_output_hook(sae: SAE[Any]) -> str | None:
+    """The hook a transcoder writes (metadata.hook_name_out); None for an SAE, which reads and writes one hook."""
+    meta = sae.cfg.metadata
+    out = meta.get("hook_name_out")
+    return out if out and out != meta.hook_name else None
+
+
+def sae_output(sae: SAE[Any], feature_acts: torch.Tensor, sae_input: torch.Tensor) -> torch.Tensor:
+    """What the SAE writes for features `feature_acts` of `sae_input`: what its own forward returns.
+
+    For an SAE, decode(f). A transcoder's forward may also use its input after the features: Prisma's adds the skip
+    path and undoes the input normalisation (`PrismaTranscoder.decode_with_input`), sae_lens' SkipTranscoder adds
+    x W_skip^T. sae_lens' own splice calls decode only, which drops those terms.
+    """
+    if hasattr(sae, "decode_with_input"):
+        return sae.decode_with_input(feature_acts, sae_input)
+    out = sae.decode(feature_acts)
+    if transcoder_output_hook(sae) and isinstance(getattr(sae, "W_skip", None), torch.Tensor):
+        out = out + sae_input.to(out.dtype) @ sae.W_skip.T
+    return out
+
+
 class ViTSAEWrapper(_SAEWrapper):
     """sae_lens' splice wrapper with a fixed per-position mask (True = pass through untouched).
 
     The mask is [1, n_tokens], so it broadcasts over any batch; it follows the activations'
-    device, and the output keeps the model's dtype whatever the SAE's dtype is.
+    device, and the output keeps the model's dtype whatever the SAE's dtype is. A transcoder's wrapper sits at its
+    output hook and reads the input its input hook captured (`capture_input`), as in sae_lens; its output is the
+    transcoder's whole forward (`sae_output`).
     """
 
     def __init__(self, sae: SAE[Any], use_error_term: bool, positions: list[int] | None, n_tokens: int):
         super().__init__(sae, use_error_term=use_error_term)
         self.positions = positions
         self.centre_input = centres_input(sae)
+        self.output_hook = transcoder_output_hook(sae)
+        self.capture_handle: Any = (
+            None  # the hook on the input HookPoint that feeds capture_input (transcoders)
+        )
         if positions is not None:
             mask = torch.ones(1, n_tokens, dtype=torch.bool, device=sae.W_dec.device)
             mask[0, positions] = False
@@ -64,10 +92,33 @@ class ViTSAEWrapper(_SAEWrapper):
         mask = self._token_mask
         if mask is not None and mask.device != original_output.device:
             self._token_mask = mask.to(original_output.device)
+        if self.output_hook:
+            return self._transcode(original_output)
         if self.centre_input:  # the SAE sees the processed activations; the model gets its own back
             shift = token_means(original_output)
             return (super().forward(original_output - shift) + shift).to(original_output.dtype)
         return super().forward(original_output).to(original_output.dtype)
+
+    def _transcode(self, original_output: torch.Tensor) -> torch.Tensor:
+        sae_input, self._captured_input = self._captured_input, None
+        if sae_input is None:
+            raise RuntimeError(
+                f"the transcoder at {self.output_hook!r} got no input: its input hook "
+                f"{self.sae.cfg.metadata.hook_name!r} did not fire earlier in this forward pass"
+            )
+        sae_out = sae_output(self.sae, self.sae.encode(sae_input), sae_input)
+        mask = self._token_mask
+        if mask is not None:
+            mask = mask.view(*mask.shape, *[1] * (original_output.dim() - mask.dim()))
+        if self.use_error_term:
+            with torch.no_grad(), _disable_hooks(self.sae):
+                error = original_output - sae_output(self.sae, self.sae.encode(sae_input), sae_input)
+                if mask is not None:
+                    error = torch.where(mask, torch.zeros_like(error), error)
+            sae_out = sae_out + self.hook_sae_error(error)
+        if mask is not None:
+            sae_out = torch.where(mask, original_output, sae_out)
+        return self.hook_sae_output(sae_out).to(original_output.dtype)
 
     def extra_repr(self) -> str:
         tokens = "all" if self.positions is None else self.positions

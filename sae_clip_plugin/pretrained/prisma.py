@@ -55,8 +55,9 @@ _PARAMS = {
     TANH_RELU: ("W_enc", "W_dec", "b_enc", "b_dec"),
     # W_skip is optional (transcoder_with_skip_connection)
     "prisma_topk_transcoder": ("W_enc", "W_dec", "b_enc", "b_dec", "b_dec_out"),
+    "prisma_relu_transcoder": ("W_enc", "W_dec", "b_enc", "b_dec", "b_dec_out"),
 }
-TRANSCODER = "prisma_topk_transcoder"  # pretrained/prisma_transcoder.py
+TRANSCODERS = ("prisma_topk_transcoder", "prisma_relu_transcoder")  # pretrained/prisma_transcoder.py
 _SAE_CONFIG_FIELDS = {
     "d_in",
     "d_sae",
@@ -114,14 +115,19 @@ def _architecture(cfg: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> 
     is_transcoder = (
         cfg.get("is_transcoder") or cfg.get("transcoder") or "W_skip" in state or "b_dec_out" in state
     )
-    topk_transcoder = str(cfg.get("activation_fn_str") or "").lower() in ("topk", "top_k")
-    if is_transcoder and topk_transcoder and (cfg.get("activation_fn_kwargs") or {}).get("k") is not None:
-        return TRANSCODER, int(cfg["activation_fn_kwargs"]["k"])
+    if (
+        is_transcoder
+        and act in ("topk", "top_k")
+        and (cfg.get("activation_fn_kwargs") or {}).get("k") is not None
+    ):
+        return "prisma_topk_transcoder", int(cfg["activation_fn_kwargs"]["k"])
+    if is_transcoder and act == "relu":
+        return "prisma_relu_transcoder", None
     if is_transcoder:
         raise NotImplementedError(
-            "Prisma transcoders other than TopK (with activation_fn_kwargs.k) are not supported yet: sae_lens' "
-            "Transcoder computes another function (no output de-normalisation). Read the weights safely with "
-            "sae_clip_plugin.pretrained.restricted_torch_load(path)['state_dict']"
+            f"Prisma transcoders with activation {act!r} are not supported (TopK with activation_fn_kwargs.k and "
+            "ReLU are). Read the weights safely with sae_clip_plugin.pretrained.restricted_torch_load(path)"
+            "['state_dict']"
         )
     if "b_gate" in state or arch == "gated":
         return "gated", None
@@ -307,7 +313,7 @@ def convert_prisma(
     if architecture == "jumprelu" and "threshold" not in state_dict:  # Prisma may store log_threshold
         state_dict = {**state_dict, "threshold": state_dict["log_threshold"].exp()}
     state = {p: state_dict[p].to(device=device, dtype=getattr(torch, dtype)) for p in _PARAMS[architecture]}
-    if architecture == TRANSCODER:
+    if architecture in TRANSCODERS:
         return _convert_transcoder(raw_cfg, state_dict, state, device=device, dtype=dtype, **config_kwargs)
     d_in, d_sae = state["W_enc"].shape
     if tuple(state["W_dec"].shape) != (d_sae, d_in):
@@ -350,7 +356,7 @@ def _convert_transcoder(
     dtype: str,
     **config_kwargs: Any,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A Prisma TopK transcoder -> PrismaTranscoder: b_dec (input side) folded into b_enc, b_dec_out as b_dec."""
+    """A Prisma transcoder -> PrismaTranscoder: b_dec (input side) folded into b_enc, b_dec_out as b_dec."""
     d_in, d_sae = (int(n) for n in state["W_enc"].shape)
     d_out = int(state["W_dec"].shape[1])
     expected = {"W_dec": (d_sae, d_out), "b_enc": (d_sae,), "b_dec": (d_in,), "b_dec_out": (d_out,)}

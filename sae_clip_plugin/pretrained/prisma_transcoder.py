@@ -1,4 +1,4 @@
-"""Prisma's transcoders as a sae_lens architecture: one hook in (`ln2.hook_normalized`), another out (`hook_mlp_out`).
+"""Prisma's transcoders as sae_lens architectures (TopK and ReLU): one hook in (`ln2.hook_normalized`), another out (`hook_mlp_out`).
 
 Why a class of our own: ViT-Prisma's `Transcoder` (vit_prisma/sae/transcoder.py) computes, with its per-token
 layer norm (x_n = (x - mu) / (std + eps), unbiased std, as sae_lens' "layer_norm")
@@ -9,8 +9,8 @@ layer norm (x_n = (x - mu) / (std + eps), unbiased std, as sae_lens' "layer_norm
 sae_lens' `Transcoder` / `SkipTranscoder` take ReLU or JumpReLU and do not de-normalise the output, so they
 compute another function. This class is sae_lens' `Transcoder` (b_dec is the output bias there; the input-side
 b_dec is folded into b_enc - b_dec W_enc, exactly) with TopK, the optional W_skip and Prisma's output.
-`encode` / `decode` are Prisma's; `forward` is Prisma's forward. HookedSAEViT splices same-hook SAEs only: use a
-transcoder through its `encode` / `forward` in your own hooks (run_with_hooks) for now.
+`encode` / `decode` are Prisma's; `forward` is Prisma's forward (`decode_with_input`: the output for any features).
+HookedSAEViT splices it from its input hook to its output hook, and `steer` edits its features there.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sae_lens.saes.transcoder import Transcoder, TranscoderConfig
 from torch import nn
 
 ARCHITECTURE = "prisma_topk_transcoder"
+RELU_ARCHITECTURE = "prisma_relu_transcoder"
 
 
 @dataclass
@@ -57,18 +58,51 @@ class PrismaTranscoder(Transcoder):
         return TopK(self.cfg.k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.decode(self.encode(x))  # encode keeps the layer-norm statistics of x
+        return self.decode_with_input(self.encode(x), x)
+
+    def decode_with_input(self, feature_acts: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Prisma's output for features f of input x: (f W_dec + b_dec_out + x W_skip^T) * std(x) + mean(x).
+
+        `decode` alone is Prisma's partial decode; the skip path and the de-normalisation need x (its layer-norm
+        statistics are taken from x here, so any features, e.g. steered ones, can be decoded)."""
+        self.run_time_activation_norm_fn_in(x.to(self.dtype))  # sets the statistics of x
+        out = self.decode(feature_acts)
         if self.cfg.with_skip:
             out = out + x.to(self.dtype) @ self.W_skip.T
         return self.run_time_activation_norm_fn_out(out)
 
 
+@dataclass
+class PrismaReluTranscoderConfig(TranscoderConfig):
+    """TranscoderConfig + whether the file has a skip connection (ReLU: no k)."""
+
+    with_skip: bool = True
+
+    @classmethod
+    def architecture(cls) -> str:
+        return RELU_ARCHITECTURE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "with_skip": self.with_skip}
+
+
+class PrismaReluTranscoder(PrismaTranscoder):
+    """Prisma's ReLU (L1-trained) transcoder: the same function with ReLU in place of TopK."""
+
+    cfg: PrismaReluTranscoderConfig  # type: ignore[assignment]
+
+    def get_activation_fn(self) -> Any:
+        return nn.ReLU()
+
+
 def register_prisma_transcoder() -> None:
-    """Make `SAE.load_from_disk` / `SAE.from_dict` know the architecture (idempotent)."""
+    """Make `SAE.load_from_disk` / `SAE.from_dict` know the architectures (idempotent)."""
     from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, PrismaTranscoder, PrismaTranscoderConfig)
+    if RELU_ARCHITECTURE not in SAE_CLASS_REGISTRY:
+        register_sae_class(RELU_ARCHITECTURE, PrismaReluTranscoder, PrismaReluTranscoderConfig)
 
 
 register_prisma_transcoder()

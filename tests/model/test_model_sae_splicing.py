@@ -317,7 +317,8 @@ ERROR_CASES = [
     ({}, {"tokens": [0, 40]}, r"out of range"),
     ({}, {"tokens": "first"}, "tokens must be one of"),
     ({"hook": "hook_patch_embed"}, {"tokens": "cls"}, "no token axis"),
-    ({"hook_name_out": "blocks.1.hook_resid_post"}, {}, "transcoders"),
+    ({"hook_name_out": "blocks.1.hook_resid_pots"}, {}, "did you mean"),  # a transcoder's output hook
+    ({"hook_name_out": "blocks.0.mlp.hook_pre"}, {}, r"writes 32 features per token .* \[batch, 17, 128\]"),
 ]
 
 
@@ -355,3 +356,78 @@ def test_check_model_false_and_matching_metadata_splice(model, x) -> None:
     torch.testing.assert_close(
         model.run_with_saes(x, saes=pooled), pooled(model(x)), atol=1e-6, rtol=0
     )  # a pooled vector has no token axis; cls is accepted as "the whole vector"
+
+
+# ------------------------------------------------------------------------------------------
+# transcoders: read one hook, write another (sae_lens' SkipTranscoder as the reference forward)
+
+T_IN, T_OUT = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
+
+
+def make_skip_transcoder(seed: int = 0, **meta) -> SAE:
+    from sae_lens.saes.transcoder import SkipTranscoder, SkipTranscoderConfig
+
+    cfg = SkipTranscoderConfig(
+        d_in=D_MODEL,
+        d_sae=64,
+        d_out=D_MODEL,
+        apply_b_dec_to_input=False,
+        metadata=SAEMetadata(hook_name=T_IN, hook_name_out=T_OUT, **meta),
+    )
+    sae = SkipTranscoder(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.3 if p.ndim == 1 else p.shape[-1] ** -0.5))
+    return sae.eval()
+
+
+@torch.no_grad()
+def test_a_transcoder_splices_from_its_input_hook_to_its_output_hook(model, x) -> None:
+    sae = make_skip_transcoder()
+    torch.testing.assert_close(
+        model.run_with_saes(x, saes=sae, use_error_term=True), model(x), atol=1e-5, rtol=0
+    )
+    # without the error term the output hook carries sae_lens' own forward of the input hook's activations
+    _, cache = model.run_with_cache(x, names_filter=T_IN)
+    by_hand = substituted(model, x, T_OUT, lambda t: sae(cache[T_IN]))
+    spliced, spliced_cache = model.run_with_cache_with_saes(x, saes=sae, use_error_term=False)
+    torch.testing.assert_close(spliced, by_hand, atol=1e-5, rtol=0)
+    assert not torch.allclose(spliced, model(x), atol=1e-3)
+    assert spliced_cache[f"{T_OUT}.hook_sae_acts_post"].shape == (3, N_TOKENS, 64)
+    assert model.acts_to_saes == {} and T_OUT in model.hook_dict  # reset: the plain hooks are back
+    assert not model.hook_dict[T_IN]._forward_hooks  # the input capture is gone too
+
+
+@torch.no_grad()
+def test_a_transcoder_survives_reset_hooks_and_steers_like_its_own_forward(model, x) -> None:
+    from sae_clip_plugin.analysis.steering import steer
+
+    sae = make_skip_transcoder(seed=1)
+    model.add_sae(sae, use_error_term=True)
+    try:
+        model.reset_hooks()  # user hooks go; the transcoder's input capture is the splice's and stays
+        _, spliced_cache = model.run_with_cache(x, names_filter=f"{T_OUT}.hook_sae_acts_post")
+        assert spliced_cache[f"{T_OUT}.hook_sae_acts_post"].abs().sum() > 0
+        with pytest.raises(
+            ValueError, match=r"'blocks.0.hook_mlp_out' is already read or written by the SAE"
+        ):
+            model.add_sae(make_sae(hook=T_OUT))
+    finally:
+        model.reset_saes()
+    _, cache = model.run_with_cache(x, names_filter=[T_IN, T_OUT])
+    clean_out = cache[T_OUT]
+    f = sae.encode(cache[T_IN])
+    f_steered = f.clone()
+    f_steered[..., 5] = 4.0
+    # the edit moves the output hook by forward(f') - forward(f), computed from sae_lens' SkipTranscoder by hand
+    delta = (f_steered - f) @ sae.W_dec
+    expected = substituted(model, x, T_OUT, lambda t: clean_out + delta)
+    with steer(model, sae, {5: 4.0}):
+        steered = model(x)
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    spliced = model.run_with_hooks_with_saes(
+        x, saes=sae, use_error_term=True,
+        fwd_hooks=[(f"{T_OUT}.hook_sae_acts_post", lambda a, hook: a.index_fill(-1, torch.tensor([5]), 4.0))],
+    )  # fmt: skip
+    torch.testing.assert_close(spliced, expected, atol=1e-5, rtol=0)

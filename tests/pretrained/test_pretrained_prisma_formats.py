@@ -133,8 +133,9 @@ def test_jumprelu_with_log_threshold_loads(tmp_path, fmt):
     [
         ({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4, "postact_fn": "Identity()"}}, {},
          "only the default ReLU post-activation"),
-        ({"is_transcoder": True}, {}, r"transcoders other than TopK .* are not supported yet"),
-        ({}, {"W_skip": torch.zeros(D_IN, D_IN)}, "transcoders"),
+        ({"is_transcoder": True, "activation_fn_str": "jumprelu"}, {},
+         r"transcoders with activation 'jumprelu' are not supported \(TopK .* and ReLU are\)"),
+        ({}, {"W_skip": torch.zeros(D_IN, D_IN)}, r"transcoder SAE state dict lacks \['b_dec_out'\]"),
         ({"activation_fn_str": "softplus"}, {}, "supported: 'relu', 'topk', 'tanh-relu'"),
     ],
 )  # fmt: skip

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from sae_clip_plugin import HookedSAEViT, steer
 from sae_clip_plugin.pretrained import load_prisma_sae, load_sae, restricted_torch_load
 from sae_clip_plugin.pretrained.registry import CLS_TOPK_RELEASE, VANILLA_RELEASE
-from tests.pretrained.family_helpers import assert_splices_and_steers
+from tests.pretrained.family_helpers import assert_splices_and_steers, retarget_to_toy
 from tests.pretrained.test_pretrained_prisma import hf_cache  # noqa: F401 (fixture)
 
 PRODUCED = Path(__file__).parent / "producers" / "prisma"
@@ -105,22 +105,46 @@ def test_spliced_into_the_model_it_is_a_no_op_with_its_error_term_and_steers(nam
     assert_splices_and_steers(toy, load_prisma_sae(PRODUCED / name, model_name="toy"))
 
 
-def test_a_transcoder_from_prismas_trainer_loads_with_prismas_numbers(toy):
-    """TopK, layer norm, skip path on the raw input before the de-normalisation: Prisma's own forward."""
-    sae = load_prisma_sae(PRODUCED / "transcoder")
-    assert type(sae).__name__ == "PrismaTranscoder" and sae.cfg.with_skip
+@pytest.mark.parametrize(
+    ("name", "kind", "skip"),
+    [("transcoder", "PrismaTranscoder", True), ("transcoder_relu", "PrismaReluTranscoder", False)],
+)
+def test_a_transcoder_from_prismas_trainer_loads_with_prismas_numbers(toy, name, kind, skip):
+    """TopK or ReLU, layer norm, skip path on the raw input before the de-normalisation: Prisma's own forward."""
+    sae = load_prisma_sae(PRODUCED / name)
+    assert type(sae).__name__ == kind and sae.cfg.with_skip == skip
     assert sae.cfg.metadata.hook_name == "blocks.3.ln2.hook_normalized"
     assert sae.cfg.metadata.hook_name_out == "blocks.3.hook_mlp_out"
-    _assert_prismas_numbers(sae, "transcoder")
-    # splicing one hook into another is not HookedSAEViT's (it says so) ...
-    with pytest.raises(ValueError, match=r"transcoders .* are not supported by HookedSAEViT"):
-        toy.add_sae(load_prisma_sae(PRODUCED / "transcoder", model_name="toy"))
-    # ... nor is steering through it (it would write the transcoder's output into its input hook)
-    with (
-        pytest.raises(ValueError, match=r"this is a transcoder .* cannot be steered"),
-        steer(toy, sae, {0: 1.0}),
-    ):
-        pass
+    _assert_prismas_numbers(sae, name)
+    # spliced from ln2.hook_normalized to hook_mlp_out: a no-op with the error term; without it, the MLP's output is
+    # Prisma's forward of the block's normalised input (checked against Prisma's own numbers above)
+    t_in, t_out = sae.cfg.metadata.hook_name, sae.cfg.metadata.hook_name_out
+    sae = retarget_to_toy(load_prisma_sae(PRODUCED / name), hook=t_in)  # 128 wide, like the toy's blocks
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        clean, cache = toy.run_with_cache(x, names_filter=[t_in, t_out])
+        torch.testing.assert_close(
+            toy.run_with_saes(x, saes=sae, use_error_term=True), clean, atol=1e-5, rtol=0
+        )
+        prisma_out = sae(cache[t_in])
+        by_hand = toy.run_with_hooks(x, fwd_hooks=[(t_out, lambda t, hook: prisma_out)])
+        torch.testing.assert_close(
+            toy.run_with_saes(x, saes=sae, use_error_term=False), by_hand, atol=1e-5, rtol=0
+        )
+        # steering one feature moves hook_mlp_out by Prisma's decode of the change, de-normalised: (f' - f) W_dec * std
+        f = sae.encode(cache[t_in])
+        feature = int(f.abs().sum((0, 1)).argmax())
+        edited = f.clone()
+        edited[..., feature] = 3.0
+        std = cache[t_in].std(
+            -1, keepdim=True
+        )  # Prisma's de-normalisation: unbiased std of the input, no eps
+        moved = cache[t_out] + ((edited - f) @ sae.W_dec) * std
+        expected = toy.run_with_hooks(x, fwd_hooks=[(t_out, lambda t, hook: moved)])
+        with steer(toy, sae, {feature: 3.0}):
+            steered = toy(x)
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    assert (steered - clean).abs().max() > 1e-3
     # ... and the weights also read as plain data
-    state = restricted_torch_load(PRODUCED / "transcoder" / "n_images_2600058.pt")["state_dict"]
-    assert set(state) == {"W_skip", "W_dec", "W_enc", "b_enc", "b_dec", "b_dec_out"}
+    state = restricted_torch_load(PRODUCED / name / "n_images_2600058.pt")["state_dict"]
+    assert set(state) == {"W_dec", "W_enc", "b_enc", "b_dec", "b_dec_out"} | ({"W_skip"} if skip else set())

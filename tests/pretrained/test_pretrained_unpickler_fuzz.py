@@ -74,7 +74,7 @@ def _load_within_bound(path: Path) -> str:
 
 
 def test_there_are_producer_seeds():
-    assert len(SEEDS) == 4
+    assert len(SEEDS) == 5  # vanilla, topk_cls, topk_patches, transcoder, transcoder_relu
 
 
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda p: p.parent.name)

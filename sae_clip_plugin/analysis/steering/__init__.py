@@ -8,6 +8,7 @@ from sae_clip_plugin._lazy import lazy_exports
 _EXPORTS = {
     "steer": "interventions",
     "sae_feature_hook": "interventions",
+    "sae_feature_hooks": "interventions",
     "neuron_hook": "interventions",
     "direction_hook": "interventions",
     "feature_means": "interventions",

@@ -21,7 +21,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens.hook_points import HookPoint
 
-from sae_clip_plugin.model.sae_splice import centres_input, token_means
+from sae_clip_plugin.model.sae_splice import centres_input, sae_output, token_means, transcoder_output_hook
 from sae_clip_plugin.model.tokens import TokenSelection
 
 Mode = Literal["set", "add", "scale", "zero", "mean"]
@@ -110,16 +110,10 @@ def _as_tensor(values: Sequence[float] | torch.Tensor, like: torch.Tensor) -> to
 
 
 def sae_hook_name(sae: SAE[Any], hook_name: str | None = None) -> str:
+    """The hook the SAE reads (for a transcoder: its input hook; it writes `transcoder_output_hook(sae)`)."""
     name = hook_name or sae.cfg.metadata.hook_name
     if not name:
         raise ValueError("the SAE has no metadata.hook_name; pass hook_name=... (the hook it was trained on)")
-    out = sae.cfg.metadata.get("hook_name_out")
-    if out and out != sae.cfg.metadata.hook_name:
-        # a transcoder's decode belongs at another hook: editing at its input hook would be silently wrong
-        raise ValueError(
-            f"this is a transcoder ({sae.cfg.metadata.hook_name} -> {out}); steering edits one hook's activations "
-            "through an SAE at that hook, so transcoders cannot be steered with it yet"
-        )
     return name
 
 
@@ -141,6 +135,23 @@ def sae_decode_pair(sae: SAE[Any], x: torch.Tensor, edit: Callable[[torch.Tensor
     return recon, steered, f
 
 
+def _feature_edit(sae: SAE[Any], edits: Edits, mode: str, means: torch.Tensor | None) -> Callable:
+    """f -> f with the chosen features edited (checked against d_sae)."""
+    indices, values = normalise_edits(edits, mode)
+    bad = [i for i in indices if not 0 <= i < sae.cfg.d_sae]
+    if bad:
+        raise ValueError(f"features {bad} are out of range for an SAE with d_sae={sae.cfg.d_sae}")
+
+    def edit(f: torch.Tensor) -> torch.Tensor:
+        f = f.clone()
+        idx = torch.as_tensor(indices, device=f.device)
+        mean = None if means is None else means.to(f.device, f.dtype)[idx]
+        f[..., idx] = apply_mode(f[..., idx], mode, _as_tensor(values, f), mean)
+        return f
+
+    return edit
+
+
 def sae_feature_hook(
     sae: SAE[Any],
     edits: Edits,
@@ -155,20 +166,18 @@ def sae_feature_hook(
     mode zero / mean (`means`: [d_sae] mean activations, see `feature_means`).
 
     With the error term (default) the hook returns x + decode(f') - decode(f) at the selected tokens;
-    without it, decode(f'). Unselected tokens pass through untouched.
+    without it, decode(f'). Unselected tokens pass through untouched. A transcoder needs two hooks (it reads one
+    and writes another): use `sae_feature_hooks`.
     """
-    indices, values = normalise_edits(edits, mode)
-    bad = [i for i in indices if not 0 <= i < sae.cfg.d_sae]
-    if bad:
-        raise ValueError(f"features {bad} are out of range for an SAE with d_sae={sae.cfg.d_sae}")
+    output_hook = transcoder_output_hook(sae)
+    if output_hook and hook_name is None:
+        # a transcoder's decode belongs at another hook: editing at its input hook would be silently wrong
+        raise ValueError(
+            f"this is a transcoder ({sae.cfg.metadata.hook_name} -> {output_hook}): it needs a hook at each end; "
+            "use sae_feature_hooks(...) (a list of hooks) or steer(...)"
+        )
+    edit = _feature_edit(sae, edits, mode, means)
     name = sae_hook_name(sae, hook_name)
-
-    def edit(f: torch.Tensor) -> torch.Tensor:
-        f = f.clone()
-        idx = torch.as_tensor(indices, device=f.device)
-        mean = None if means is None else means.to(f.device, f.dtype)[idx]
-        f[..., idx] = apply_mode(f[..., idx], mode, _as_tensor(values, f), mean)
-        return f
 
     def hook(activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
         if activation.shape[-1] != sae.cfg.d_in and sae.cfg.reshape_activations != "hook_z":
@@ -184,6 +193,58 @@ def sae_feature_hook(
     return name, hook
 
 
+def sae_feature_hooks(
+    sae: SAE[Any],
+    edits: Edits,
+    *,
+    mode: str = "set",
+    tokens: Tokens = "all",
+    use_error_term: bool = True,
+    means: torch.Tensor | None = None,
+    hook_name: str | None = None,
+) -> list[tuple[str, HookFn]]:
+    """`sae_feature_hook` for SAEs and transcoders alike: the hooks to pass to run_with_hooks / model.hooks
+    (`hook_name` moves an SAE's edit to another hook of its width).
+
+    For a transcoder (metadata hook_name -> hook_name_out) the first hook records its input, the second adds
+    out(f') - out(f) at the output hook (with the error term), or writes out(f') (without), where out is the
+    transcoder's own forward from features (`sae_output`: Prisma's skip path and de-normalisation included).
+    """
+    output_hook = transcoder_output_hook(sae)
+    if output_hook is None or hook_name is not None:
+        return [
+            sae_feature_hook(
+                sae,
+                edits,
+                mode=mode,
+                tokens=tokens,
+                use_error_term=use_error_term,
+                means=means,
+                hook_name=hook_name,
+            )
+        ]
+    edit = _feature_edit(sae, edits, mode, means)
+    seen: list[torch.Tensor] = []
+
+    def record(activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        seen[:] = [activation]
+        return activation
+
+    def write(activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        if not seen:
+            raise RuntimeError(f"{sae.cfg.metadata.hook_name} did not fire before {output_hook} in this pass")
+        sae_input = seen.pop()
+        with torch.no_grad():
+            f = sae.encode(sae_input)
+            steered = sae_output(sae, edit(f), sae_input)
+            recon = sae_output(sae, f, sae_input) if use_error_term else None
+        x = activation.to(steered.dtype)
+        new = x + (steered - recon) if recon is not None else steered
+        return _masked(new, x, token_mask(tokens, activation)).to(activation.dtype)
+
+    return [(sae_hook_name(sae), record), (output_hook, write)]
+
+
 @contextmanager
 def steer(
     model: Any,
@@ -196,11 +257,25 @@ def steer(
     means: torch.Tensor | None = None,
     hook_name: str | None = None,
 ) -> Iterator[Any]:
-    """`with steer(model, sae, {feature: value}): model(pixels)` runs with the features edited."""
-    hook = sae_feature_hook(
-        sae, edits, mode=mode, tokens=tokens, use_error_term=use_error_term, means=means, hook_name=hook_name
-    )
-    with model.hooks(fwd_hooks=[hook]) as hooked:
+    """`with steer(model, sae, {feature: value}): model(pixels)` runs with the features edited (SAEs and
+    transcoders; `hook_name` moves an SAE's edit to another hook of its width)."""
+    if hook_name is not None:
+        hooks = [
+            sae_feature_hook(
+                sae,
+                edits,
+                mode=mode,
+                tokens=tokens,
+                use_error_term=use_error_term,
+                means=means,
+                hook_name=hook_name,
+            )
+        ]
+    else:
+        hooks = sae_feature_hooks(
+            sae, edits, mode=mode, tokens=tokens, use_error_term=use_error_term, means=means
+        )
+    with model.hooks(fwd_hooks=hooks) as hooked:
         yield hooked
 
 
