@@ -2,7 +2,8 @@
 zero-shot evaluation, vocabularies, intervals and feature-dashboard data as modules.
 
 The main names are reachable here (and from the package top level), loaded on first use so that importing the
-package stays cheap and no module pulls in another's dependencies.
+package stays cheap and no module pulls in another's dependencies. The steerability function is
+`sae_clip_plugin.steerability` (here `analysis.steerability` is always the subpackage).
 """
 
 from sae_clip_plugin._lazy import lazy_exports
@@ -14,7 +15,6 @@ _EXPORTS = {
     "iter_image_batches": "sae_clip_plugin.analysis.zero_shot",
     "zero_shot_logits": "sae_clip_plugin.analysis.zero_shot",
     "steer": "sae_clip_plugin.analysis.steering.interventions",
-    "steerability": "sae_clip_plugin.analysis.steerability.metric",
     "run_disentangle": "sae_clip_plugin.analysis.disentangle.evaluate",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -51,7 +51,8 @@ def cli_markdown() -> str:
                 continue
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
-            meaning = (action.help or "").replace("%(default)s", str(action.default)).replace("|", "\\|")
+            meaning = (action.help or "").replace("%(default)s", str(action.default))
+            meaning = meaning.removesuffix(f" (default: {action.default})").replace("|", "\\|")  # the column says it
             lines.append(f"| {_flags(action)} | {_default(action)} | {meaning} |")
         lines.append("")
     lines += [

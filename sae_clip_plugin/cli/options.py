@@ -11,21 +11,11 @@ import argparse
 import sys
 from typing import Any
 
+from sae_clip_plugin.command_config import positive_int
+
 REMOVED_IN = "0.3"
 
-
-def positive_int(text: str) -> int:
-    """An argparse type for counts: 0 or a negative number is refused when the flags are read.
-
-    Why: `--n-select 0` used to fall back to the default (300) silently.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1 (leave the flag out for the default)")
-    return value
+__all__ = ["positive_int"]  # re-exported: the value parsers live with the command configs
 
 
 def deprecation_message(old: str, new: str) -> str:
@@ -153,3 +143,47 @@ def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
         elif value is not None:
             argv += [flag, str(value)]
     return argv
+
+
+def _annotation_parser(annotation: Any) -> Any:
+    """int / float / str from a field annotation such as `int | None` (as text, under `from __future__`)."""
+    text = str(annotation)
+    for name, kind in (("int", int), ("float", float)):
+        if text.split(" |")[0].strip() == name or text == name:
+            return kind
+    return str
+
+
+def add_config_flags(parser: Any, config_cls: type, groups: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One flag per field of the command config `config_cls` (see sae_clip_plugin.command_config.option): the
+    name, default, help, parser and choices all come from the field. Returns the argument groups by name."""
+    import dataclasses
+
+    from sae_clip_plugin.command_config import field_default
+
+    groups = {} if groups is None else groups
+    for f in dataclasses.fields(config_cls):
+        meta = f.metadata
+        group_name = meta.get("group", "options")
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        target = groups[group_name]
+        default = field_default(f)
+        help_text = meta.get("help", "")
+        shown = default if not isinstance(default, list) else ",".join(map(str, default)) or None
+        if shown is not None and shown is not False and "(default" not in help_text:
+            help_text += f" (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
+        if meta.get("required"):
+            kwargs["required"] = True
+        if isinstance(default, bool):
+            target.add_argument("--" + f.name.replace("_", "-"), action="store_true", **kwargs)
+            continue
+        kwargs["type"] = meta.get("parse") or _annotation_parser(f.type)
+        for key in ("choices", "nargs", "metavar"):
+            if meta.get(key) is not None:
+                kwargs[key] = meta[key]
+        if meta.get("repeat"):
+            kwargs.update(action="append", default=None)
+        target.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return groups

@@ -217,47 +217,76 @@ class DemoRun:
         return {"n_saes": len(saes), "n_images": int(df["n_images"].iloc[0]),
                 "figures": [str(p.relative_to(self.root)) for p in figures]}  # fmt: skip
 
-    def step_steerability(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.steerability.controls import random_vision_model
-        from sae_clip_plugin.analysis.steerability.metric import steerability, steering_curves
-        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
-        from sae_clip_plugin.viz.steering_figures import plot_steerability_scatter, plot_steering_curves
+    def steerability_config(self, **settings: Any) -> Any:
+        """The `sae-clip steerability` settings of one demo run (the CLI with these gives the same files)."""
+        from sae_clip_plugin.analysis.steerability.config import SteerabilityConfig
 
-        out = self.root / "steerability"
-        hook = self.middle_hook
-        pixels = self.data.steer_pixels()
-        words = load_vocabulary(self.data.vocabulary)
-        n = self.cfg["n_steer_features"]
-        # the model-relative strength (default) and the paper's absolute s, reported side by side
+        return SteerabilityConfig(model=self.cfg.model_spec, images=self.data.dataset_spec, vocabulary=self.data.vocabulary,
+                                  n_images=self.cfg["n_steer_images"], seed=self.cfg.seed, device=self.cfg.device,
+                                  out=str(self.root / "steerability"), **settings)  # fmt: skip
+
+    def steerability_plan(self, saes: dict[str, Any]) -> list[tuple[str, str, Any]]:
+        """(run, strength setting, SteerabilityConfig) of every steerability run: each architecture's SAE, the
+        neurons, and the first SAE on the random control, at the model-relative strength and the paper's absolute s.
+        `sae-clip steerability` with one of these configs writes the same files as the demo."""
+        hook, n, first = self.middle_hook, self.cfg["n_steer_features"], self.cfg.architectures[0]
         settings = {
             self.relative_setting: {"relative_strength": self.cfg.steer_relative_strength},
             f"absolute {self.cfg.steer_strength:g}": {"strength": self.cfg.steer_strength},
         }
+        plan = []
+        for setting, strength in settings.items():
+            what = [
+                (f"{arch} SAE", {"sae": str(self.sae_dir(arch, hook))}, sae.cfg.d_sae)
+                for arch, sae in saes.items()
+            ]
+            what.append(("neurons", {"neurons": True, "hook": hook}, self.model.cfg.d_model))
+            what.append((f"{first} SAE on a random model", {"sae": str(self.sae_dir(first, hook)), "random_model": True,
+                         "random_seed": self.cfg.seed}, saes[first].cfg.d_sae))  # fmt: skip
+            for name, settings_of_run, width in what:
+                cfg = self.steerability_config(features=str(min(n, width)), prefix=_slug(f"{name} {setting}"),
+                                               **settings_of_run, **strength)  # fmt: skip
+                plan.append((name, setting, cfg))
+        return plan
+
+    def step_steerability(self) -> dict[str, Any]:
+        from sae_clip_plugin.analysis.resolve import ResolvedRun
+        from sae_clip_plugin.analysis.steerability.metric import steering_curves
+        from sae_clip_plugin.analysis.steerability.run import run_steerability, steerability_pixels
+        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+        from sae_clip_plugin.model.random_init import random_vision_model
+        from sae_clip_plugin.viz.steerability_report import write_steerability
+        from sae_clip_plugin.viz.steering_figures import plot_steerability_scatter, plot_steering_curves
+
+        out = self.root / "steerability"
+        hook, spec, device = self.middle_hook, self.cfg.model_spec, self.cfg.device
+        words = load_vocabulary(self.data.vocabulary)
         runs: dict[tuple[str, str], Any] = {}
         with torch.inference_mode():
+            trained = ResolvedRun(self.model, spec, device, hook=hook, images=self.data.dataset_spec)
+            pixels = steerability_pixels(self.steerability_config(), trained)
             text = text_embeddings(self.model, words)
             saes = {arch: self.load_sae(arch, hook) for arch in self.cfg.architectures}
             first = self.cfg.architectures[0]
-            control = random_vision_model(self.model, seed=self.cfg.seed)
-            for setting, strength in settings.items():
-                common = dict(seed=self.cfg.seed, progress=True, text=text, **strength)
-                for arch, sae in saes.items():
-                    runs[f"{arch} SAE", setting] = steerability(self.model, sae, pixels, words,
-                                                                min(n, sae.cfg.d_sae), **common)  # fmt: skip
-                runs["neurons", setting] = steerability(self.model, None, pixels, words,
-                                                        min(n, self.model.cfg.d_model), hook_name=hook, **common)  # fmt: skip
-                runs[f"{first} SAE on a random model", setting] = steerability(
-                    control, saes[first], pixels, words, min(n, saes[first].cfg.d_sae), **common
-                )
+            control = ResolvedRun(random_vision_model(self.model, seed=self.cfg.seed), f"random:{spec}", device,
+                                  {hook: saes[first]}, hook=hook)  # fmt: skip
+            for name, setting, cfg in self.steerability_plan(saes):
+                if cfg.random_model:
+                    inputs = control
+                elif cfg.neurons:
+                    inputs = trained
+                else:
+                    inputs = ResolvedRun(self.model, spec, device, {hook: saes[name.split()[0]]}, hook=hook)
+                run = run_steerability(cfg, inputs=inputs, pixels=pixels, text=text)
+                write_steerability(run, out)
+                runs[name, setting] = run.result
             del control
-            main = next(iter(settings))
+            main = self.relative_setting
             table = runs[f"{first} SAE", main].table.sort_values("S", ascending=False)
             top = table["feature"].head(self.cfg["n_curve_features"]).tolist()
             curves = steering_curves(self.model, saes[first], pixels, words, top, CURVE_STRENGTHS, text=text)
         rows = []
         for (name, setting), result in runs.items():
-            result.summary["run"] = name
-            result.save(out, prefix=_slug(f"{name} {setting}"))
             s = result.summary
             top_concepts = ", ".join(f"{k} ({v})" for k, v in list(s["top_concepts"].items())[:5])
             rows.append({"run": name, "strength": setting, "mean_absolute_strength": s["mean_strength"], "hook": hook,

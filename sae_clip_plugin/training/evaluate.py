@@ -1,8 +1,9 @@
 """The vision evaluation run at every checkpoint: explained variance, L0 for CLS vs patches, dead features.
 
 sae_lens calls its evaluator only when wandb logging is on, and its metrics know nothing of CLS vs
-patch tokens, whose sparsity differs by layer (the paper's sparsity findings; arXiv 2504.08729). Explained variance is
-1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the eval set's own mean, accumulated in float64.
+patch tokens, whose sparsity differs by layer (the paper's sparsity findings; arXiv 2504.08729). The sums
+and definitions are `sae_clip_plugin.streaming_stats`' (explained variance with the eval set's own mean, in
+float64), the same `sae-clip eval` uses, so the training log and the evaluation report agree.
 """
 
 from __future__ import annotations
@@ -12,33 +13,30 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.streaming_stats import FeatureStats, ReconstructionStats
 
-class _Moments:
-    """Streaming sums for explained variance and L0 over a group of tokens."""
 
-    def __init__(self, d_in: int) -> None:
-        self.n = 0
-        self.sum = torch.zeros(d_in, dtype=torch.float64)
-        self.sum_sq = 0.0
-        self.sse = 0.0
-        self.active = 0.0
+class _Group:
+    """One token group's shared accumulators, and the three numbers the training log keeps of them."""
+
+    def __init__(self, d_in: int, d_sae: int) -> None:
+        self.recon = ReconstructionStats(d_in)
+        self.features = FeatureStats(d_sae)
 
     def add(self, x: torch.Tensor, recon: torch.Tensor, feats: torch.Tensor) -> None:
-        x64 = x.double()
-        self.n += x.shape[0]
-        self.sum += x64.sum(0).cpu()
-        self.sum_sq += float(x64.pow(2).sum())
-        self.sse += float((x64 - recon.double()).pow(2).sum())
-        self.active += float((feats != 0).sum())
+        """x, recon: [tokens, d_in]; feats: [tokens, d_sae]."""
+        self.recon.add(x, recon)
+        self.features.add(feats)
 
-    def result(self) -> dict[str, float]:
-        if self.n == 0:
+    def logged(self) -> dict[str, float]:
+        """explained_variance, mse, l0; nothing for a group without tokens."""
+        if self.recon.n == 0:
             return {}
-        total_var = self.sum_sq - float(self.sum.pow(2).sum()) / self.n  # sum ||x - mean||^2
+        sums = self.recon.metrics()
         return {
-            "explained_variance": 1.0 - self.sse / total_var if total_var > 0 else float("nan"),
-            "mse": self.sse / self.n,
-            "l0": self.active / self.n,
+            "explained_variance": sums["explained_variance"],
+            "mse": sums["mse"],
+            "l0": self.features.metrics()["l0"],
         }
 
 
@@ -61,8 +59,8 @@ def evaluate_on_activations(
     if len(kinds) != context_size:
         raise ValueError(f"got {len(kinds)} token kinds for a context of {context_size} tokens")
     groups = {kind: [t for t, k in enumerate(kinds) if k == kind] for kind in dict.fromkeys(kinds)}
-    overall, per_kind = _Moments(d_in), {kind: _Moments(d_in) for kind in groups}
-    fired = None
+    d_sae = int(sae.cfg.d_sae)
+    overall, per_kind = _Group(d_in, d_sae), {kind: _Group(d_in, d_sae) for kind in groups}
     was_training = sae.training
     sae.eval()
     try:
@@ -77,8 +75,6 @@ def evaluate_on_activations(
             if activation_scaler is not None:
                 recon = activation_scaler.unscale(recon)
             overall.add(flat, recon, feats)
-            fired_now = (feats != 0).any(0)
-            fired = fired_now if fired is None else fired | fired_now
             b = x.shape[0]
             feats3, recon3 = feats.reshape(b, context_size, -1), recon.reshape(b, context_size, d_in)
             for kind, positions in groups.items():
@@ -90,15 +86,14 @@ def evaluate_on_activations(
                 )
     finally:
         sae.train(was_training)
-    out: dict[str, Any] = dict(overall.result())
+    out: dict[str, Any] = overall.logged()
     label = {"cls": "cls", "patch": "patches", "token": "tokens"}
     if len(groups) > 1 or "token" not in groups:
-        for kind, moments in per_kind.items():
-            for key, value in moments.result().items():
+        for kind, group in per_kind.items():
+            for key, value in group.logged().items():
                 out[f"{key}_{label.get(kind, kind)}"] = value
-    d_sae = int(fired.shape[0]) if fired is not None else 0
     out.update(
-        dead_fraction_eval=float((~fired).float().mean()) if fired is not None else float("nan"),
+        dead_fraction_eval=overall.features.dead_fraction(),
         dead_window_eval_tokens=n_images * context_size,
         n_eval_images=n_images,
         d_sae=d_sae,

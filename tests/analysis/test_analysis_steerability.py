@@ -217,7 +217,7 @@ def test_save_and_cli(model, pixels, tmp_path, monkeypatch, capsys):
     sae = make_sae("blocks.1.hook_resid_post")
     save_sae(sae, tmp_path / "sae")
     plain = HookedViT.from_open_clip(tiny_open_clip(layers=3), tokenizer=open_clip.get_tokenizer("ViT-B-32"))
-    monkeypatch.setattr(HookedViT, "from_pretrained", classmethod(lambda cls, spec, device: plain))
+    monkeypatch.setattr(HookedViT, "from_pretrained", classmethod(lambda cls, spec, **kwargs: plain))
     images = tmp_path / "images"
     images.mkdir()
     from PIL import Image

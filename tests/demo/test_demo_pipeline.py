@@ -194,3 +194,25 @@ def test_demo_on_an_image_folder_with_another_model(tmp_path):
     assert set(rows["task"]) == {"typo-generate"} and rows["attacked_acc"].between(0, 1).all()
     cache = json.loads((out / "cache" / "sae_clip_cache.json").read_text())
     assert cache["config"]["n_images"] == 24 and cache["config"]["model_spec"] == "open_clip:tiny"
+
+
+@needs_toy
+def test_the_cli_writes_the_demos_steerability_files_from_its_config(toy_demo, tmp_path, capsys):
+    """The demo and `sae-clip steerability` are one entry point: each demo run's settings, as a --config file, make
+    the CLI write byte-identical files (the random-model control included)."""
+    import yaml
+
+    from sae_clip_plugin.demo.pipeline import DemoRun
+
+    demo = DemoRun(DemoConfig.make(str(toy_demo), fast=True, device="cpu"))
+    hook = demo.middle_hook
+    plan = demo.steerability_plan({arch: demo.load_sae(arch, hook) for arch in demo.cfg.architectures})
+    chosen = [(name, cfg) for name, setting, cfg in plan if setting == demo.relative_setting]
+    assert {name for name, _ in chosen} >= {"topk SAE", "neurons", "topk SAE on a random model"}
+    for name, cfg in chosen:
+        config = tmp_path / f"{cfg.prefix}.yaml"
+        config.write_text(yaml.safe_dump({**cfg.to_dict(), "out": str(tmp_path / "cli")}))
+        assert cli_main(["steerability", "--config", str(config)]) == 0, name
+        for suffix in (".csv", "_summary.json", "_summary.md"):
+            ours = (tmp_path / "cli" / f"{cfg.prefix}{suffix}").read_bytes()
+            assert ours == (toy_demo / "steerability" / f"{cfg.prefix}{suffix}").read_bytes(), (name, suffix)

@@ -1,13 +1,9 @@
-"""Streaming float64 accumulators behind `evaluate_sae`: reconstruction, sparsity, downstream.
+"""The accumulators behind `evaluate_sae`: reconstruction, sparsity by token group and position, downstream.
 
-Each `add` takes one batch; `result` turns the sums into metrics. Definitions (per token group):
-- FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the group's data-set mean,
-  explained variance = 1 - FVU;
-- MSE = mean over tokens of ||x - x_hat||^2 (summed over d_in, as sae_lens' evals);
-- cosine = mean over tokens of cos(x, x_hat) along d_in; L2 ratio = mean over tokens of ||x_hat|| / ||x||
-  (an input norm below 1e-4 counts as 1, as sae_lens);
-- L0 = mean number of non-zero features per token; L1 = mean sum |f| per token;
-- feature density = fraction of evaluated tokens on which the feature is non-zero.
+Each `add` takes one batch; `result` turns the sums into metrics. The reconstruction and per-token sparsity
+sums and their definitions are the shared ones of `sae_clip_plugin.streaming_stats` (the checkpoint
+evaluation in training uses the same, so the two reports agree); what is added here is specific to analysis:
+token groups by position, L0 per position and as a patch grid, dense features, downstream cost, `recovered`.
 """
 
 from __future__ import annotations
@@ -19,8 +15,21 @@ import torch
 import torch.nn.functional as F
 
 from sae_clip_plugin.analysis.zero_shot import ZeroShotAccumulator, kl_divergence
+from sae_clip_plugin.streaming_stats import NAN, FeatureStats, ReconstructionStats
 
-NAN = float("nan")
+__all__ = [
+    "GROUPS",
+    "NAN",
+    "VARIANTS",
+    "DownstreamStats",
+    "FeatureStats",
+    "ReconstructionStats",
+    "SparsityStats",
+    "patch_grid",
+    "recovered",
+    "token_groups",
+]
+
 GROUPS = ("all", "cls", "patches")
 
 
@@ -36,85 +45,44 @@ def token_groups(positions: list[int]) -> dict[str, list[int]]:
     return groups
 
 
-class ReconstructionStats:
-    """Sums for FVU / MSE / cosine / L2 ratio over one group of tokens."""
-
-    def __init__(self, d_in: int) -> None:
-        self.n = 0
-        self.sum_x = torch.zeros(d_in, dtype=torch.float64)
-        self.sum_sq = 0.0
-        self.sse = 0.0
-        self.cos_sum = 0.0
-        self.l2_ratio_sum = 0.0
-
-    def add(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
-        """x, x_hat: [tokens, d_in]."""
-        x, x_hat = x.double(), x_hat.double()
-        self.n += x.shape[0]
-        self.sum_x += x.sum(0).cpu()
-        self.sum_sq += float(x.pow(2).sum())
-        self.sse += float((x - x_hat).pow(2).sum())
-        self.cos_sum += float(F.cosine_similarity(x, x_hat, dim=-1, eps=1e-12).sum())
-        norm_in = x.norm(dim=-1)
-        norm_in = torch.where(norm_in.abs() < 1e-4, torch.ones_like(norm_in), norm_in)
-        self.l2_ratio_sum += float((x_hat.norm(dim=-1) / norm_in).sum())
-
-    def result(self, suffix: str) -> dict[str, float]:
-        if self.n == 0:
-            return {f"{k}_{suffix}": NAN for k in ("explained_variance", "fvu", "mse", "cos_sim", "l2_ratio")}
-        total_var = self.sum_sq - float(self.sum_x.pow(2).sum()) / self.n  # sum ||x - mean||^2
-        fvu = self.sse / total_var if total_var > 0 else NAN
-        return {
-            f"explained_variance_{suffix}": 1.0 - fvu,
-            f"fvu_{suffix}": fvu,
-            f"mse_{suffix}": self.sse / self.n,
-            f"cos_sim_{suffix}": self.cos_sum / self.n,
-            f"l2_ratio_{suffix}": self.l2_ratio_sum / self.n,
-        }
-
-
 class SparsityStats:
-    """L0 / L1 by token group, L0 per token position, per-feature firing counts."""
+    """L0 / L1 by token group (`FeatureStats` each), L0 per token position, per-feature firing counts."""
 
     def __init__(self, positions: list[int], n_tokens: int, d_sae: int) -> None:
         self.positions = positions
         self.n_tokens = n_tokens
         self.groups = token_groups(positions)
         self.n_images = 0
-        self.l0_sum = dict.fromkeys(self.groups, 0.0)
-        self.l1_sum = dict.fromkeys(self.groups, 0.0)
+        self.by_group = {name: FeatureStats(d_sae) for name in self.groups}  # firing counts in "all" only
         self.l0_by_pos = torch.zeros(len(positions), dtype=torch.float64)
-        self.fires = torch.zeros(d_sae, dtype=torch.float64)
 
     def add(self, feats: torch.Tensor) -> None:
         """feats: [images, len(positions), d_sae] at the SAE's positions."""
         active = feats != 0
         l0 = active.sum(-1).double().cpu()  # [images, positions]
         l1 = feats.double().abs().sum(-1).cpu()
+        fires = active.reshape(-1, active.shape[-1]).sum(0)
         self.n_images += feats.shape[0]
         self.l0_by_pos += l0.sum(0)
         for name, idx in self.groups.items():
-            self.l0_sum[name] += float(l0[:, idx].sum())
-            self.l1_sum[name] += float(l1[:, idx].sum())
-        self.fires += active.reshape(-1, active.shape[-1]).sum(0).double().cpu()
+            self.by_group[name].add_counts(l0[:, idx], l1[:, idx], fires if name == "all" else None)
 
     def result(self) -> dict[str, object]:
         out: dict[str, object] = {}
         for name in GROUPS:
-            n_tok = self.n_images * len(self.groups.get(name, []))
-            out[f"l0_{name}"] = self.l0_sum[name] / n_tok if n_tok else NAN
-            out[f"l1_{name}"] = self.l1_sum[name] / n_tok if n_tok else NAN
-        n_tok = self.n_images * len(self.positions)
-        density = (self.fires / n_tok).numpy() if n_tok else np.full(self.fires.shape, NAN)
+            sums = self.by_group.get(name, FeatureStats(0)).metrics()  # NaN for a group the SAE skips
+            out.update({f"{key}_{name}": value for key, value in sums.items()})
+        every = self.by_group["all"]
+        density = every.density()
         by_pos = np.full(self.n_tokens, NAN)
         if self.n_images:
             by_pos[self.positions] = (self.l0_by_pos / self.n_images).numpy()
         out.update(
-            dead_fraction=float((self.fires == 0).double().mean()) if n_tok else NAN,
-            dense_fraction_10=float((density > 0.1).mean()) if n_tok else NAN,
-            dense_fraction_50=float((density > 0.5).mean()) if n_tok else NAN,
+            dead_fraction=every.dead_fraction(),
+            dense_fraction_10=float((density > 0.1).mean()) if every.n else NAN,
+            dense_fraction_50=float((density > 0.5).mean()) if every.n else NAN,
             dead_window_images=self.n_images,
-            dead_window_tokens=n_tok,
+            dead_window_tokens=every.n,
             l0_by_position=by_pos,
             l0_patch_grid=patch_grid(by_pos) if _is_square(self.n_tokens - 1) else None,
             feature_density=density,

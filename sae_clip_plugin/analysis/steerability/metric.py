@@ -15,14 +15,12 @@ The neuron baseline (sae=None, hook_name=...) and the random-model control
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,7 +35,6 @@ from sae_clip_plugin.analysis.steering.strength import (
     absolute_strengths,
 )
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
-from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.config_types import check_number
 
 PAPER_THRESHOLD = 0.10
@@ -173,19 +170,6 @@ class SteerabilityResult:
             frame_markdown(self.table.sort_values("S", ascending=False).head(20)),
         ]
         return "\n".join(lines) + "\n"
-
-    def save(self, out_dir: str | os.PathLike, prefix: str = "steerability") -> dict[str, Path]:
-        """Write `<prefix>.csv`, `<prefix>_summary.json` and `<prefix>_summary.md` atomically."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        files = {
-            "table": (out / f"{prefix}.csv", self.table.to_csv(index=False)),
-            "summary": (out / f"{prefix}_summary.json", json.dumps(self.summary, indent=2, default=str)),
-            "markdown": (out / f"{prefix}_summary.md", self.to_markdown()),
-        }
-        for path, text in files.values():
-            atomic_write_text(path, text)
-        return {key: path for key, (path, _) in files.items()}
 
 
 def frame_markdown(frame: pd.DataFrame) -> str:
