@@ -52,7 +52,9 @@ def cli_markdown() -> str:
             if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
                 continue
             meaning = (action.help or "").replace("%(default)s", str(action.default))
-            meaning = meaning.removesuffix(f" (default: {action.default})").replace("|", "\\|")  # the column says it
+            meaning = meaning.removesuffix(f" (default: {action.default})").replace(
+                "|", "\\|"
+            )  # the column says it
             lines.append(f"| {_flags(action)} | {_default(action)} | {meaning} |")
         lines.append("")
     lines += [

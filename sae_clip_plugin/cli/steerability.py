@@ -57,4 +57,3 @@ def run_steerability_command(args: argparse.Namespace) -> int:
     for key, path in paths.items():
         print(f"{key}: {path}")
     return 0
-
