@@ -25,7 +25,7 @@ _EXPORTS = {
     "evaluate_saes": "sae_clip_plugin.analysis.metrics.evaluate",
     "steer": "sae_clip_plugin.analysis.steering.interventions",
     "steerability": "sae_clip_plugin.analysis.steerability.metric",
-    "DisentangleConfig": "sae_clip_plugin.analysis.disentangle.evaluate",
+    "DisentangleConfig": "sae_clip_plugin.analysis.disentangle.config",
     "run_disentangle": "sae_clip_plugin.analysis.disentangle.evaluate",
     "build_task": "sae_clip_plugin.analysis.disentangle.tasks",
     "decompose_image_embedding": "sae_clip_plugin.analysis.decomposition.direct_effects",

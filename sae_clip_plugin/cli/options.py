@@ -110,8 +110,8 @@ def add_config(parser: Any) -> None:
         "--config",
         dest="config_file",
         metavar="FILE",
-        help="YAML or JSON file of this command's settings, keyed by flag name (e.g. `images: toy`, `k: [4, 8]`); "
-        "flags on the command line override it (repeatable ones add to it)",
+        help="YAML or JSON file of this command's settings: its config's fields, i.e. the flag names (e.g. `images: "
+        "toy`, `n_suppressed: [4, 8]`); flags on the command line override it (repeatable ones add to it)",
     )
 
 
@@ -127,17 +127,27 @@ def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
         for a in parser._actions
         if a.option_strings and a.help != argparse.SUPPRESS and a.dest not in ("help", "config_file")
     }
+    # the previous release's spellings, still read (each says its new name once, as on the command line)
+    old = {o.lstrip("-").replace("-", "_"): (a, o) for a in parser._actions if isinstance(a, DeprecatedAlias)
+           for o in a.option_strings}  # fmt: skip
     argv: list[str] = []
     for key, value in data.items():
         dest = str(key).lstrip("-").replace("-", "_")
-        if dest not in flags:
+        if dest in flags:
+            action, flag = flags[dest], flags[dest].option_strings[-1]
+        elif dest in old:
+            action, flag = old[dest]
+        else:
             raise ValueError(f"{path}: {key!r} is not a setting of this command; use one of {sorted(flags)}")
-        action, flag = flags[dest], flags[dest].option_strings[-1]
         if action.nargs == 0:  # a switch
             argv += [flag] if value else []
-        elif isinstance(action, argparse._AppendAction):
+        elif isinstance(action, argparse._AppendAction) or getattr(action, "append", False):
             for item in value if isinstance(value, list) else [value]:
                 argv += [flag, str(item)]
+        elif (
+            isinstance(value, list) and action.nargs is None
+        ):  # one value typed as a comma list (--tokens 0,3)
+            argv += [flag, ",".join(map(str, value))]
         elif isinstance(value, list):
             argv += [flag, *map(str, value)]
         elif value is not None:
@@ -146,12 +156,11 @@ def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _annotation_parser(annotation: Any) -> Any:
-    """int / float / str from a field annotation such as `int | None` (as text, under `from __future__`)."""
-    text = str(annotation)
-    for name, kind in (("int", int), ("float", float)):
-        if text.split(" |")[0].strip() == name or text == name:
-            return kind
-    return str
+    """int / float / str from a field annotation such as `int | None` or `list[int]` (text, under
+    `from __future__ import annotations`): the type of one typed value."""
+    first = str(annotation).split("|")[0].strip()
+    first = first.removeprefix("list[").removesuffix("]")
+    return {"int": int, "float": float}.get(first, str)
 
 
 def add_config_flags(parser: Any, config_cls: type, groups: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -186,34 +186,18 @@ class DemoRun:
         return self._train("standard")
 
     def step_metrics(self) -> dict[str, Any]:
-        import numpy as np
-
-        from sae_clip_plugin.analysis.metrics.evaluate import (
-            ARRAY_KEYS,
-            evaluate_saes,
-            metrics_table,
-            to_markdown,
-        )
-        from sae_clip_plugin.viz.metrics_report import SUMMARY_COLUMNS
+        from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
+        from sae_clip_plugin.viz.metrics_report import SUMMARY_COLUMNS, write_metrics_results
 
         images, classnames, templates = self.data.metric_images()
         saes = {f"{arch}/L{layer}": self.sae_dir(arch, hook) for arch in self.cfg.architectures
                 for layer, hook in zip(self.layers, self.hooks, strict=True)}  # fmt: skip
         df = evaluate_saes(self.model, saes, images, classnames=classnames, templates=templates,
                            batch_size=64, max_images=self.cfg["n_metric_images"], progress=True)  # fmt: skip
-        out = self.root / "metrics"
-        table = metrics_table(df)
-        atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
         columns = ["name", "architecture", *[c for c in SUMMARY_COLUMNS if c != "name"]]
-        atomic_write_text(
-            out / "metrics.md", f"# SAE metrics ({self.cfg.model_spec})\n\n{to_markdown(table, columns)}"
-        )
-        arrays = {f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
-                  for _, row in df.iterrows() for key in ARRAY_KEYS if row[key] is not None}  # fmt: skip
-        tmp = out / ".arrays.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(out / "arrays.npz")
-        figures = _metric_figures(df, out / "figures")
+        # sae-clip eval's writer; the report needs the sweep-level figures only
+        figures = write_metrics_results(df, self.root / "metrics", f"SAE metrics ({self.cfg.model_spec})", columns,
+                                        per_sae_figures=False)  # fmt: skip
         return {"n_saes": len(saes), "n_images": int(df["n_images"].iloc[0]),
                 "figures": [str(p.relative_to(self.root)) for p in figures]}  # fmt: skip
 
@@ -305,7 +289,8 @@ class DemoRun:
                 "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength}  # fmt: skip
 
     def step_disentangle(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.disentangle.evaluate import DisentangleConfig, run_disentangle
+        from sae_clip_plugin.analysis.disentangle.config import DisentangleConfig
+        from sae_clip_plugin.analysis.disentangle.evaluate import run_disentangle
         from sae_clip_plugin.viz.disentangle_report import write_disentangle_outputs
 
         names = self.data.task_names()
@@ -398,20 +383,6 @@ class DemoRun:
         md, page = report.write(self.root)
         write_json(self.root / "state" / "timings.json", timings)
         return {"report": str(md), "html": str(page)}
-
-
-def _metric_figures(df: Any, out: Path) -> list[Path]:
-    """The sweep-level metrics figures (sae-clip eval also draws one L0 heatmap per SAE; the report needs none)."""
-    from sae_clip_plugin.viz import metrics_figures as F
-
-    rows = df.to_dict("records")
-    figures = [("l0_by_layer.png", F.plot_l0_by_layer), ("density_histogram.png", F.plot_density_histogram),
-               ("ev_vs_l0.png", F.plot_ev_vs_l0)]  # fmt: skip
-    if any(F.varies_by_position(r) for r in rows):  # TopK SAEs have L0 = k on every patch: nothing to map
-        figures.insert(1, ("l0_position_heatmaps.png", F.plot_l0_heatmaps))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message='.*loc="best".*')
-        return [F.save_figure(plot(rows), out / name) for name, plot in figures]
 
 
 def _slug(text: str) -> str:

@@ -1,9 +1,12 @@
-"""The markdown table of `sae-clip decompose`: per-head direct effects, typographic effects and TextSpan texts."""
+"""The written results of `sae-clip decompose`: per-head table (CSV, markdown), summary, heat maps and token maps."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.tables import markdown_table
 
 
@@ -35,3 +38,31 @@ def heads_markdown(rows: list[dict[str, Any]], command: str, typographic: bool) 
     ]
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def write_decomposition(
+    result: Any, out: str | os.PathLike, command: str = "sae-clip decompose"
+) -> list[Path]:
+    """heads.csv, heads.md, summary.json, head_direct_effect.png, head_typographic_effect.png (typographic tasks)
+    and token_maps.png of a DecompositionResult, atomically; returns the paths written."""
+    import pandas as pd
+
+    from sae_clip_plugin.analysis.dashboard import display_images
+    from sae_clip_plugin.viz.decomposition_figures import plot_head_heatmap, plot_token_maps
+
+    out = Path(out)
+    report, typo, maps = result.report, result.typographic_effect, result.token_maps
+    written = [out / "heads.csv", out / "heads.md", out / "summary.json", out / "head_direct_effect.png"]
+    atomic_write_text(written[0], pd.DataFrame(report.rows).to_csv(index=False))
+    atomic_write_text(written[1], heads_markdown(report.rows, command, typo is not None))
+    plot_head_heatmap(report.direct_effect, f"{result.task}: direct effect on the correct class",
+                      "logit (correct - mean over classes)", written[3])  # fmt: skip
+    if typo is not None:
+        written.append(out / "head_typographic_effect.png")
+        plot_head_heatmap(typo, f"{result.task}: direct typographic effect",
+                          "logit (written - true), attacked - clean", written[-1])  # fmt: skip
+    written.append(out / "token_maps.png")
+    plot_token_maps(display_images(maps.pixels, result.preprocess)[0], maps.maps, maps.titles, f"logit ({maps.what})",
+                    suptitle=f"where the top heads by {maps.by.replace('_', ' ')} take it from", path=written[-1])  # fmt: skip
+    atomic_write_json(written[2], result.summary, indent=1)
+    return written

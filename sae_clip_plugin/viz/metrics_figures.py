@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -243,8 +244,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "sae"
 
 
-def write_metrics_figures(data: Any, out_dir: str | os.PathLike) -> list[Path]:
-    """Every metrics figure for a sweep into `out_dir`; returns the paths written."""
+def write_metrics_figures(data: Any, out_dir: str | os.PathLike, per_sae: bool = True) -> list[Path]:
+    """Every metrics figure for a sweep into `out_dir` (`per_sae`: one L0 heat map per SAE too); returns the paths
+    written."""
     out_dir = Path(out_dir)
     rows = _rows(data)
     written = []
@@ -253,10 +255,14 @@ def write_metrics_figures(data: Any, out_dir: str | os.PathLike) -> list[Path]:
     varying = [r for r in rows if varies_by_position(r)]  # TopK: L0 = k on every patch, nothing to map
     if varying:
         written.append(save_figure(plot_l0_heatmaps(varying), out_dir / "l0_position_heatmaps.png"))
-    for row in varying:
+    for row in varying if per_sae else []:
         name = _slug(str(row.get("name") or row.get("hook_name")))
         written.append(save_figure(plot_l0_heatmap(row), out_dir / f"l0_heatmap_{name}.png"))
     written.append(save_figure(plot_density_histogram(rows), out_dir / "density_histogram.png"))
     if any(_finite(r.get("explained_variance_all")) for r in rows):
-        written.append(save_figure(plot_ev_vs_l0(rows), out_dir / "ev_vs_l0.png"))
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message='.*loc="best".*'
+            )  # matplotlib's legend placement search
+            written.append(save_figure(plot_ev_vs_l0(rows), out_dir / "ev_vs_l0.png"))
     return written

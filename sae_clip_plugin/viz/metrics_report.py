@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,11 @@ SUMMARY_COLUMNS = (
 )
 
 
-def write_metrics_results(df: Any, out: Path, title: str) -> list[Path]:
-    """metrics.csv (every scalar), metrics.md (the summary columns), arrays.npz and the figures."""
+def write_metrics_results(
+    df: Any, out: Path, title: str, columns: Sequence[str] = SUMMARY_COLUMNS, per_sae_figures: bool = True
+) -> list[Path]:
+    """metrics.csv (every scalar), metrics.md (`columns`), arrays.npz and the figures (`per_sae_figures`: also
+    one L0 heat map per SAE, besides the sweep-level figures)."""
     import numpy as np
 
     from sae_clip_plugin.analysis.metrics.evaluate import ARRAY_KEYS, metrics_table, to_markdown
@@ -54,7 +58,7 @@ def write_metrics_results(df: Any, out: Path, title: str) -> list[Path]:
 
     table = metrics_table(df)
     atomic_write_text(out / "metrics.csv", table.to_csv(index=False))
-    atomic_write_text(out / "metrics.md", f"# {title}\n\n{to_markdown(table, SUMMARY_COLUMNS)}")
+    atomic_write_text(out / "metrics.md", f"# {title}\n\n{to_markdown(table, list(columns))}")
     arrays = {
         f"{row['name']}/{key}": np.asarray(row[key], dtype=float)
         for _, row in df.iterrows()
@@ -64,7 +68,7 @@ def write_metrics_results(df: Any, out: Path, title: str) -> list[Path]:
     with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as f:
         np.savez(f, **arrays)
     os.replace(f.name, out / "arrays.npz")
-    return write_metrics_figures(df, out / "figures")
+    return write_metrics_figures(df, out / "figures", per_sae=per_sae_figures)
 
 
 def load_metrics_results(out: str | os.PathLike) -> Any:

@@ -347,8 +347,18 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
     parser = argparse.ArgumentParser()
     register_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["disentangle", "--sae", "x", "--sae", "R:id", "--task", "toy-typographic", "--out", "o",
-                              "--k", "3"])  # fmt: skip
-    assert args.k == [3] and args.sae == ["x", "R:id"] and args.device == "auto" and callable(args.func)
+                              "--n-suppressed", "3"])  # fmt: skip
+    assert (
+        args.n_suppressed == [3]
+        and args.sae == ["x", "R:id"]
+        and args.device == "auto"
+        and callable(args.func)
+    )
+    # the previous spelling --k still works for one release (it was easy to mistake for TopK's k)
+    old = parser.parse_args(
+        ["disentangle", "--sae", "x", "--task", "toy-typographic", "--out", "o", "--k", "3", "5"]
+    )
+    assert old.n_suppressed == [3, 5]
     written = write_disentangle_outputs([(result, task(1))], tmp_path, "sae-clip disentangle ...")
     assert {p.name for p in written} == {"disentangle.csv", "disentangle.md", "summary.json",
                                          "accuracy_by_layer_tiny-typo.png"}  # fmt: skip

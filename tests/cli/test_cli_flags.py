@@ -105,14 +105,3 @@ def test_train_flags_reach_the_nested_logger():
     cfg = config_from_args(args)
     assert cfg.logger.log_to_wandb is True and cfg.logger.run_name == "mine"
     assert cfg.logger.wandb_project == "sae_clip_plugin"
-
-
-def test_disentangle_flag_defaults_are_the_library_defaults():
-    """The CLI spells DisentangleConfig's defaults again (its parser must not import torch); they must agree."""
-    import dataclasses
-
-    from sae_clip_plugin.analysis.disentangle.evaluate import DisentangleConfig
-    from sae_clip_plugin.cli.disentangle import config_from_args
-
-    args = build_parser().parse_args(["disentangle", "--sae", "x", "--task", "toy-typographic", "--out", "o"])
-    assert dataclasses.asdict(config_from_args(args)) == dataclasses.asdict(DisentangleConfig())

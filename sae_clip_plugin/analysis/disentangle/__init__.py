@@ -6,7 +6,7 @@ baselines.py, forward.py), and the wording of results (text.py). Names load on f
 from sae_clip_plugin._lazy import lazy_exports
 
 _EXPORTS = {
-    "DisentangleConfig": "evaluate",
+    "DisentangleConfig": "config",
     "DisentangleResult": "evaluate",
     "run_disentangle": "evaluate",
     "SpuriousTask": "tasks",

@@ -29,10 +29,9 @@ from sae_clip_plugin.analysis.disentangle.baselines import (
     random_features,
     top_heads,
 )
+from sae_clip_plugin.analysis.disentangle.config import DisentangleConfig
 from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
 from sae_clip_plugin.analysis.disentangle.select import (
-    METHODS,
-    POOLS,
     image_feature_acts,
     separation_scores,
     steering_scores,
@@ -43,53 +42,6 @@ from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_i
 from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
 from sae_clip_plugin.model.hooks import hook_layer
-from sae_clip_plugin.model.sae_splice import TOKEN_SELECTIONS, sae_token_selection
-
-TOKEN_CHOICES = ("sae", *TOKEN_SELECTIONS)
-
-
-@dataclass
-class DisentangleConfig:
-    """Knobs of one disentanglement run (defaults: the paper's recipe where it has one)."""
-
-    ks: tuple[int, ...] = (4, 8, 16)  # numbers of features suppressed
-    method: str = "auroc"  # auroc | mean_diff | steering
-    # tokens pooled into one activation per image for selection, and where features are clamped to 0
-    # (the paper: all tokens); "sae" = the tokens each SAE was trained on (metadata), so a CLS-only SAE acts
-    # on CLS only and an all-token SAE on all tokens
-    select_tokens: str = "sae"
-    pool: str = "mean"  # mean | max over select_tokens
-    suppress_tokens: str = "sae"
-    use_error_term: bool = True
-    n_random: int = 3  # seeds of the random-feature baseline
-    n_heads: tuple[int, ...] = (1, 2, 4)  # head-ablation baseline sizes (typographic tasks)
-    head_layers: tuple[int, ...] | None = None  # restrict ablated heads to these layers
-    max_clean_drop: float = 0.02  # typographic: clean accuracy a setting may lose (chosen and bar)
-    steering_candidates: int = 64  # method=steering: features pre-ranked by AUROC then steered
-    steering_scale: float = 1.0  # method=steering: clamp value = scale * the feature's max activation
-    batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        self.ks = tuple(int(k) for k in self.ks)
-        self.n_heads = tuple(int(n) for n in self.n_heads)
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"ks must be positive feature counts, got {self.ks}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        if self.n_random < 0:
-            raise ValueError("n_random must be >= 0")
-        for name in ("select_tokens", "suppress_tokens"):
-            if getattr(self, name) not in TOKEN_CHOICES:
-                raise ValueError(f"{name} must be one of {TOKEN_CHOICES}, got {getattr(self, name)!r}")
-
-    def tokens_for(self, model: Any, sae: Any, hook: str) -> tuple[str, str]:
-        """(selection tokens, suppression tokens) for one SAE: "sae" resolves to its trained tokens."""
-        own = sae_token_selection(sae, model.cfg.n_tokens, hook, None)
-        resolve = lambda t: own if t == "sae" else t  # noqa: E731
-        return resolve(self.select_tokens), resolve(self.suppress_tokens)
-
 
 # ------------------------------------------------------------------------------------------------
 # metrics

@@ -22,15 +22,12 @@ import torch
 import torch.nn.functional as F
 from sae_lens import SAE
 
+from sae_clip_plugin.analysis.disentangle.config import POOLS
 from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
 from sae_clip_plugin.analysis.steering.interventions import sae_hook_name
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.tokens import TokenSelection
-
-METHODS = ("auroc", "mean_diff", "steering")
-POOLS = ("mean", "max")
-
 
 # ------------------------------------------------------------------------------------------------
 # per-image feature activations
