@@ -12,7 +12,7 @@ _EXPORTS = {
     "evaluate_sae": "sae_clip_plugin.analysis.metrics.evaluate",
     "evaluate_saes": "sae_clip_plugin.analysis.metrics.evaluate",
     "evaluate_zero_shot": "sae_clip_plugin.analysis.zero_shot",
-    "iter_image_batches": "sae_clip_plugin.analysis.zero_shot",
+    "iter_image_batches": "sae_clip_plugin.analysis.pixels",
     "zero_shot_logits": "sae_clip_plugin.analysis.zero_shot",
     "steer": "sae_clip_plugin.analysis.steering.interventions",
     "run_disentangle": "sae_clip_plugin.analysis.disentangle.evaluate",

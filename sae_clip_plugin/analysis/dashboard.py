@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_clip_plugin.analysis.pixels import as_pixels
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import stop_layer
 
@@ -104,12 +105,6 @@ def display_images(pixels: torch.Tensor, preprocess_cfg: dict[str, Any] | None) 
     std = torch.tensor(cfg.get("std") or DEFAULT_STD, dtype=torch.float32).view(1, -1, 1, 1)
     x = pixels.detach().float().cpu() * std + mean
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _pixels(model: Any, images: Any) -> torch.Tensor:
-    from sae_clip_plugin.analysis.steerability.metric import as_pixels
-
-    return as_pixels(model, images)
 
 
 @torch.no_grad()
@@ -297,7 +292,7 @@ def collect_dashboard_data(
         raise ValueError(f"features {bad} are out of range for an SAE with d_sae={sae.cfg.d_sae}")
     if labels is not None and len(labels) != len(features):
         raise ValueError(f"{len(labels)} labels for {len(features)} features; pass one label per feature")
-    pixels = _pixels(model, images)
+    pixels = as_pixels(model, images)
     n_tokens = model.cfg.n_tokens
     positions = sae_token_positions(sae, n_tokens)
     has_cls, has_patches = 0 in positions, any(p > 0 for p in positions)

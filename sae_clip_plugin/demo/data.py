@@ -69,7 +69,7 @@ class DemoData:
 
     # -- steering ----------------------------------------------------------------------------------
     def steer_pixels(self) -> torch.Tensor:
-        from sae_clip_plugin.analysis.steerability.metric import as_pixels
+        from sae_clip_plugin.analysis.pixels import as_pixels
         from sae_clip_plugin.training.sources import image_source
 
         n = self.cfg["n_steer_images"]

@@ -350,7 +350,7 @@ class DemoRun:
         return sections
 
     def step_dashboard(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.steerability.metric import as_pixels
+        from sae_clip_plugin.analysis.pixels import as_pixels
         from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
         from sae_clip_plugin.viz.metrics_figures import save_figure
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sae_clip_plugin.analysis.pixels import materialize_images
+
 KINDS = ("typographic", "groups")
 SPURIOUS_BY = ("word", "attack")
 
@@ -136,19 +138,6 @@ def _group_by(values: Sequence[Any]) -> dict[Any, list[int]]:
 # LabelledImageDataset (CelebA, Waterbirds, typographic folders and generated sets)
 
 
-def _pixels(
-    model: Any, dataset: Any, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sae_clip_plugin.analysis.zero_shot import iter_image_batches
-
-    px, labels, groups = [], [], []
-    for batch in iter_image_batches(dataset, batch_size, transform=model.preprocess):
-        px.append(batch.pixels)
-        labels.append(batch.labels)
-        groups.append(batch.groups)
-    return torch.cat(px), torch.cat(labels), torch.cat(groups)
-
-
 def _spurious_from_dataset(dataset: Any, kind: str, spurious_by: str) -> tuple[torch.Tensor, int | None]:
     groups = dataset.groups.clone()
     if kind == "typographic":
@@ -213,7 +202,7 @@ def task_from_datasets(
         raise ValueError("the selection and evaluation sets must have the same class names")
     splits, reference = [], None
     for ds in (select, evaluate):
-        pixels, labels, groups = _pixels(model, ds, batch_size)
+        pixels, labels, groups = materialize_images(ds, model.preprocess, batch_size=batch_size)
         spurious, reference = _spurious_from_dataset(ds, kind, spurious_by)
         split = ImageSplit(pixels, labels, groups, spurious, _pair_ids(ds))
         if kind == "typographic":

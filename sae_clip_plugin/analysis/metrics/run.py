@@ -8,8 +8,8 @@ from typing import Any
 
 from sae_clip_plugin.analysis.metrics.config import EvalConfig
 from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
+from sae_clip_plugin.analysis.pixels import materialize_images
 from sae_clip_plugin.analysis.resolve import resolve_run
-from sae_clip_plugin.analysis.zero_shot import materialize_images
 from sae_clip_plugin.data import load_labelled_images
 
 

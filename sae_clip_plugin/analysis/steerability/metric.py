@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from sae_lens import SAE
 
+from sae_clip_plugin.analysis.pixels import as_pixels
 from sae_clip_plugin.analysis.steerability.engine import fast_mean_shift, naive_mean_shift
 from sae_clip_plugin.analysis.steering.bases import Basis, make_basis
 from sae_clip_plugin.analysis.steering.strength import (
@@ -67,20 +68,6 @@ def select_features(n: int, features: Any = None, seed: int = 0) -> list[int]:
     if bad or not chosen:
         raise ValueError(f"feature indices {bad or chosen} are out of range for a dictionary of {n}")
     return chosen
-
-
-def as_pixels(model: Any, images: Any) -> torch.Tensor:
-    """A [N, 3, S, S] tensor, a list of PIL images / tensors, or an ImageSource -> pixel tensor."""
-    if isinstance(images, torch.Tensor):
-        model.check_pixel_values(images)
-        return images
-    items = [images[i] for i in range(len(images))] if hasattr(images, "__getitem__") else list(images)
-    if not items:
-        raise ValueError("steerability needs at least one image")
-    tensors = [item if isinstance(item, torch.Tensor) else model.preprocess(item) for item in items]
-    pixels = torch.stack(tensors)
-    model.check_pixel_values(pixels)
-    return pixels
 
 
 def metrics_from_shift(
