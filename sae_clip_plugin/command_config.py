@@ -2,7 +2,7 @@
 
 Each field is declared with `option(...)`: its default, a help text, and what the command line needs (a parser for
 the value, choices, the help group, repeatable). `sae_clip_plugin.cli.options.add_config_flags` turns the fields
-into argparse flags (`--n-images` for `n_images`), `from_namespace` reads them back, and `--config FILE` is a YAML /
+into argparse flags (`--max-images` for `max_images`), `from_namespace` reads them back, and `--config FILE` is a YAML /
 JSON mapping of the same field names for every command (`sae-clip train` included: its config is
 VisionSAERunnerConfig). A library user builds the same dataclass in Python and calls the command's library entry
 point with it, which is what the CLI does.
@@ -32,11 +32,13 @@ def option(
     nargs: str | None = None,
     metavar: str | None = None,
     required: bool = False,
+    flag: str | None = None,
 ) -> Any:
     """A config field and its flag: `parse` turns the typed text into the value (default: from the annotation);
-    `repeat` makes a repeatable flag collecting a list; `nargs="+"` one flag taking several values."""
+    `repeat` makes a repeatable flag collecting a list; `nargs="+"` one flag taking several values; `flag` the flag's
+    name when it is not the field's (VisionSAERunnerConfig keeps sae_lens' field names behind shared flags)."""
     metadata = {"help": help, "parse": parse, "choices": choices, "group": group, "repeat": repeat,
-                "nargs": nargs, "metavar": metavar, "required": required}  # fmt: skip
+                "nargs": nargs, "metavar": metavar, "required": required, "flag": flag}  # fmt: skip
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

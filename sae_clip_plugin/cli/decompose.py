@@ -18,7 +18,7 @@ import argparse
 from typing import Any
 
 from sae_clip_plugin.analysis.decomposition.config import DecomposeConfig
-from sae_clip_plugin.cli.options import add_config, add_config_flags
+from sae_clip_plugin.cli.options import add_config, add_config_flags, add_deprecated
 
 
 def run_decompose_command(args: argparse.Namespace) -> int:
@@ -45,5 +45,6 @@ def register_commands(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     groups = add_config_flags(p, DecomposeConfig)
+    add_deprecated(groups["options"], "--n-images", "--n-select", dest="n_select", type=int)
     add_config(groups["options"])
     p.set_defaults(func=run_decompose_command)

@@ -1,6 +1,6 @@
 """`sae-clip steerability`: the paper's steerability metric for an SAE, the neurons at a hook, or a random model.
 
-    sae-clip steerability --sae out/sae --images toy --n-images 192 --vocabulary toy --features 0.05 --out out/steer
+    sae-clip steerability --sae out/sae --images toy --max-images 192 --vocabulary toy --features 0.05 --out out/steer
     sae-clip steerability --model toy --neurons --hook blocks.3.hook_resid_post --images toy --out out/steer_neurons
     sae-clip steerability --model toy --neurons --hook ... --random-model ...  # the random-model control
     sae-clip steerability --sae out/sae_on_random_toy ...        # SAE trained on random:toy (random_vision_model)
@@ -30,6 +30,7 @@ def register_commands(subparsers: Any) -> None:
     )
     groups = add_config_flags(p, SteerabilityConfig)
     add_deprecated(groups["what to steer"], "--sae-id", "--sae RELEASE:SAE_ID", dest="sae_id")
+    add_deprecated(groups["images and readout"], "--n-images", "--max-images", dest="max_images", type=int)
     add_config(groups["steering"])
     p.set_defaults(func=run_steerability_command)
 

@@ -16,43 +16,21 @@ from typing import Any
 
 from sae_clip_plugin.cli.options import add_deprecated
 
-# flag -> (config field, type); None type = boolean switch
-_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--model": ("model_name", str, "model spec, e.g. open_clip:ViT-B-32/datacomp_xl_s13b_b90k or toy"),
-    "--token-selection": ("token_selection", str, "all | cls | patches"),
-    "--images": ("dataset_path", str, "image folder, datasets save_to_disk folder, hf:<hub name> or toy"),
-    "--max-images": ("max_images", int, "keep the first N images"),
-    "--architecture": (
-        "architecture",
-        str,
-        "standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated",
-    ),
-    "--expansion-factor": ("expansion_factor", int, "d_sae = expansion_factor * d_in"),
-    "--d-sae": ("d_sae", int, "SAE width (overrides --expansion-factor)"),
-    "--normalize-activations": (
-        "normalize_activations",
-        str,
-        "none | layer_norm | expected_average_only_in | ...",
-    ),
-    "--training-tokens": ("training_tokens", int, "training budget in tokens"),
-    "--train-batch-size-tokens": ("train_batch_size_tokens", int, "tokens per training batch"),
-    "--lr": ("lr", float, "learning rate"),
-    "--lr-warm-up-steps": ("lr_warm_up_steps", int, "linear warm-up steps"),
-    "--device": ("device", str, "auto (cuda when available) | cpu | cuda"),
-    "--harvest-batch-size": ("harvest_batch_size", int, "images per ViT forward"),
-    "--num-workers": ("num_workers", int, "image decoding processes"),
-    "--cache-path": ("cached_activations_path", str, "activation cache folder (built or resumed first)"),
-    "--cache-dtype": ("cache_dtype", str, "float32 | float16 | bfloat16"),
-    "--out": ("output_path", str, "where the SAE folder(s) go"),
-    "--checkpoint-path": ("checkpoint_path", str, "where checkpoints and eval_log.json go"),
-    "--n-checkpoints": ("n_checkpoints", int, "evenly spaced checkpoints"),
-    "--checkpoint-every-tokens": ("checkpoint_every_tokens", int, "a checkpoint every N tokens"),
-    "--resume-from-checkpoint": ("resume_from_checkpoint", str, "checkpoint folder to resume from"),
-    "--n-eval-images": ("n_eval_images", int, "images for the vision evaluation"),
-    "--seed": ("seed", int, "random seed"),
-    "--log-to-wandb": ("logger.log_to_wandb", None, "log through sae_lens' wandb logger"),
-    "--overwrite-output": ("overwrite_output", None, "replace an existing output folder"),
-}
+# the flags are the VisionSAERunnerConfig fields declared with option(..., flag=...) (training/config.py): name,
+# help and type come from the field; every flag defaults to "not given", so a --config file or a preset keeps its
+# values unless a flag is typed. --log-to-wandb sets sae_lens' nested logger.log_to_wandb.
+WANDB_FLAG = "--log-to-wandb"
+
+
+def config_flags() -> dict[str, Any]:
+    """flag -> the VisionSAERunnerConfig field it sets."""
+    import dataclasses
+
+    from sae_clip_plugin.training.config_flags import (
+        TrainingFlags,  # torch-free, unlike VisionSAERunnerConfig
+    )
+
+    return {f.metadata["flag"]: f for f in dataclasses.fields(TrainingFlags)}
 
 
 DEPRECATED_FLAGS = {
@@ -60,6 +38,7 @@ DEPRECATED_FLAGS = {
     "--hook-name": "--hook",
     "--dataset": "--images",
     "--output-path": "--out",
+    "--n-eval-images": "--n-eval",
 }
 
 
@@ -86,14 +65,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from sae_clip_plugin.training.config import VisionSAERunnerConfig
 
     overrides: dict[str, Any] = {}
-    for flag, (field, kind, _) in _FLAGS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and not (kind is None and value is False):
-            group, dot, name = field.partition(".")
-            if dot:
-                overrides.setdefault(group, {})[name] = value
-            else:
-                overrides[field] = value
+    for f in config_flags().values():
+        value = getattr(args, f.name)
+        if value is not None:
+            overrides[f.name] = value
+    if args.log_to_wandb:
+        overrides["logger"] = {"log_to_wandb": True}
     if args.hook:
         hooks = [h for item in args.hook for h in item.split(",") if h]
         overrides["hook_name"] = hooks[0] if len(hooks) == 1 else hooks
@@ -148,13 +125,26 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument(
         "--hook", action="append", help="hook to train on; repeat or comma-separate for several"
     )
+    dests = {flag: f.name for flag, f in config_flags().items()} | {"--hook": "hook"}
     for old, new in DEPRECATED_FLAGS.items():
-        add_deprecated(parser, old, new, dest=new[2:], append=new == "--hook")
-    for flag, (_, kind, help_text) in _FLAGS.items():
-        if kind is None:
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        add_deprecated(parser, old, new, dest=dests[new], append=new == "--hook")
+    from sae_clip_plugin.cli.options import _annotation_parser
+    from sae_clip_plugin.command_config import field_default
+
+    for flag, f in config_flags().items():
+        default = field_default(f)
+        help_text = f.metadata["help"] + (
+            "" if default in (None, False, "") else f" (config default: {default})"
+        )
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, type=_annotation_parser(f.type), default=None, help=help_text
+            )
+    parser.add_argument(
+        WANDB_FLAG, action="store_true", help="log through sae_lens' wandb logger (logger.log_to_wandb)"
+    )
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set sae.k=32"
     )

@@ -206,7 +206,7 @@ class DemoRun:
         from sae_clip_plugin.analysis.steerability.config import SteerabilityConfig
 
         return SteerabilityConfig(model=self.cfg.model_spec, images=self.data.dataset_spec, vocabulary=self.data.vocabulary,
-                                  n_images=self.cfg["n_steer_images"], seed=self.cfg.seed, device=self.cfg.device,
+                                  max_images=self.cfg["n_steer_images"], seed=self.cfg.seed, device=self.cfg.device,
                                   out=str(self.root / "steerability"), **settings)  # fmt: skip
 
     def steerability_plan(self, saes: dict[str, Any]) -> list[tuple[str, str, Any]]:

@@ -23,6 +23,7 @@ from sae_lens.config import LoggingConfig
 
 from sae_clip_plugin.config_types import check_field_types, check_mapping_types, check_number
 from sae_clip_plugin.training.cache import STORAGE_DTYPES
+from sae_clip_plugin.training.config_flags import TrainingFlags
 from sae_clip_plugin.training.tokens import check_token_selection
 
 TRAINING_ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated")
@@ -93,13 +94,12 @@ def renamed_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class VisionSAERunnerConfig:
-    """Everything a run needs; see the field comments. Build with `from_file`, `from_dict` or `from_preset`."""
+class VisionSAERunnerConfig(TrainingFlags):
+    """Everything a run needs; see the field comments (the fields `sae-clip train` has a flag for are declared in
+    TrainingFlags, training/config_flags.py, with their help). Build with `from_file`, `from_dict` or `from_preset`."""
 
     # -- model and hooks
-    model_name: str = "open_clip:ViT-B-32/datacomp_xl_s13b_b90k"  # a model spec (docs/conventions.md)
     hook_name: str | list[str] = "blocks.6.hook_resid_post"  # a list trains one SAE per hook, one data pass
-    token_selection: str = "all"  # all | cls | patches (CLS is token 0)
     fold_ln: bool = False  # weight processing of the HookedViT (the paper: none)
     center_writing_weights: bool = False
     model_dtype: str = "float32"
@@ -107,29 +107,17 @@ class VisionSAERunnerConfig:
     autocast_model: bool = False  # bfloat16 autocast for the ViT forward
 
     # -- images
-    dataset_path: str = (
-        ""  # folder of images | datasets save_to_disk folder | "hf:<hub name>" | a registered name
-    )
     dataset_split: str = "train"
     image_column: str | None = None  # for datasets; found automatically when None
-    max_images: int | None = None  # keep the first N images
-    harvest_batch_size: int = 64  # images per ViT forward
-    num_workers: int = 2  # DataLoader processes decoding and preprocessing images
     shuffle_images: bool = True  # new image (or cache chunk) order every epoch
 
     # -- optional disk cache (sae_lens cached-activation layout)
-    cached_activations_path: str | None = None  # built (or resumed) first, then read
-    cache_dtype: str = "float32"  # float32 | float16 | bfloat16 (bfloat16: readable by this package only)
     cache_shard_images: int = 1024
     cache_chunk_images: int = 64  # contiguous images per cache read when training
 
     # -- SAE
     preset: str | None = None  # vanilla | topk; applied by from_dict / from_preset, recorded here
-    architecture: str = "standard"  # standard | topk | batchtopk | matryoshka_batchtopk | jumprelu | gated
-    expansion_factor: int = 64
-    d_sae: int | None = None  # overrides expansion_factor
     # None: layer_norm (vanilla family), expected_average_only_in (TopK family)
-    normalize_activations: str | None = None
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
     sae: dict[str, Any] = field(
@@ -138,17 +126,12 @@ class VisionSAERunnerConfig:
     sae_dtype: str = "float32"
 
     # -- training (sae_lens SAETrainerConfig)
-    training_tokens: int = 2_600_000 * 50  # the paper: ~2.6M images x 50 tokens
-    train_batch_size_tokens: int = 4096
-    lr: float = 4e-4
     lr_end: float | None = None  # default lr / 10
     lr_scheduler_name: str = "cosineannealing"
-    lr_warm_up_steps: int = 200
     lr_decay_steps: int = 0
     n_restart_cycles: int = 1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    device: str = "auto"  # auto = cuda when available
     autocast_sae: bool = False
     # steps without firing before a feature counts as dead (and the TopK auxiliary loss trains it); None: 1/20
     # of the run, at most sae_lens' 1000 (a 1000-step window never fires on a 200-step run, so nothing revives)
@@ -158,17 +141,9 @@ class VisionSAERunnerConfig:
     n_batches_in_buffer: int = 16  # mixing-buffer size in training batches
     activations_mixing_fraction: float = 0.5
     prefetch_batches: int = 2  # batches prepared in a background thread (0 = off)
-    seed: int = 42
 
     # -- checkpoints, evaluation, output
-    output_path: str = "sae_output"
-    overwrite_output: bool = False
-    checkpoint_path: str | None = "auto"  # auto: <output_path>/checkpoints; None: no checkpoints or eval log
-    n_checkpoints: int = 0  # evenly spaced, as sae_lens
-    checkpoint_every_tokens: int | None = None  # or every N training tokens
     save_final_checkpoint: bool = False
-    resume_from_checkpoint: str | None = None
-    n_eval_images: int = 64  # images for the vision evaluation: the source's first ones (in-sample) ...
     eval_holdout: bool = False  # ... or its last ones, held out of training (needs the model loaded)
 
     # -- wandb through sae_lens' own LoggingConfig (off by default), nested as in LanguageModelSAERunnerConfig

@@ -180,7 +180,7 @@ def test_decompose_command_writes_a_consistent_table_and_figures(tmp_path) -> No
     from sae_clip_plugin.cli import main
 
     out = tmp_path / "dec"
-    assert main(["decompose", "--out", str(out), "--n-images", "12", "--batch-size", "8"]) == 0
+    assert main(["decompose", "--out", str(out), "--n-select", "12", "--batch-size", "8"]) == 0
     for name in ("heads.csv", "heads.md", "summary.json", "head_direct_effect.png", "head_typographic_effect.png",
                  "token_maps.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name

@@ -23,11 +23,11 @@ COMMANDS = {
 }
 # a setting of each command other than its default, for the round trip (with what the command requires)
 CHANGED = {
-    "steerability": {"sae": "out/sae", "n_images": 7, "tokens": [0, 3], "strengths": [0.0, 50.0], "json": True,
+    "steerability": {"sae": "out/sae", "max_images": 7, "tokens": [0, 3], "strengths": [0.0, 50.0], "json": True,
                      "random_model": True, "out": "o", "relative_strength": 2.5},
     "eval": {"sae": ["a", "b"], "images": "toy", "templates": ["a {}", "the {}"], "preload_gb": 0.5,
              "no_downstream": True},
-    "decompose": {"task": "toy-colour", "out": "o", "n_images": 12, "word_placement": "anywhere"},
+    "decompose": {"task": "toy-colour", "out": "o", "n_select": 12, "word_placement": "anywhere"},
     "disentangle": {"sae": ["s"], "task": ["toy-typographic", "toy-colour"], "out": "o", "n_suppressed": [2, 5],
                     "head_layers": [1, 2], "method": "mean_diff", "n_select": 9},
 }  # fmt: skip
@@ -81,3 +81,21 @@ def test_a_config_file_round_trips_every_command(command, tmp_path):
 
 def test_the_disentangle_command_defaults_are_the_experiments():
     assert DisentangleCommandConfig(task=["t"], out="o").experiment() == DisentangleConfig()
+
+
+def test_train_flags_are_the_flagged_runner_config_fields():
+    """sae-clip train's flags: the VisionSAERunnerConfig fields declared with a flag (TrainingFlags), plus the
+    command's own (--config, --preset, --hook, --set, --print-config, --log-to-wandb)."""
+    from sae_clip_plugin.training.config import VisionSAERunnerConfig
+    from sae_clip_plugin.training.config_flags import TrainingFlags
+
+    sub = _subparser("train")
+    own = {"config", "preset", "hook", "set", "print_config", "log_to_wandb"}
+    flags = {a.dest: a for a in sub._actions
+             if a.option_strings and a.help != argparse.SUPPRESS and a.dest not in ("help",)}  # fmt: skip
+    fields = {f.name: f for f in dataclasses.fields(TrainingFlags)}
+    assert set(flags) - own == set(fields)
+    for name, f in fields.items():
+        assert flags[name].option_strings == [f.metadata["flag"]] and flags[name].default is None
+        assert flags[name].help.startswith(f.metadata["help"]), name
+    assert {f.name for f in dataclasses.fields(VisionSAERunnerConfig)} >= set(fields)  # inherited, not copied

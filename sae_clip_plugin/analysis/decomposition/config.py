@@ -18,7 +18,7 @@ class DecomposeConfig(CommandConfig):
     texts: str | None = option(None, "TextSpan texts: a registered text bank (toy) | imagenet | a word-per-line file "
                                "(default: the model's registered text bank, else imagenet)")  # fmt: skip
     n_texts: int = option(3, "TextSpan texts per head")
-    n_images: int | None = option(None, "toy pairs / images per group of the task's selection split (default: the "
+    n_select: int | None = option(None, "selection split size: toy pairs / images per group (default: the "
                                   "task's)")  # fmt: skip
     word_placement: str | None = option(None, "toy-typographic: where the word is written (default: beside)",
                                         choices=["beside", "anywhere"])  # fmt: skip

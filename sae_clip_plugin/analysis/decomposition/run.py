@@ -59,7 +59,7 @@ def decompose_task(cfg: DecomposeConfig, progress: bool = True) -> Decomposition
     run = resolve_run(model=cfg.model, device=cfg.device)
     model = run.model
     options = {"placement": cfg.word_placement} if cfg.word_placement else {}
-    task = build_task(model, cfg.task, n_select=cfg.n_images, n_eval=cfg.n_images, seed=cfg.seed, **options)
+    task = build_task(model, cfg.task, n_select=cfg.n_select, n_eval=cfg.n_select, seed=cfg.seed, **options)
     split = task.select
     weights = model.zero_shot_weights(task.classnames, task.templates)
     texts = text_bank(cfg.texts or default_vocabulary(run.model_spec.removeprefix("random:")))

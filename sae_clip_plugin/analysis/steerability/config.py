@@ -28,7 +28,7 @@ class SteerabilityConfig(CommandConfig):
     images: str | None = option(None, "images: a folder, a datasets save_to_disk folder, hf:<hub name>, or a "
                                 "registered name (default: the model's own registered images, e.g. toy)", group=DATA)  # fmt: skip
     split: str = option("validation", "split of a hub / datasets source", group=DATA)
-    n_images: int = option(192, "images to average over (paper: 192)", group=DATA)
+    max_images: int = option(192, "images of --images to average over (paper: 192)", group=DATA)
     vocabulary: str | None = option(None, "imagenet | a registered name (toy) | toy,imagenet | word-per-line file "
                                     "| JSON list (default: the model's registered vocabulary, else imagenet)", group=DATA)  # fmt: skip
     readout_scale: float = option(100.0, "softmax scale of the readout (paper: 100)", group=DATA)

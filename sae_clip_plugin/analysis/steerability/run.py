@@ -50,9 +50,9 @@ def resolve_steerability_inputs(cfg: SteerabilityConfig) -> ResolvedRun:
 
 
 def steerability_pixels(cfg: SteerabilityConfig, run: ResolvedRun) -> torch.Tensor:
-    """The images the measurement averages over: the first --n-images of --images, drawn with seed + 1."""
+    """The images the measurement averages over: --max-images of --images, drawn with seed + 1."""
     assert run.images is not None
-    source = image_source(run.images, split=cfg.split, max_images=cfg.n_images, seed=cfg.seed + 1)
+    source = image_source(run.images, split=cfg.split, max_images=cfg.max_images, seed=cfg.seed + 1)
     return as_pixels(run.model, source.with_transform(run.model.preprocess))
 
 
