@@ -48,6 +48,7 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
     FileExistsError,
 )
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, pickle.UnpicklingError)
+# an error class may set `exit_code` (a demo folder written with other settings is fixed by a flag: 2)
 
 
 def with_config_file(parser: argparse.ArgumentParser, raw: list[str]) -> list[str]:
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"sae-clip {args.command}: error: {message} (run with --debug for the traceback)", file=sys.stderr
         )
-        return 2 if isinstance(err, USAGE_ERRORS) else 1
+        return int(getattr(err, "exit_code", 2 if isinstance(err, USAGE_ERRORS) else 1))
 
 
 if __name__ == "__main__":

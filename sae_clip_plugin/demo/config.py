@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sae_clip_plugin.command_config import CommandConfig, option
+
 # the budgets that differ between the full demo and --fast
 FULL: dict[str, Any] = {
     "n_layers_trained": 3,
@@ -134,3 +136,25 @@ class DemoConfig:
         for key in NOT_FINGERPRINTED:
             data.pop(key)
         return json.loads(json.dumps(data))  # tuples -> lists, as they come back from disk
+
+
+@dataclass
+class DemoCommandConfig(CommandConfig):
+    """`sae-clip demo`'s settings (torch-free): where, on which model and images, how big; `demo_config()` builds
+    the DemoConfig the pipeline runs."""
+
+    out: str | None = option(None, "output folder (created; a re-run resumes it)", required=True)
+    model: str = option("toy", "model spec: open_clip:<name>/<pretrained tag>, hf:<repo id>, or a registered name such "
+                        "as toy")  # fmt: skip
+    images: str | None = option(None, "an image folder: its class subfolders give zero-shot labels and a typographic "
+                                "task (default: the toy world)")  # fmt: skip
+    fast: bool = option(False, "tiny budgets (smoke test)")
+    layers: list[int] | None = option(None, "blocks to train SAEs on (default: 3 spread)", nargs="+")
+    device: str = option("auto", "torch device: auto (cuda when available, else cpu), cpu, cuda, ...")
+    seed: int = option(0, "seed of every step")
+    force: bool = option(False, "delete this demo's previous outputs in --out and start over")
+
+    def demo_config(self, device: str) -> DemoConfig:
+        """The pipeline's config (`device`: the resolved torch device)."""
+        return DemoConfig.make(self.out, fast=self.fast, model_spec=self.model, images=self.images,  # type: ignore[arg-type]
+                               layers=tuple(self.layers) if self.layers else None, device=device, seed=self.seed)  # fmt: skip

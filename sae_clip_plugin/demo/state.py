@@ -32,6 +32,8 @@ OWNED = (STATE_DIR, CONFIG_FILE, "cache", "saes", "metrics", "steerability", "di
 class SettingsMismatchError(RuntimeError):
     """The output folder holds a demo run made with other settings."""
 
+    exit_code = 2  # fixed by a flag (--force, another --out): the CLI's bad-input status
+
 
 def write_json(path: Path, data: Any) -> Path:
     return atomic_write_json(path, data, default=str)

@@ -14,12 +14,14 @@ from sae_clip_plugin.analysis.metrics.config import EvalConfig
 from sae_clip_plugin.analysis.steerability.config import SteerabilityConfig
 from sae_clip_plugin.cli import build_parser, with_config_file
 from sae_clip_plugin.command_config import field_default
+from sae_clip_plugin.demo.config import DemoCommandConfig
 
 COMMANDS = {
     "steerability": SteerabilityConfig,
     "eval": EvalConfig,
     "decompose": DecomposeConfig,
     "disentangle": DisentangleCommandConfig,
+    "demo": DemoCommandConfig,
 }
 # a setting of each command other than its default, for the round trip (with what the command requires)
 CHANGED = {
@@ -30,6 +32,7 @@ CHANGED = {
     "decompose": {"task": "toy-colour", "out": "o", "n_select": 12, "word_placement": "anywhere"},
     "disentangle": {"sae": ["s"], "task": ["toy-typographic", "toy-colour"], "out": "o", "n_suppressed": [2, 5],
                     "head_layers": [1, 2], "method": "mean_diff", "n_select": 9},
+    "demo": {"out": "o", "fast": True, "layers": [1, 3], "images": "imgs", "seed": 3},
 }  # fmt: skip
 
 
