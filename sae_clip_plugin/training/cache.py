@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.locking import LOCK_NAME, folder_lock
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 MANIFEST = "sae_clip_cache.json"
 IMAGES = "images.txt"
@@ -80,7 +83,7 @@ def column_name(hook_name: str, storage_dtype: str) -> str:
 
 
 def _features(hook_name: str, storage_dtype: str, context_size: int, d_in: int) -> Any:
-    from datasets import Array2D, Features
+    from datasets import Array2D, Features  # lazy: datasets
 
     arrow_dtype = "uint16" if storage_dtype == "bfloat16" else storage_dtype
     return Features(
@@ -97,6 +100,7 @@ def _to_storage(acts: torch.Tensor, storage_dtype: str) -> np.ndarray:
 
 def _shard_dataset(acts: torch.Tensor, hook_name: str, storage_dtype: str) -> Any:
     """[n, context, d_in] -> a one-column datasets.Dataset, built from the buffer without per-row copies."""
+    # lazy: datasets, pyarrow
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
     from datasets.table import InMemoryTable
@@ -122,7 +126,7 @@ def _shard_dataset(acts: torch.Tensor, hook_name: str, storage_dtype: str) -> An
 
 def _write_arrow(dataset: Any, target: Path) -> None:
     """Save a one-shard dataset and move its arrow file to `target` (atomic rename)."""
-    import datasets
+    import datasets  # lazy: datasets
 
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=target.parent) as tmp:
         quiet = datasets.are_progress_bars_disabled()
@@ -222,7 +226,7 @@ class ActivationDiskCache:
     # -- reading ---------------------------------------------------------------------------------
     def dataset(self, hook_name: str) -> Any:
         """The hook's `datasets.Dataset` (one row per image), as sae_lens loads it."""
-        import datasets
+        import datasets  # lazy: datasets
 
         return datasets.load_from_disk(str(self.hook_path(hook_name)))
 
@@ -293,7 +297,7 @@ class ActivationDiskCache:
         dtype: str = "float32",
     ) -> Any:
         """A sae_lens ActivationsStore over this cache (model=None, dataset=None)."""
-        from sae_lens import ActivationsStore
+        from sae_lens import ActivationsStore  # lazy: sae_lens
 
         if self.storage_dtype == "bfloat16":
             raise ValueError(
@@ -358,7 +362,11 @@ class ActivationDiskCache:
 
 
 def cache_config(
-    model: Any, source: ImageSource, harvester: ActivationHarvester, storage_dtype: str, shard_images: int
+    model: HookedViT,
+    source: ImageSource,
+    harvester: ActivationHarvester,
+    storage_dtype: str,
+    shard_images: int,
 ) -> tuple[dict[str, Any], list[str]]:
     ids = source.image_ids()
     config = {
@@ -376,7 +384,7 @@ def cache_config(
 
 def write_activation_cache(
     path: str | os.PathLike,
-    model: Any,
+    model: HookedViT,
     source: ImageSource,
     hook_names: Sequence[str],
     token_selection: str = "all",
@@ -416,7 +424,7 @@ def write_activation_cache(
 
 def _write_shards(
     path: Path,
-    model: Any,
+    model: HookedViT,
     source: ImageSource,
     harvester: ActivationHarvester,
     config: dict[str, Any],
@@ -477,7 +485,7 @@ def _shards(
 
 def _open_or_create(
     path: Path,
-    model: Any,
+    model: HookedViT,
     source: ImageSource,
     harvester: ActivationHarvester,
     config: dict[str, Any],
@@ -493,7 +501,7 @@ def _open_or_create(
             )
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / IMAGES, "\n".join(ids) + "\n")
-        import sae_lens
+        import sae_lens  # lazy: sae_lens
 
         manifest = {
             "format": FORMAT,

@@ -65,7 +65,7 @@ def interrupts_between_steps(feed: TrainerFeed) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
         yield
         return
-    from sae_lens.training._interruption import InterruptedException
+    from sae_lens.training._interruption import InterruptedException  # lazy: sae_lens
 
     def handler(signum: int, frame: Any) -> None:
         feed.interrupt(KeyboardInterrupt() if signum == signal.SIGINT else InterruptedException())

@@ -7,12 +7,15 @@ the token selection is applied right away so only the rows an SAE trains on are 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from sae_clip_plugin.training.sources import ImageSource, TensorSource, image_loader
 from sae_clip_plugin.training.tokens import HookGeometry, hook_geometry, stop_at_layer_for
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 class ActivationHarvester:
@@ -24,7 +27,7 @@ class ActivationHarvester:
 
     def __init__(
         self,
-        model: Any,
+        model: HookedViT,
         hook_names: Sequence[str],
         token_selection: str = "all",
         batch_size: int = 64,

@@ -7,7 +7,7 @@ from typing import Any
 
 def seqpos_slice(geometry: dict[str, Any]) -> tuple[int | None, ...]:
     """sae_lens' seqpos_slice for the selected tokens, so `ActivationsStore.from_sae` slices alike."""
-    from sae_clip_plugin.model.tokens import TokenSelection
+    from sae_clip_plugin.model.tokens import TokenSelection  # lazy: torch
 
     return TokenSelection(geometry["token_selection"]).seqpos_slice(geometry["has_cls"])
 
@@ -23,7 +23,7 @@ def vision_metadata(
     `model_cfg` is `HookedViTConfig.to_dict()`, `geometry` is `HookGeometry.to_dict()` and `dataset`
     is the image source's `describe()`.
     """
-    import sae_lens
+    import sae_lens  # lazy: sae_lens
 
     image_size, patch_size = model_cfg["image_size"], model_cfg["patch_size"]
     return {

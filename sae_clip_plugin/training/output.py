@@ -84,7 +84,7 @@ def check_layout(output_path: Path, hook_names: list[str], own_files: tuple[str,
 
 def rescue_weights(state: dict, cfg_json: str, name: str, places: list[Path | None]) -> Path | None:
     """After a failed final save: the trained weights in the first place that takes them (else None)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: torch
 
     for place in [*places, Path(tempfile.gettempdir())]:
         if place is None:

@@ -8,7 +8,6 @@ vision evaluation at every checkpoint (sae_lens runs its evaluator only with wan
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from sae_clip_plugin.atomic import atomic_write, atomic_write_json, honour_umask, make_temp_dir, replace_files
+from sae_clip_plugin.atomic import atomic_write_json, honour_umask, make_temp_dir, replace_files
 from sae_clip_plugin.locking import folder_lock
 from sae_clip_plugin.training.cache import (
     MANIFEST,
@@ -29,6 +28,11 @@ from sae_clip_plugin.training.cache import (
     CacheMismatchError,
     images_digest,
     write_activation_cache,
+)
+from sae_clip_plugin.training.checkpoints import (
+    resolve_resume,
+    restore,
+    write_data_position,
 )
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
 from sae_clip_plugin.training.evaluate import evaluate_on_activations
@@ -45,12 +49,17 @@ from sae_clip_plugin.training.output import (
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
 from sae_clip_plugin.training.tokens import HookGeometry
+from sae_clip_plugin.training.trainer_setup import (
+    NonFiniteTrainingError,
+    build_trainer,
+    guard_steps,
+    run_name,
+    show_progress_by_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
 RUNNER_CONFIG_FILENAME = "runner_cfg.json"  # sae_lens' RUNNER_CFG_FILENAME, so its upload carries it
-PROVIDER_STATE_FILENAME = "provider_state.json"  # written last: its presence marks a complete checkpoint
-PROVIDER_BUFFER_FILENAME = "provider_buffer.safetensors"  # the tokens waiting in the mixing buffer
 EVAL_LOG_FILENAME = "eval_log.json"
 # what a saved SAE folder holds that this package wrote (overwrite replaces these, nothing else)
 SAE_OWN_FILES = (
@@ -71,10 +80,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.exit_code = exit_code
 
 
-class NonFiniteTrainingError(RuntimeError):
-    """Training met NaN/inf activations or loss; nothing was saved as a result."""
-
-
 def check_finite_weights(sae: Any, name: str) -> None:
     """Refuse to save an SAE with a non-finite parameter (it would load and give NaN everywhere)."""
     bad = [p for p, t in sae.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -83,14 +88,6 @@ def check_finite_weights(sae: Any, name: str) -> None:
             f"the SAE for {name} has non-finite weights ({', '.join(bad)}); it was not saved. Check the images for "
             "NaN/inf pixels and lower lr"
         )
-
-
-def existing_checkpoints(checkpoint_path: str | Path | None) -> list[Path]:
-    """Checkpoint folders this package wrote under `checkpoint_path`, oldest (fewest tokens) first."""
-    if checkpoint_path is None or not Path(checkpoint_path).is_dir():
-        return []
-    found = [p for p in Path(checkpoint_path).iterdir() if (p / PROVIDER_STATE_FILENAME).is_file()]
-    return sorted(found, key=lambda p: (len(p.name), p.name))
 
 
 class VisionSAETrainingRunner:
@@ -240,45 +237,13 @@ class VisionSAETrainingRunner:
                 f"{n_images} images; images will be reused for {cfg.training_tokens / (n_images * context):.1f} epochs",
                 stacklevel=2,
             )
-        self._check_checkpoints()
-        if cfg.resume_from_checkpoint is not None and not Path(cfg.resume_from_checkpoint).is_dir():
-            raise FileNotFoundError(
-                f"resume_from_checkpoint={cfg.resume_from_checkpoint} is not a checkpoint folder"
-            )
+        cfg.resume_from_checkpoint = resolve_resume(cfg.checkpoint_path, cfg.resume_from_checkpoint)
         # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
         device = torch.device(self.device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             self._build_saes()
         self._set_up = True
-
-    def _check_checkpoints(self) -> None:
-        """Resolve resume_from_checkpoint='latest'; never start over on top of an earlier run's checkpoints."""
-        cfg = self.cfg
-        found = existing_checkpoints(cfg.checkpoint_path)
-        if cfg.resume_from_checkpoint == "latest":
-            if not found:
-                raise FileNotFoundError(
-                    f"resume_from_checkpoint='latest' but {cfg.checkpoint_path} holds no checkpoint; drop the option "
-                    "to start a new run"
-                )
-            cfg.resume_from_checkpoint = str(found[-1])
-        elif cfg.resume_from_checkpoint is not None and found:
-            chosen = Path(cfg.resume_from_checkpoint).resolve()
-            order = [p.resolve() for p in found]
-            later = [p.name for p in order[order.index(chosen) + 1 :]] if chosen in order else []
-            if later:
-                raise FileExistsError(
-                    f"resuming from {chosen.name} would overwrite the later checkpoint(s) {later} in "
-                    f"{cfg.checkpoint_path} as the run passes them again; resume from the latest "
-                    "(--resume-from-checkpoint latest), move the later ones away, or set another checkpoint_path"
-                )
-        elif found and cfg.resume_from_checkpoint is None:
-            raise FileExistsError(
-                f"checkpoint_path {cfg.checkpoint_path} holds checkpoints of an earlier run (latest: {found[-1]}); "
-                "resume it with --resume-from-checkpoint latest (resume_from_checkpoint='latest'), or choose another "
-                "checkpoint_path; they are never overwritten"
-            )
 
     def _output_targets(self) -> list[Path]:
         return [self.output_dir(h) for h in self.cfg.hook_names]
@@ -378,43 +343,6 @@ class VisionSAETrainingRunner:
     # ------------------------------------------------------------------------------------------
     # training
 
-    def _trainer_config(self) -> Any:
-        from sae_lens.config import SAETrainerConfig
-
-        cfg = self.cfg
-        return SAETrainerConfig(
-            total_training_samples=cfg.training_tokens,
-            train_batch_size_samples=cfg.train_batch_size_tokens,
-            lr=cfg.lr,
-            lr_end=cfg.lr_end,
-            lr_scheduler_name=cfg.lr_scheduler_name,
-            lr_warm_up_steps=cfg.lr_warm_up_steps,
-            lr_decay_steps=cfg.lr_decay_steps,
-            n_restart_cycles=cfg.n_restart_cycles,
-            adam_beta1=cfg.adam_beta1,
-            adam_beta2=cfg.adam_beta2,
-            device=self.device,
-            autocast=cfg.autocast_sae,
-            dead_feature_window=cfg.dead_feature_window,
-            feature_sampling_window=cfg.feature_sampling_window,
-            n_checkpoints=cfg.n_checkpoints,
-            checkpoint_path=cfg.checkpoint_path,
-            save_final_checkpoint=cfg.save_final_checkpoint,
-            logger=dataclasses.replace(
-                cfg.logger,
-                run_name=cfg.logger.run_name or self._run_name(),
-            ),
-            n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
-        )
-
-    def _run_name(self) -> str:
-        hooks = (
-            "+".join(self.cfg.hook_names)
-            if len(self.cfg.hook_names) <= 2
-            else f"{len(self.cfg.hook_names)}hooks"
-        )
-        return f"{self.cfg.architecture}-{hooks}-{self.cfg.token_selection}-lr{self.cfg.lr}"
-
     @property
     def _multi(self) -> bool:
         return len(self.saes) > 1
@@ -427,104 +355,18 @@ class VisionSAETrainingRunner:
 
     def _guard_steps(self) -> None:
         """Stop at the first non-finite batch or loss (sae_lens would train on and save a NaN SAE)."""
-        for name, trainer in self._trainers().items():
-            step = trainer.step
-
-            def guarded(
-                batch: torch.Tensor, _step: Any = step, _name: str = name, _trainer: Any = trainer
-            ) -> Any:
-                if not torch.isfinite(batch).all():
-                    raise NonFiniteTrainingError(
-                        f"non-finite activations at {_name} after {_trainer.n_training_samples} training tokens"
-                        + (
-                            f" (read from the activation cache {self.cfg.cached_activations_path}: rebuild it)"
-                            if self.cache
-                            else ""
-                        )
-                        + "; nothing was saved"
-                    )
-                out = _step(batch)
-                if not torch.isfinite(out.loss):
-                    raise NonFiniteTrainingError(
-                        f"the training loss of the SAE at {_name} became {out.loss.item()} after "
-                        f"{_trainer.n_training_samples} tokens; nothing was saved. Lower lr, or check the activations"
-                    )
-                return out
-
-            trainer.step = guarded
-
-    def _honest_progress(self) -> None:
-        """sae_lens' bar moves in jumps of 100 steps and stops short of 100% when the run is not a multiple of
-        them; ours shows the training tokens done after every step, labelled, and ends at 100%."""
-        trainer = self.trainer
-
-        def update(step_output: Any, pbar: Any, update_interval: int = 100) -> None:
-            pbar.unit, pbar.unit_scale = "tok", True
-            pbar.n = min(trainer.n_training_samples, pbar.total)
-            if trainer.n_training_steps % 10 == 0 or pbar.n >= pbar.total:
-                outputs = step_output if isinstance(step_output, dict) else {"": step_output}
-                losses = ", ".join(
-                    f"{name} loss {out.loss.item():.4g}".strip() for name, out in outputs.items()
-                )
-                pbar.set_description(
-                    f"training SAE, step {trainer.n_training_steps} ({losses})", refresh=False
-                )
-            pbar.refresh()
-
-        trainer._update_pbar = update
+        guard_steps(self._trainers(), self.cfg.cached_activations_path if self.cache else None)
 
     def _build_trainer(self, data_provider: Any) -> None:
-        from sae_lens.training.multi_sae_trainer import MultiSAETrainer
-        from sae_lens.training.sae_trainer import SAETrainer
-
-        trainer_cfg = self._trainer_config()
-        if self._multi:
-            self.trainer = MultiSAETrainer(
-                cfg=trainer_cfg,
-                saes=self.saes,
-                hook_names={n: n for n in self.saes},
-                data_provider=data_provider,
-                evaluator=self._multi_wandb_evaluator,
-                save_checkpoint_fn=self._save_checkpoint,
-            )
-        else:
-            self.trainer = SAETrainer(
-                cfg=trainer_cfg,
-                sae=next(iter(self.saes.values())),
-                data_provider=data_provider,
-                evaluator=self._wandb_evaluator,
-                save_checkpoint_fn=self._save_checkpoint,
-            )
-        if self.cfg.checkpoint_every_tokens:
-            every = self.cfg.checkpoint_every_tokens
-            self.trainer.checkpoint_thresholds = list(range(every, self.cfg.training_tokens, every))
+        evaluator = self._multi_wandb_evaluator if self._multi else self._wandb_evaluator
+        self.trainer = build_trainer(
+            self.cfg, self.device, self.saes, data_provider, evaluator, self._save_checkpoint
+        )
+        show_progress_by_tokens(self.trainer)
 
     def _resume(self) -> None:
         path = Path(self.cfg.resume_from_checkpoint)  # type: ignore[arg-type]
-        if self._multi:
-            self.trainer.load_checkpoint(path)
-        else:
-            self.trainer.load_trainer_state(path)
-            next(iter(self.saes.values())).load_weights_from_checkpoint(path)
-        state_file = path / PROVIDER_STATE_FILENAME
-        if state_file.is_file():
-            assert self.provider is not None
-            buffer_file = path / PROVIDER_BUFFER_FILENAME
-            tensors = load_file(buffer_file) if buffer_file.is_file() else None
-            if tensors is None:
-                logger.warning(
-                    "%s was written by an earlier release: the tokens then in the mixing buffer are skipped, so the "
-                    "resumed SAE will differ slightly from an uninterrupted run's",
-                    path,
-                )
-            self.provider.load_state_dict(json.loads(state_file.read_text())["provider"], tensors)
-        # sae_lens saves a periodic checkpoint before counting the step it follows: count it, so the steps
-        # (sparsity windows, step-dependent schedules) line up with the uninterrupted run's
-        for trainer in [self.trainer, *self._trainers().values()]:
-            trainer.n_training_steps = trainer.n_training_samples // self.cfg.train_batch_size_tokens
-        done = self.trainer.n_training_samples
-        # sae_lens keeps thresholds already passed, which would re-checkpoint on the next steps
-        self.trainer.checkpoint_thresholds = [t for t in self.trainer.checkpoint_thresholds if t >= done]
+        done = restore(path, self.trainer, self._trainers(), self.provider, self.cfg.train_batch_size_tokens)
         log = Path(self.cfg.checkpoint_path or path.parent) / EVAL_LOG_FILENAME
         if log.is_file():
             self.eval_log = [r for r in json.loads(log.read_text()) if r.get("n_training_samples", 0) <= done]
@@ -549,7 +391,6 @@ class VisionSAETrainingRunner:
         wandb_run = self._init_wandb()
         self._build_trainer(self.provider)
         self._guard_steps()
-        self._honest_progress()
         if self.cfg.resume_from_checkpoint is not None:
             self._resume()  # sets the provider's position before anything is drawn from it
         prefetch = None
@@ -582,7 +423,7 @@ class VisionSAETrainingRunner:
             project=self.cfg.logger.wandb_project,
             entity=self.cfg.logger.wandb_entity,
             config=self.cfg.to_dict(),
-            name=self.cfg.logger.run_name or self._run_name(),
+            name=self.cfg.logger.run_name or run_name(self.cfg),
         )
 
     @contextmanager
@@ -669,13 +510,8 @@ class VisionSAETrainingRunner:
         for written in [checkpoint_path, *checkpoint_path.rglob("*")]:  # sae_lens' files are 0600 otherwise
             honour_umask(written)
         assert self.provider is not None and self.feed is not None
-        consumed = self.feed.consumed  # the batches trained on (a prefetching thread may have drawn more)
-        tensors = self.provider.state_tensors(after_batches=consumed)
-        atomic_write(checkpoint_path / PROVIDER_BUFFER_FILENAME, lambda tmp: save_file(tensors, tmp))
-        atomic_write_json(
-            checkpoint_path / PROVIDER_STATE_FILENAME,
-            {"provider": self.provider.state_dict(after_batches=consumed)},
-        )
+        # the batches trained on (a prefetching thread may have drawn more)
+        write_data_position(checkpoint_path, self.provider, self.feed.consumed)
         self._record("checkpoint", self.evaluate(), checkpoint_path)
 
     def _wandb_evaluator(self, sae: Any, data_provider: Any, activation_scaler: Any) -> dict[str, Any]:
@@ -709,7 +545,6 @@ class VisionSAETrainingRunner:
         """Each SAE in sae_lens' inference format, written to a temp folder, evaluated, then renamed."""
         from sae_lens import SAE
         from sae_lens.constants import SPARSITY_FILENAME
-        from safetensors.torch import save_file
 
         final: dict[str, Any] = {}
         trainers = self._trainers()

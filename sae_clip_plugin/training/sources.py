@@ -147,7 +147,7 @@ class HFDatasetSource(ImageSource):
 
 
 def _find_image_column(dataset: Any) -> str:
-    import datasets
+    import datasets  # lazy: datasets
 
     columns = list(dataset.column_names)
     typed = [c for c, f in dataset.features.items() if isinstance(f, datasets.Image)]
@@ -279,7 +279,7 @@ def _make_source(
             return _hub_source(text[3:], split, image_column)
         path = Path(text)
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-            import datasets
+            import datasets  # lazy: datasets
 
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
@@ -297,7 +297,7 @@ def _make_source(
             "pass a folder of images, a datasets save_to_disk folder or a hub name prefixed with 'hf:'"
         )
     try:
-        import datasets
+        import datasets  # lazy: datasets
 
         if isinstance(spec, datasets.DatasetDict):
             return HFDatasetSource(spec[split], image_column)
@@ -311,7 +311,7 @@ def _make_source(
 
 
 def _hub_source(name: str, split: str, image_column: str | None) -> ImageSource:
-    import datasets
+    import datasets  # lazy: datasets
 
     try:
         loaded = datasets.load_dataset(name, split=split)

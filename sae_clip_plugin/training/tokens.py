@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sae_clip_plugin.model.hooks import stop_at_layer_for
 from sae_clip_plugin.model.tokens import TOKEN_SELECTIONS, TokenSelection
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def check_token_selection(token_selection: str) -> str:
@@ -65,7 +68,9 @@ class HookGeometry:
         }
 
 
-def hook_geometry(model: Any, hook_names: Sequence[str], token_selection: str) -> dict[str, HookGeometry]:
+def hook_geometry(
+    model: HookedViT, hook_names: Sequence[str], token_selection: str
+) -> dict[str, HookGeometry]:
     """Probe the hooks with one blank image and check the token selection fits each of them.
 
     Raises before any real work: unknown hooks (the model's own message, with close matches), hooks

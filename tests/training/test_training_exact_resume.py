@@ -19,12 +19,9 @@ from sae_lens.training.sae_trainer import SAETrainer
 from safetensors.torch import load_file
 
 from sae_clip_plugin.training import VisionSAETrainingRunner
+from sae_clip_plugin.training.checkpoints import PROVIDER_BUFFER_FILENAME, existing_checkpoints
 from sae_clip_plugin.training.mixing import MixingBuffer, pack
-from sae_clip_plugin.training.runner import (
-    PROVIDER_BUFFER_FILENAME,
-    TrainingInterrupted,
-    existing_checkpoints,
-)
+from sae_clip_plugin.training.runner import TrainingInterrupted
 from tests.training.test_training_runner import HOOK, config
 
 HOOKS = ["blocks.0.hook_resid_post", HOOK]
@@ -209,9 +206,9 @@ def _killed_run(tmp_path: Path, name: str, model, pixels, where: str, n: int, **
                     return real_save(tensors, filename, *args, **kwargs)
 
                 safetensors_torch.save_file = save
-                import sae_clip_plugin.training.runner as runner_module
+                import sae_clip_plugin.training.checkpoints as checkpoints_module
 
-                runner_module.save_file = save
+                checkpoints_module.save_file = save
             _run(tmp_path, name, model, pixels, **overrides)
         finally:
             os._exit(3)  # only reached when the kill point lies beyond the run
