@@ -15,6 +15,7 @@ from typing import Any
 
 
 def _register() -> None:
+    # lazy: torch (the registry); runs only once sae_lens is imported
     from sae_clip_plugin.pretrained.registry import register_pretrained_releases
 
     register_pretrained_releases()

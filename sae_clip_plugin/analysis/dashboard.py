@@ -15,14 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sae_clip_plugin.analysis.pixels import as_pixels
+from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 from sae_clip_plugin.model.device import model_device
-from sae_clip_plugin.model.hooks import stop_layer
+from sae_clip_plugin.model.hooks import on_residual_stream, stop_layer
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -109,13 +113,13 @@ def display_images(pixels: torch.Tensor, preprocess_cfg: dict[str, Any] | None) 
 
 @torch.no_grad()
 def feature_activations(
-    model: Any, sae: Any, pixels: torch.Tensor, features: Sequence[int], batch_size: int = 64
+    model: HookedViT, sae: Any, pixels: torch.Tensor, features: Sequence[int], batch_size: int = 64
 ) -> torch.Tensor:
     """SAE activations of `features` at every token: [n_images, n_tokens, n_features] (float32, CPU).
 
     Tokens outside the SAE's token selection are NaN (the SAE never reads them).
     """
-    from sae_clip_plugin.model.sae_splice import sae_token_positions
+    from sae_clip_plugin.model.sae_splice import sae_token_positions  # lazy: sae_lens
 
     hook = sae.cfg.metadata.hook_name
     if not hook:
@@ -139,7 +143,7 @@ def feature_activations(
 
 
 def steering_effect(
-    model: Any,
+    model: HookedViT,
     sae: Any,
     pixels: torch.Tensor,
     features: Sequence[int],
@@ -153,8 +157,8 @@ def steering_effect(
     `strength`: one value for all features, one per feature (features sharing a value run together), or
     "relative": the model-relative default of the steerability metric (`analysis.steering_strength`).
     """
-    from sae_clip_plugin.analysis.steerability.metric import steerability
-    from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH
+    from sae_clip_plugin.analysis.steerability.metric import steerability  # lazy: sae_lens
+    from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH  # lazy: sae_lens
 
     features = [int(f) for f in features]
     if strength == "relative":
@@ -231,7 +235,7 @@ def top_images_for(
 
 
 def decoder_readouts(
-    model: Any,
+    model: HookedViT,
     sae: Any,
     features: Sequence[int],
     vocabulary: Any,
@@ -241,9 +245,8 @@ def decoder_readouts(
     """Per feature, the vocabulary words its decoder direction writes towards along the direct path to the image
     embedding (cosine with each word's text embedding; `text`: those embeddings when the caller has them);
     empty for hooks outside the residual stream or models without a text tower."""
+    # lazy: transformer_lens
     from sae_clip_plugin.analysis.decomposition.direct_effects import direction_readout
-    from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
-    from sae_clip_plugin.model.hooks import on_residual_stream
 
     hook = sae.cfg.metadata.hook_name or ""
     if not on_residual_stream(hook) or getattr(model, "text", None) is None or model.cfg.d_embed is None:
@@ -260,7 +263,7 @@ def decoder_readouts(
 
 
 def collect_dashboard_data(
-    model: Any,
+    model: HookedViT,
     sae: Any,
     images: Any,
     features: Sequence[int],
@@ -282,7 +285,7 @@ def collect_dashboard_data(
         "relative": the steerability metric's model-relative default (`analysis.steering_strength`).
     labels: one free-text note per feature (e.g. "most steerable").
     """
-    from sae_clip_plugin.model.sae_splice import sae_token_positions
+    from sae_clip_plugin.model.sae_splice import sae_token_positions  # lazy: sae_lens
 
     features = [int(f) for f in features]
     if not features:
@@ -305,8 +308,6 @@ def collect_dashboard_data(
         raise ValueError(f"strength must be a number, 'auto' or 'relative', got {strength!r}")
     text = None
     if getattr(model, "text", None) is not None:  # the vocabulary is embedded once, for steering and readouts
-        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
-
         vocabulary = load_vocabulary(vocabulary)
         text = text_embeddings(model, vocabulary)
     effects = (

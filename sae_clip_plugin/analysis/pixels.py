@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from sae_clip_plugin.data import load_labelled_images
 from sae_clip_plugin.training.sources import image_source
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def open_images(
@@ -217,7 +220,7 @@ def materialize_images(
     return tuple(out)
 
 
-def as_pixels(model: Any, images: Any) -> torch.Tensor:
+def as_pixels(model: HookedViT, images: Any) -> torch.Tensor:
     """A [N, 3, S, S] tensor, a list of PIL images / tensors, or an ImageSource -> one checked pixel tensor."""
     if isinstance(images, torch.Tensor):
         model.check_pixel_values(images)

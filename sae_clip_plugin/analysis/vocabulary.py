@@ -13,12 +13,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from sae_clip_plugin import registry
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 DEFAULT_VOCABULARY = "imagenet"
 
@@ -34,7 +37,7 @@ def default_vocabulary(model_spec: str | None) -> str:
 
 
 def imagenet_vocabulary() -> list[str]:
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # lazy: open_clip
 
     return list(IMAGENET_CLASSNAMES)
 
@@ -88,7 +91,7 @@ def load_vocabulary(vocabulary: str | os.PathLike | Sequence[str] | None = None)
 
 
 @torch.no_grad()
-def text_embeddings(model: Any, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def text_embeddings(model: HookedViT, words: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """L2-normalised text embeddings of the bare words ([V, d_embed]), computed once per vocabulary."""
     chunks = [
         model.encode_text(list(words[i : i + batch_size])).float() for i in range(0, len(words), batch_size)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from sae_clip_plugin.analysis.pixels import ImageBatch as ImageBatch  # re-exported: earlier home
 from sae_clip_plugin.analysis.pixels import iter_image_batches
@@ -24,6 +25,9 @@ from sae_clip_plugin.analysis.pixels import (
 )
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.text import zero_shot_logits
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # pixels -> image embedding
 
@@ -41,7 +45,7 @@ def dataset_classnames(images: Any) -> list[str] | None:
 
 
 def class_weights(
-    model: Any, classnames: Sequence[str], templates: Sequence[str] | None = None
+    model: HookedViT, classnames: Sequence[str], templates: Sequence[str] | None = None
 ) -> torch.Tensor:
     """[d_embed, n_classes] zero-shot classifier from the model's text tower (open_clip's recipe)."""
     if not classnames:
@@ -128,7 +132,7 @@ class EmbeddedImages:
 
 @torch.no_grad()
 def embed_images(
-    model: Any,
+    model: HookedViT,
     images: Any,
     forward: Forward | None = None,
     batch_size: int = 64,
@@ -136,8 +140,6 @@ def embed_images(
     progress: bool = False,
 ) -> EmbeddedImages:
     """Image embeddings (float32, on CPU) of every image; `forward` replaces `model(pixels)` (e.g. an intervention)."""
-    from tqdm.auto import tqdm
-
     device = model_device(model)
     forward = forward or model
     embeds, labels, groups = [], [], []
@@ -156,7 +158,7 @@ def embed_images(
 
 @torch.no_grad()
 def evaluate_zero_shot(
-    model: Any,
+    model: HookedViT,
     images: Any,
     classnames: Sequence[str] | None = None,
     templates: Sequence[str] | None = None,

@@ -9,6 +9,8 @@ from typing import Any
 
 from PIL import Image
 
+from sae_clip_plugin import registry
+
 from ._io import list_images
 from .labelled import DEFAULT_TEMPLATE, LabelledImageDataset
 
@@ -66,8 +68,6 @@ def load_labelled_images(
 ) -> tuple[Any, list[str], list[str]]:
     """(labelled images, class names, zero-shot templates) from a name: a world's registered evaluation set
     (e.g. "toy": `max_images` shape images, default 512) or a folder with one subfolder per class."""
-    from sae_clip_plugin import registry
-
     registered = registry.find("eval_images", str(spec))
     if registered is not None:
         return registered(max_images or 512, seed=seed)

@@ -44,7 +44,7 @@ class _RowImageLoader:
 
 
 def _open_dataset(source: Any, split: str) -> Any:
-    import datasets
+    import datasets  # lazy: datasets
 
     if isinstance(source, datasets.DatasetDict):
         if split not in source:

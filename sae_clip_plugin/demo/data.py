@@ -9,12 +9,16 @@ generated typographic task (a wrong class name written on each image); a flat fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sae_clip_plugin.demo.config import DemoConfig
+from sae_clip_plugin.toy import background_spurious_set, colour_spurious_set, typographic_set
 from sae_clip_plugin.toy.registration import TASKS as TOY_TASKS
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def has_class_folders(root: str | Path) -> bool:
@@ -26,7 +30,7 @@ def has_class_folders(root: str | Path) -> bool:
 class DemoData:
     """Builds each image set on demand for `model` (a HookedViT)."""
 
-    def __init__(self, cfg: DemoConfig, model: Any) -> None:
+    def __init__(self, cfg: DemoConfig, model: HookedViT) -> None:
         self.cfg, self.model = cfg, model
         if cfg.images is not None and not Path(cfg.images).is_dir():
             raise FileNotFoundError(f"--images {cfg.images}: no such folder; pass a folder of images")
@@ -38,12 +42,13 @@ class DemoData:
         return "toy" if self.cfg.is_toy_world else str(self.cfg.images)
 
     def train_source(self) -> Any:
-        from sae_clip_plugin.training.sources import image_source
+        from sae_clip_plugin.training.sources import image_source  # lazy: torchvision (sae_clip_plugin.data)
 
         source = image_source(self.dataset_spec, max_images=self.cfg["n_train_images"], seed=self.cfg.seed)
         return source.with_transform(self.model.preprocess)
 
     def _folder(self, n: int) -> Any:
+        # lazy: torchvision (sae_clip_plugin.data)
         from sae_clip_plugin.training.sources import SubsetSource, image_source
 
         source = image_source(str(self.cfg.images)).with_transform(self.model.preprocess)
@@ -54,11 +59,11 @@ class DemoData:
         """(images, class names, templates) for the metrics (names None: no zero-shot labels)."""
         n = self.cfg["n_metric_images"]
         if self.cfg.is_toy_world:
-            from sae_clip_plugin.data import load_labelled_images
+            from sae_clip_plugin.data import load_labelled_images  # lazy: torchvision (sae_clip_plugin.data)
 
             return load_labelled_images("toy", n, seed=4321 + self.cfg.seed)
         if has_class_folders(self.cfg.images):
-            from sae_clip_plugin.data import load_image_folder
+            from sae_clip_plugin.data import load_image_folder  # lazy: torchvision (sae_clip_plugin.data)
 
             dataset = load_image_folder(self.cfg.images)
             if len(dataset) > n:  # an even spread over the (sorted) classes
@@ -69,6 +74,7 @@ class DemoData:
 
     # -- steering ----------------------------------------------------------------------------------
     def steer_pixels(self) -> torch.Tensor:
+        # lazy: torchvision (sae_clip_plugin.data)
         from sae_clip_plugin.analysis.pixels import as_pixels
         from sae_clip_plugin.training.sources import image_source
 
@@ -92,7 +98,6 @@ class DemoData:
         n = self.cfg["n_dashboard_images"]
         if not self.cfg.is_toy_world:
             return self._folder(n)
-        from sae_clip_plugin.toy import background_spurious_set, colour_spurious_set, typographic_set
 
         sets = [
             typographic_set(max(1, n // 4), seed=7000 + self.cfg.seed),
@@ -108,12 +113,14 @@ class DemoData:
         return ["typo-generate"] if has_class_folders(self.cfg.images) else []
 
     def task(self, name: str) -> Any:
+        # lazy: torchvision (sae_clip_plugin.data)
         from sae_clip_plugin.analysis.disentangle import tasks as T
 
         n = self.cfg["n_disentangle"]
         if name in TOY_TASKS:
             return T.build_task(self.model, name, n_select=n, n_eval=n, seed=self.cfg.seed)
         if name == "typo-generate":
+            # lazy: torchvision (sae_clip_plugin.data)
             from sae_clip_plugin.data import TypographicConfig, load_image_folder, make_typographic_dataset
 
             base = load_image_folder(self.cfg.images)

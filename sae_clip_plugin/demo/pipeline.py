@@ -22,14 +22,25 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
+from sae_clip_plugin.analysis.disentangle.config import DisentangleConfig
+from sae_clip_plugin.analysis.steerability.config import SteerabilityConfig
+from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.demo.config import DemoConfig
 from sae_clip_plugin.demo.data import DemoData
 from sae_clip_plugin.demo.state import DemoState, write_json
+from sae_clip_plugin.model.random_init import random_vision_model
+from sae_clip_plugin.viz.metrics_report import SUMMARY_COLUMNS, write_metrics_results
+from sae_clip_plugin.viz.steerability_report import write_steerability
+
+if TYPE_CHECKING:  # annotations only: the model classes pull in sae_lens, open_clip and transformers
+    from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 STEPS = (
     ("harvest", "harvest activations"),
@@ -47,7 +58,9 @@ CURVE_STRENGTHS = (0.0, 25.0, 50.0, 100.0, 150.0, 200.0, 300.0)
 class DemoRun:
     """One demo folder: the model is loaded only when a step that needs it has not run yet."""
 
-    def __init__(self, cfg: DemoConfig, model: Any = None, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, cfg: DemoConfig, model: HookedViT | None = None, log: Callable[[str], None] = print
+    ) -> None:
         self.cfg = cfg
         self.root = Path(cfg.out)
         self.state = DemoState(cfg, log)
@@ -57,9 +70,9 @@ class DemoRun:
 
     # -- lazily loaded ---------------------------------------------------------------------------
     @property
-    def model(self) -> Any:
+    def model(self) -> HookedSAEViT:
         """A HookedSAEViT (metrics splice SAEs into it; every other step uses it as a HookedViT)."""
-        from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
+        from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT  # lazy: sae_lens, open_clip
 
         if self._model is None:
             self.log(f"loading model {self.cfg.model_spec} ...")
@@ -98,7 +111,7 @@ class DemoRun:
         return self.root / "saes" / arch / hook
 
     def load_sae(self, arch: str, hook: str) -> Any:
-        from sae_lens import SAE
+        from sae_lens import SAE  # lazy: sae_lens
 
         return SAE.load_from_disk(str(self.sae_dir(arch, hook)), device=self.cfg.device).eval()
 
@@ -117,6 +130,7 @@ class DemoRun:
 
     # -- steps -----------------------------------------------------------------------------------
     def step_harvest(self) -> dict[str, Any]:
+        # lazy: torchvision (sae_clip_plugin.data)
         from sae_clip_plugin.training.cache import write_activation_cache
         from sae_clip_plugin.training.harvest import ActivationHarvester
 
@@ -140,7 +154,7 @@ class DemoRun:
         return self.sae_dir(arch, hooks[0]) if len(hooks) == 1 else self.root / "saes" / arch
 
     def _runner_config(self, arch: str) -> Any:
-        from sae_clip_plugin.training.config import VisionSAERunnerConfig
+        from sae_clip_plugin.training.config import VisionSAERunnerConfig  # lazy: sae_lens
 
         b = self.cfg.budgets
         common = dict(
@@ -160,7 +174,7 @@ class DemoRun:
         return VisionSAERunnerConfig.from_dict({**common, "sae": {"l1_coefficient": b["l1_coefficient"]}})
 
     def _train(self, arch: str) -> dict[str, Any]:
-        from sae_clip_plugin.training.runner import VisionSAETrainingRunner
+        from sae_clip_plugin.training.runner import VisionSAETrainingRunner  # lazy: the sae_lens trainer
 
         cfg = self._runner_config(arch)
         runner = VisionSAETrainingRunner(cfg, override_model=self.model)
@@ -186,8 +200,7 @@ class DemoRun:
         return self._train("standard")
 
     def step_metrics(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
-        from sae_clip_plugin.viz.metrics_report import SUMMARY_COLUMNS, write_metrics_results
+        from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes  # lazy: sae_lens
 
         images, classnames, templates = self.data.metric_images()
         saes = {f"{arch}/L{layer}": self.sae_dir(arch, hook) for arch in self.cfg.architectures
@@ -203,8 +216,6 @@ class DemoRun:
 
     def steerability_config(self, **settings: Any) -> Any:
         """The `sae-clip steerability` settings of one demo run (the CLI with these gives the same files)."""
-        from sae_clip_plugin.analysis.steerability.config import SteerabilityConfig
-
         return SteerabilityConfig(model=self.cfg.model_spec, images=self.data.dataset_spec, vocabulary=self.data.vocabulary,
                                   max_images=self.cfg["n_steer_images"], seed=self.cfg.seed, device=self.cfg.device,
                                   out=str(self.root / "steerability"), **settings)  # fmt: skip
@@ -234,12 +245,10 @@ class DemoRun:
         return plan
 
     def step_steerability(self) -> dict[str, Any]:
+        # lazy: sae_lens, matplotlib
         from sae_clip_plugin.analysis.resolve import ResolvedRun
         from sae_clip_plugin.analysis.steerability.metric import steering_curves
         from sae_clip_plugin.analysis.steerability.run import run_steerability, steerability_pixels
-        from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
-        from sae_clip_plugin.model.random_init import random_vision_model
-        from sae_clip_plugin.viz.steerability_report import write_steerability
         from sae_clip_plugin.viz.steering_figures import plot_steerability_scatter, plot_steering_curves
 
         out = self.root / "steerability"
@@ -277,7 +286,7 @@ class DemoRun:
                          "n_features": s["n_features"], "n_steerable": s["n_steerable"],
                          "steerable_fraction": s["steerable_fraction"], "coverage": s["coverage"], "mean_S": s["mean_S"],
                          "top_concepts": top_concepts})  # fmt: skip
-        import pandas as pd
+        import pandas as pd  # lazy: pandas
 
         summary = pd.DataFrame(rows)
         atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
@@ -289,7 +298,7 @@ class DemoRun:
                 "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength}  # fmt: skip
 
     def step_disentangle(self) -> dict[str, Any]:
-        from sae_clip_plugin.analysis.disentangle.config import DisentangleConfig
+        # lazy: sae_lens, matplotlib
         from sae_clip_plugin.analysis.disentangle.evaluate import run_disentangle
         from sae_clip_plugin.viz.disentangle_report import write_disentangle_outputs
 
@@ -315,6 +324,7 @@ class DemoRun:
         """(hook, title, features, labels) per dashboard section: the most steerable features that fire on
         the dashboard images (a dead feature steers too, through its decoder row, but shows no image), and
         the features suppressed against typographic attacks."""
+        # lazy: pandas, matplotlib
         import pandas as pd
 
         from sae_clip_plugin.viz.dashboard import feature_activations
@@ -350,6 +360,7 @@ class DemoRun:
         return sections
 
     def step_dashboard(self) -> dict[str, Any]:
+        # lazy: torchvision (sae_clip_plugin.data), matplotlib
         from sae_clip_plugin.analysis.pixels import as_pixels
         from sae_clip_plugin.viz.dashboard import collect_dashboard_data, plot_feature, write_dashboard
         from sae_clip_plugin.viz.metrics_figures import save_figure
@@ -357,8 +368,6 @@ class DemoRun:
         pixels = as_pixels(self.model, self.data.dashboard_images())
         first = self.cfg.architectures[0]
         dashboards, figures = [], []
-        from tqdm.auto import tqdm
-
         with torch.inference_mode():
             sections = self._dashboard_features(pixels)
             for hook, title, feats, labels in tqdm(sections, desc="feature dashboards", unit="section"):
@@ -376,7 +385,7 @@ class DemoRun:
                              for d in dashboards], "figures": figures}  # fmt: skip
 
     def step_report(self) -> dict[str, Any]:
-        from sae_clip_plugin.demo.report import build_report
+        from sae_clip_plugin.demo.report import build_report  # lazy: matplotlib
 
         timings = {name: self.state.timings.get(name) for name, _ in STEPS}
         report = build_report(self.root, self.cfg, self.state, timings)
@@ -390,17 +399,20 @@ def _slug(text: str) -> str:
 
 
 def _save_pyplot(fig: Any, path: Path) -> None:
-    from sae_clip_plugin.viz.metrics_figures import save_figure
+    from sae_clip_plugin.viz.metrics_figures import save_figure  # lazy: matplotlib
 
     save_figure(fig, path)
     with contextlib.suppress(Exception):
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: matplotlib
 
         plt.close(fig)
 
 
 def run_demo(
-    cfg: DemoConfig, model: Any = None, force: bool = False, log: Callable[[str], None] | None = None
+    cfg: DemoConfig,
+    model: HookedViT | None = None,
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Run (or resume) the demo described by `cfg`; `model` replaces loading `cfg.model_spec`."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

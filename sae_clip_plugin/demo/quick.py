@@ -10,11 +10,14 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def quick_toy_saes(
-    model: Any,
+    model: HookedViT,
     layers: Sequence[int] = (3,),
     architecture: str = "topk",
     *,
@@ -35,6 +38,7 @@ def quick_toy_saes(
     so several epochs over a few hundred images cost one forward pass each; the SAEs are saved there in
     sae_lens format and loaded back with `SAE.load_from_disk`, exactly as a user would load them.
     """
+    # lazy: the sae_lens trainer
     from sae_lens import SAE
 
     from sae_clip_plugin.training import VisionSAERunnerConfig, VisionSAETrainingRunner

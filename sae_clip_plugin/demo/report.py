@@ -77,7 +77,7 @@ def _training(cfg: DemoConfig, state: DemoState) -> Section:
 
 
 def _metrics(root: Path) -> Section:
-    import pandas as pd
+    import pandas as pd  # lazy: pandas
 
     df = pd.read_csv(root / "metrics" / "metrics.csv")
     figures = [FigureRef(f"metrics/figures/{name}", caption) for name, caption in METRIC_FIGURES

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 import open_clip
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPVisionModelWithProjection,
+    PreTrainedTokenizerBase,
+)
 
 from sae_clip_plugin.model.build import BuildOptions, build_hooked_vit
 from sae_clip_plugin.model.config import HookedViTConfig
@@ -110,8 +117,6 @@ def vision_state_dict(hf: StateDict, cfg: HookedViTConfig) -> StateDict:
 def _hf_preprocess(repo_id: str, image_size: int) -> dict[str, Any]:
     """Read the repo's CLIPImageProcessor (resize shortest side, centre crop, normalise)."""
     try:
-        from transformers import CLIPImageProcessor
-
         proc = CLIPImageProcessor.from_pretrained(repo_id)
     except Exception:  # no processor files: CLIP's defaults are the right guess
         return preprocess_dict(size=image_size)
@@ -121,8 +126,6 @@ def _hf_preprocess(repo_id: str, image_size: int) -> dict[str, Any]:
 
 
 def _load_repo(repo_id: str) -> nn.Module:
-    from transformers import AutoConfig, CLIPModel, CLIPVisionModelWithProjection
-
     config = AutoConfig.from_pretrained(repo_id)
     if config.model_type == "clip":
         return CLIPModel.from_pretrained(repo_id)
@@ -165,8 +168,6 @@ def hooked_vit_from_hf(
         model = _load_repo(repo_id)
         model_spec = model_spec or f"hf:{repo_id}"
         if tokenizer is None and hasattr(model, "text_model"):
-            from transformers import AutoTokenizer
-
             tokenizer = AutoTokenizer.from_pretrained(repo_id)
         vcfg = getattr(model.config, "vision_config", model.config)
         preprocess = _hf_preprocess(repo_id, vcfg.image_size)

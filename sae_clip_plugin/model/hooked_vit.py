@@ -20,6 +20,7 @@ from sae_clip_plugin.model.embeddings import PatchEmbed, PosEmbed
 from sae_clip_plugin.model.hf_convert import hooked_vit_from_hf
 from sae_clip_plugin.model.hooks import stop_at_layer_for
 from sae_clip_plugin.model.open_clip_convert import hooked_vit_from_open_clip
+from sae_clip_plugin.model.preprocess import build_transform
 from sae_clip_plugin.model.specs import load_model_from_spec
 from sae_clip_plugin.model.text import TextTower, zero_shot_logits
 from sae_clip_plugin.model.tokens import TokenSelection, TokenSpec
@@ -96,8 +97,6 @@ class HookedViT(HookedRootModule):
     def preprocess(self) -> Callable:
         """The source's eval image transform (PIL image -> normalised tensor)."""
         if self._preprocess is None:
-            from sae_clip_plugin.model.preprocess import build_transform
-
             self._preprocess = build_transform(self.cfg.preprocess or {"size": self.cfg.image_size})
         return self._preprocess
 

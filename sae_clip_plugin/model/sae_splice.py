@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sae_lens import SAE
@@ -11,6 +11,9 @@ from sae_lens.analysis.hooked_sae_transformer import _disable_hooks, _SAEWrapper
 
 from sae_clip_plugin.model.config import HookedViTConfig
 from sae_clip_plugin.model.tokens import TOKEN_SELECTIONS, TokenSelection, TokenSpec
+
+if TYPE_CHECKING:  # annotations only: hooked_vit imports open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 # hooks where centring the writing weights subtracts exactly each token's own mean over d_model
 _CENTRED_OUTPUT_HOOKS = ("hook_attn_out", "hook_mlp_out")
@@ -159,7 +162,7 @@ def check_sae_metadata(sae: SAE[Any], cfg: HookedViTConfig, hook_name: str, chec
         )
 
 
-def check_saes_fit(model: Any, saes: dict[str, SAE[Any]], check_model: bool = True) -> None:
+def check_saes_fit(model: HookedViT, saes: dict[str, SAE[Any]], check_model: bool = True) -> None:
     """Refuse SAEs (hook name -> SAE) made for another model or hook width, as HookedSAEViT.add_sae does."""
     for hook, sae in saes.items():
         if hook not in model.hook_dict:

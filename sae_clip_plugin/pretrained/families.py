@@ -63,6 +63,7 @@ def family_rows() -> list[dict[str, Any]]:
 
 @functools.cache
 def family_lookups() -> dict[str, Any]:
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
 
     by_release: dict[str, list[FamilyEntry]] = {}
@@ -134,6 +135,7 @@ def _config_getter(loader: Any) -> Any:
 
 def register_families() -> None:
     """Family loaders into sae_lens' named loaders, and the raw-TopK architecture (idempotent)."""
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
     register_own_architecture("sae_clip_plugin.pretrained.raw_topk", "register_raw_topk")
@@ -173,6 +175,8 @@ def load_family_sae(
     fill in what the files do not say (model_name: one of the families' model specs, for its geometry).
     family_options: saev's legacy_b_dec.
     """
+    # here, not at module level: importing sae_lens (raw_topk does too) runs our registration, which imports
+    # this module (cycle)
     from sae_lens import SAE
 
     from sae_clip_plugin.pretrained.raw_topk import register_raw_topk

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from safetensors.torch import load_file
+
+from sae_clip_plugin.yaml_files import load_yaml_text
 
 # the family files hold plain tensor dicts; anything bigger than this in a header line is not a header
 MAX_HEADER_BYTES = 1 << 20
@@ -37,8 +42,6 @@ def load_tensor_file(path: str | Path, source: Any = None, what: str = "SAE chec
     """A torch.save'd dict (or a .safetensors file) read without running any pickled code."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as err:
@@ -116,12 +119,8 @@ def read_config(path: Path) -> dict[str, Any]:
     """A JSON or YAML config (yaml_files.load_yaml_text), as a dict."""
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix in (".yaml", ".yml"):  # bounded: a hub file could be an alias bomb
-            from sae_clip_plugin.yaml_files import load_yaml_text
-
-            cfg = load_yaml_text(text, str(path))
-        else:
-            cfg = json.loads(text)
+        is_yaml = path.suffix in (".yaml", ".yml")  # bounded: a hub file could be an alias bomb
+        cfg = load_yaml_text(text, str(path)) if is_yaml else json.loads(text)
     except Exception as err:
         detail = " ".join(str(err).split())[:200]
         raise refuse(path, f"is not valid {path.suffix[1:].upper()} ({detail})", "restore the file") from None
@@ -163,7 +162,9 @@ def sae_cfg_dict(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> dict[str, Any]:
-    import sae_lens  # only called while loading, when sae_lens is imported anyway
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle);
+    # only called while loading, when sae_lens is imported anyway
+    import sae_lens
 
     n_tokens = model.n_tokens if model else None
     metadata: dict[str, Any] = {
@@ -319,8 +320,7 @@ def fold_norm_stats(sae: Any, norm_stats: Any) -> Any:
 
 def hub_file(repo_id: str, filename: str, force_download: bool = False) -> str:
     """hf_hub_download, from the cache alone (at once) when the hub cannot be reached."""
-    from huggingface_hub import hf_hub_download
-
+    # here, not at module level: pretrained.registry imports this module via families (cycle)
     from sae_clip_plugin.pretrained.registry import hub_unreachable_reason
 
     offline = hub_unreachable_reason() is not None
@@ -334,8 +334,6 @@ def hub_file(repo_id: str, filename: str, force_download: bool = False) -> str:
 
 def first_hub_file(repo_id: str, names: tuple[str, ...], force_download: bool = False) -> str | None:
     """The first of `names` the repo has (None if none)."""
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
     for name in names:
         try:
             return hub_file(repo_id, name, force_download)
@@ -346,17 +344,14 @@ def first_hub_file(repo_id: str, names: tuple[str, ...], force_download: bool = 
 
 def repo_files(repo_id: str) -> list[str]:
     """The repo's file paths: the hub listing when online, else those of the cached snapshots."""
+    # here, not at module level: pretrained.registry imports this module via families (cycle)
     from sae_clip_plugin.pretrained.registry import hub_unreachable_reason
 
     try:
         if hub_unreachable_reason() is not None:
             raise ConnectionError(hub_unreachable_reason())
-        from huggingface_hub import HfApi
-
         return list(HfApi().list_repo_files(repo_id))
     except Exception:
-        from huggingface_hub import constants
-
         snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
         return sorted(
             {str(p.relative_to(s)) for s in snapshots.glob("*") for p in s.rglob("*") if p.is_file()}

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 SAE_CONFIG_FILE = "cfg.json"
 SAE_WEIGHTS_FILE = "sae_weights.safetensors"
 
@@ -63,7 +65,7 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
     Files of the third-party families (saev, dictionary_learning, visaebench, CLIP-Scope) are recognised;
     family_kwargs (norm_stats, hook_name, model_name, ...) go to `families.load_family_sae` for them.
     """
-    from sae_lens import SAE
+    from sae_lens import SAE  # lazy: sae_lens (the folder checks here need no torch)
 
     if isinstance(spec, SAE):
         return [(str(spec.cfg.metadata.get("hook_name")), spec)]
@@ -77,7 +79,7 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
             f"SAE {spec!r} not found: pass a sae_lens SAE folder, a folder of them, a Prisma .pt file, or "
             "RELEASE:SAE_ID (see sae_clip_plugin.list_pretrained())"
         )
-    from sae_clip_plugin.pretrained.families import detect_family, load_family_sae
+    from sae_clip_plugin.pretrained.families import detect_family, load_family_sae  # lazy: torch
 
     family = family_kwargs.pop("family", None) or detect_family(path)
     if family is not None:
@@ -91,7 +93,7 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
     if path.suffix in (".pt", ".pth") or (
         path.is_dir() and not (path / SAE_CONFIG_FILE).exists() and any(path.glob("*.pt"))
     ):
-        from sae_clip_plugin.pretrained.prisma import load_prisma_sae
+        from sae_clip_plugin.pretrained.prisma import load_prisma_sae  # lazy: torch
 
         return [(spec, load_prisma_sae(path, device=device))]  # checked by the converter
     loaded = []
@@ -103,8 +105,6 @@ def load_saes(spec: Any, device: str = "cpu", **family_kwargs: Any) -> list[tupl
 
 def _load_folder(sae_class: Any, folder: Path, device: str) -> Any:
     """SAE.load_from_disk, with a damaged weights file named (safetensors says only 'invalid header')."""
-    from safetensors import SafetensorError
-
     try:
         return sae_class.load_from_disk(str(folder), device=device)
     except SafetensorError as err:
@@ -115,7 +115,7 @@ def _load_folder(sae_class: Any, folder: Path, device: str) -> Any:
 
 
 def _checked(sae: Any, source: str) -> Any:
-    from sae_clip_plugin.pretrained.checks import check_loaded_sae
+    from sae_clip_plugin.pretrained.checks import check_loaded_sae  # lazy: torch
 
     check_loaded_sae(sae, source)
     return sae

@@ -235,6 +235,7 @@ def prisma_sae_config(
     extra_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Prisma config -> a sae_lens 6 cfg dict with our vision metadata. Unknown keys are kept, never fatal."""
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     import sae_lens
 
     cfg = decode_prisma_value(dict(raw_cfg))
@@ -458,6 +459,8 @@ def load_prisma_sae(
     weight_processing: the model processing the SAE was trained on (default PRISMA_WEIGHT_PROCESSING; pass
     NO_WEIGHT_PROCESSING for files trained before 2025-02-18). It decides what activations the SAE gets.
     """
+    # here, not at module level: importing sae_lens runs our registration, which imports this module, and
+    # tanh_relu imports this module (cycles)
     from sae_lens import SAE
 
     from sae_clip_plugin.pretrained.tanh_relu import register_tanh_relu

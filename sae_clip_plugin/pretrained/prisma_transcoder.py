@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 from sae_lens.saes.topk_sae import TopK
 from sae_lens.saes.transcoder import Transcoder, TranscoderConfig
 from torch import nn
@@ -97,8 +98,6 @@ class PrismaReluTranscoder(PrismaTranscoder):
 
 def register_prisma_transcoder() -> None:
     """Make `SAE.load_from_disk` / `SAE.from_dict` know the architectures (idempotent)."""
-    from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
-
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, PrismaTranscoder, PrismaTranscoderConfig)
     if RELU_ARCHITECTURE not in SAE_CLASS_REGISTRY:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
 ARCHITECTURE = "raw_topk"
@@ -43,8 +44,6 @@ class RawTopKSAE(TopKSAE):
 
 def register_raw_topk() -> None:
     """Make `SAE.load_from_disk` / `SAE.from_dict` know the architecture (idempotent)."""
-    from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
-
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, RawTopKSAE, RawTopKSAEConfig)
 

@@ -29,15 +29,21 @@ call: no yaml parse or network at registration, and our releases survive `cache_
 from __future__ import annotations
 
 import functools
+import json
+import socket
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 
 from sae_clip_plugin.pretrained.architectures import register_own_architecture
+from sae_clip_plugin.pretrained.families import family_lookups, family_rows, register_families
 from sae_clip_plugin.pretrained.prisma import (
     WEIGHT_FILE_PREFERENCE,
     apply_overrides,
@@ -176,13 +182,12 @@ def list_pretrained() -> list[dict[str, Any]]:
                 "d_sae": 768 * 64 if "x64" in e.family else None,
             }
         )
-    from sae_clip_plugin.pretrained.families import family_rows  # saev, visaebench, CLIP-Scope (families.py)
-
-    return rows + family_rows()
+    return rows + family_rows()  # saev, visaebench, CLIP-Scope (families.py)
 
 
 @functools.cache
 def _lookups() -> dict[str, Any]:
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     from sae_lens.loading.pretrained_saes_directory import PretrainedSAELookup
 
     by_release: dict[str, list[PrismaEntry]] = {}
@@ -223,10 +228,6 @@ def hub_unreachable_reason() -> str | None:
     Without this, huggingface_hub retries every request five times with back-off (about 25 s each, 80 s
     for one SAE) before it falls back to the cache; one 3-second connection attempt tells the same.
     """
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     endpoint = urlparse(constants.ENDPOINT)
@@ -237,8 +238,6 @@ def hub_unreachable_reason() -> str | None:
 @functools.lru_cache(maxsize=8)
 def _connection_problem(host: str, port: int, timeout: float = 3.0) -> str | None:
     """One TCP connection attempt per host and process."""
-    import socket
-
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
@@ -251,20 +250,14 @@ def _repo_pt_files(repo_id: str) -> list[str]:
     try:
         if hub_unreachable_reason() is not None:
             raise ConnectionError(hub_unreachable_reason())
-        from huggingface_hub import HfApi
-
         names = HfApi().list_repo_files(repo_id)
     except Exception:  # offline or unreachable: look in the local cache
-        from huggingface_hub import constants
-
         snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
         names = sorted({p.name for p in snapshots.glob("*/*")})
     return [n for n in names if n.endswith((".pt", ".pth"))]
 
 
 def _download(repo_id: str, filename: str, force_download: bool) -> str:
-    from huggingface_hub import hf_hub_download
-
     offline = hub_unreachable_reason() is not None  # then only the cache, at once, instead of retrying
     return hf_hub_download(
         repo_id=repo_id,
@@ -275,8 +268,6 @@ def _download(repo_id: str, filename: str, force_download: bool) -> str:
 
 
 def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> str:
-    from huggingface_hub.errors import EntryNotFoundError
-
     if filename:
         try:
             return _download(repo_id, filename, force_download)
@@ -303,8 +294,6 @@ def _weights_path(repo_id: str, filename: str | None, force_download: bool) -> s
 
 
 def _optional_config(repo_id: str, force_download: bool) -> str | None:
-    from huggingface_hub.errors import EntryNotFoundError
-
     try:
         return _download(repo_id, "config.json", force_download)
     except EntryNotFoundError:  # older repos keep the config only inside the pickle
@@ -371,7 +360,6 @@ def prisma_config_from_hf(
         return prisma_huggingface_loader(
             repo_id, folder_name, device or "cpu", force_download, cfg_overrides
         )[0]
-    import json
 
     with open(config_path) as f:
         raw_cfg = decode_prisma_value(json.load(f))
@@ -391,7 +379,6 @@ def _wrap_directory(original: Any) -> Any:
     @functools.wraps(original)
     def get_pretrained_saes_directory() -> dict[str, Any]:
         directory = original()  # sae_lens' cached dict: adding to it persists until cache_clear()
-        from sae_clip_plugin.pretrained.families import family_lookups
 
         for release, lookup in {**_lookups(), **family_lookups()}.items():
             directory.setdefault(release, lookup)  # never shadow a release sae_lens ships itself
@@ -405,13 +392,13 @@ def _wrap_directory(original: Any) -> Any:
 
 def register_pretrained_releases() -> None:
     """Make sae_lens' `SAE.from_pretrained` know the Prisma releases. Idempotent, no network, no yaml parse."""
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
     register_own_architecture("sae_clip_plugin.pretrained.tanh_relu", "register_tanh_relu")
     register_own_architecture("sae_clip_plugin.pretrained.prisma_transcoder", "register_prisma_transcoder")
+    # here, not at module level: importing sae_lens runs our registration, which imports this module (cycle)
     from sae_lens.loading import pretrained_saes_directory as directory_module
-
-    from sae_clip_plugin.pretrained.families import register_families
 
     register_families()
     loaders.NAMED_PRETRAINED_SAE_LOADERS[CONVERSION_FUNC] = prisma_huggingface_loader

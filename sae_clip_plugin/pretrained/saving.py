@@ -20,7 +20,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _ensure_version(sae: Any) -> None:
-    import sae_lens
+    import sae_lens  # lazy: sae_lens
 
     if not getattr(sae.cfg.metadata, "sae_lens_version", None):
         sae.cfg.metadata.sae_lens_version = sae_lens.__version__
@@ -61,6 +61,7 @@ def upload_sae(
     `SAE.from_pretrained(repo_id, sae_id)`. Needs a Hugging Face token with write access
     (`huggingface-cli login` or HF_TOKEN). Returns sae_id.
     """
+    # lazy: sae_lens; looked up per call, so a patched sae_lens.upload_saes_to_huggingface is used
     from sae_lens import SAE, upload_saes_to_huggingface
 
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
 from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 
 from sae_clip_plugin.pretrained.prisma import TANH_RELU as ARCHITECTURE
@@ -35,8 +36,6 @@ class TanhReluSAE(StandardSAE):
 
 def register_tanh_relu() -> None:
     """Make `SAE.load_from_disk` / `SAE.from_dict` know the architecture (idempotent)."""
-    from sae_lens.registry import SAE_CLASS_REGISTRY, register_sae_class
-
     if ARCHITECTURE not in SAE_CLASS_REGISTRY:
         register_sae_class(ARCHITECTURE, TanhReluSAE, TanhReluSAEConfig)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import open_clip
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from sae_clip_plugin.atomic import atomic_write
 
@@ -106,8 +106,6 @@ def save_weights(
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The float32 state dict of a saved toy CLIP (token-embedding rows not stored come back as zeros)."""
-    from safetensors.torch import load_file
-
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     if ROWS_KEY in state:
         rows, values = state.pop(ROWS_KEY), state.pop(VALUES_KEY)

@@ -6,17 +6,20 @@ Every factory imports its module when called, so registering costs nothing on th
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_clip_plugin import registry
+
+if TYPE_CHECKING:  # annotations only: registering the world must not import torch
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 NAME = "toy"
 TASKS = ("toy-typographic", "toy-background", "toy-colour")
 
 
-def hooked_toy_clip(model_cls: Any, **kwargs: Any) -> Any:
+def hooked_toy_clip(model_cls: type[HookedViT], **kwargs: Any) -> HookedViT:
     """The bundled toy CLIP as a HookedViT (`model_cls`) carrying its own preprocess transform."""
-    from sae_clip_plugin.toy.model import load_toy_clip
+    from sae_clip_plugin.toy.model import load_toy_clip  # lazy: torch, open_clip
 
     clip, preprocess, tokenizer = load_toy_clip()
     model = model_cls.from_open_clip(clip, tokenizer=tokenizer, model_spec=NAME, **kwargs)
@@ -26,21 +29,21 @@ def hooked_toy_clip(model_cls: Any, **kwargs: Any) -> Any:
 
 def training_images(n_images: int = 10_000, seed: int = 0) -> Any:
     """The toy CLIP's training stream (shapes, text, captions), rendered lazily."""
-    from sae_clip_plugin.toy.datasets import train_dataset
+    from sae_clip_plugin.toy.datasets import train_dataset  # lazy: torch
 
     return train_dataset(n_images, seed=seed)
 
 
 def concept_words() -> list[str]:
     """The toy world's concept words: its shapes (the class names), colours and backgrounds."""
-    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES
+    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES  # lazy: PIL, numpy
 
     return [*SHAPES, *COLOURS, *BACKGROUNDS]
 
 
 def text_bank() -> list[str]:
     """TextSpan texts: each concept as a thing and as a written word (so "a circle" and "the word circle" differ)."""
-    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES
+    from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES  # lazy: PIL, numpy
 
     as_thing = {"a {}": SHAPES, "something {}": COLOURS, "a photo of {}": BACKGROUNDS}
     return [
@@ -53,6 +56,7 @@ def text_bank() -> list[str]:
 
 def eval_images(n: int, seed: int = 4321) -> tuple[Any, list[str], list[str]]:
     """`n` labelled shape images (the clean half of the typographic set), their class names and templates."""
+    # lazy: torch, open_clip
     from sae_clip_plugin.toy.datasets import ToyDataset, typographic_set
     from sae_clip_plugin.toy.vocabulary import toy_classnames, toy_templates
 
@@ -61,8 +65,11 @@ def eval_images(n: int, seed: int = 4321) -> tuple[Any, list[str], list[str]]:
     return dataset, toy_classnames(), toy_templates()
 
 
-def task(name: str, model: Any, n_select: int = 300, n_eval: int = 300, seed: int = 0, **options: Any) -> Any:
+def task(
+    name: str, model: HookedViT, n_select: int = 300, n_eval: int = 300, seed: int = 0, **options: Any
+) -> Any:
     """One of the toy world's disentanglement tasks (see `sae_clip_plugin.toy.tasks.toy_task`)."""
+    # here, not at module level: toy.tasks imports this module (cycle)
     from sae_clip_plugin.toy.tasks import toy_task
 
     return toy_task(model, name, n_select=n_select, n_eval=n_eval, seed=seed, **options)

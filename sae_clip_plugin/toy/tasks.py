@@ -6,7 +6,7 @@ different seeds, so selection and evaluation images are disjoint.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,8 +17,11 @@ from sae_clip_plugin.toy.registration import TASKS
 from sae_clip_plugin.toy.vocabulary import toy_templates
 from sae_clip_plugin.toy.world import IMAGE_SIZE, render, word_box
 
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
-def _toy_pixels(model: Any, dataset: Any) -> torch.Tensor:
+
+def _toy_pixels(model: HookedViT, dataset: Any) -> torch.Tensor:
     return torch.stack([model.preprocess(render(s)) for s in dataset.samples])
 
 
@@ -34,7 +37,7 @@ def _toy_word_boxes(dataset: Any, model_size: int) -> list[tuple[float, float, f
     return boxes
 
 
-def _toy_split(model: Any, dataset: Any, kind: str, spurious_by: str) -> ImageSplit:
+def _toy_split(model: HookedViT, dataset: Any, kind: str, spurious_by: str) -> ImageSplit:
     pixels = _toy_pixels(model, dataset)
     meta = dataset.labels
     labels = torch.tensor([m["label"] for m in meta])
@@ -50,7 +53,7 @@ def _toy_split(model: Any, dataset: Any, kind: str, spurious_by: str) -> ImageSp
 
 
 def toy_task(
-    model: Any,
+    model: HookedViT,
     task: str,
     *,
     n_select: int = 300,

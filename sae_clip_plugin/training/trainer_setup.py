@@ -59,7 +59,7 @@ def build_trainer(
     """A SAETrainer for one SAE, a MultiSAETrainer (one data pass) for several; checkpoints every
     `checkpoint_every_tokens` when set."""
     from sae_lens.training.multi_sae_trainer import MultiSAETrainer  # lazy: sae_lens' trainer stack
-    from sae_lens.training.sae_trainer import SAETrainer
+    from sae_lens.training.sae_trainer import SAETrainer  # lazy: as above
 
     common = dict(cfg=trainer_config(cfg, device), data_provider=data_provider, evaluator=evaluator,
                   save_checkpoint_fn=save_checkpoint_fn)  # fmt: skip

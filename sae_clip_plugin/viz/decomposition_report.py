@@ -45,6 +45,7 @@ def write_decomposition(
 ) -> list[Path]:
     """heads.csv, heads.md, summary.json, head_direct_effect.png, head_typographic_effect.png (typographic tasks)
     and token_maps.png of a DecompositionResult, atomically; returns the paths written."""
+    # lazy: pandas, torch, matplotlib (this module imports none of them)
     import pandas as pd
 
     from sae_clip_plugin.analysis.dashboard import display_images

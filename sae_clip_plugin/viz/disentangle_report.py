@@ -70,7 +70,7 @@ def task_markdown(result: Any, task: Any, command: str) -> str:
 
 def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, command: str) -> list[Path]:
     """disentangle.csv (every row), disentangle.md, summary.json and accuracy_by_layer_<task>.png."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas
 
     written = []
     rows = [r for result, _ in results for r in result.rows]

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sae_clip_plugin.atomic import atomic_write_text
 
 # columns of the markdown summary (the CSV has every scalar)
@@ -51,8 +53,7 @@ def write_metrics_results(
 ) -> list[Path]:
     """metrics.csv (every scalar), metrics.md (`columns`), arrays.npz and the figures (`per_sae_figures`: also
     one L0 heat map per SAE, besides the sweep-level figures)."""
-    import numpy as np
-
+    # lazy: sae_lens, matplotlib (this module imports neither)
     from sae_clip_plugin.analysis.metrics.evaluate import ARRAY_KEYS, metrics_table, to_markdown
     from sae_clip_plugin.viz.metrics_figures import write_metrics_figures
 
@@ -73,8 +74,7 @@ def write_metrics_results(
 
 def load_metrics_results(out: str | os.PathLike) -> Any:
     """The DataFrame `write_metrics_results` wrote (metrics.csv with its arrays.npz entries put back)."""
-    import numpy as np
-    import pandas as pd
+    import pandas as pd  # lazy: pandas
 
     out = Path(out)
     if not (out / "metrics.csv").is_file():

@@ -34,7 +34,7 @@ def write_steerability(run: Any, out_dir: str | os.PathLike, prefix: str | None 
     prefix = prefix or run.config.prefix
     paths = write_steerability_result(run.result, out_dir, prefix)
     if run.curves is not None:
-        from sae_clip_plugin.viz.steering_figures import save_steering_curves
+        from sae_clip_plugin.viz.steering_figures import save_steering_curves  # lazy: matplotlib
 
         paths.update(save_steering_curves(run.curves, Path(out_dir), prefix, run.config.threshold))
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 
 from sae_clip_plugin.atomic import atomic_write_text
@@ -12,10 +13,9 @@ from sae_clip_plugin.viz.metrics_figures import save_figure
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         matplotlib.use("Agg", force=False)
+    # here, not at module level: pyplot fixes its backend on import (set above)
     import matplotlib.pyplot as plt
 
     return plt

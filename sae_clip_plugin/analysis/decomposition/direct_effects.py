@@ -19,11 +19,14 @@ logit scale and the embedding's frozen norm, so they sum to the zero-shot logits
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from sae_clip_plugin.model.activation_cache import STREAM_START
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 @dataclass
@@ -76,7 +79,7 @@ class EmbeddingDecomposition:
         )
 
 
-def _pool_weights(model: Any, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+def _pool_weights(model: HookedViT, cache: dict[str, torch.Tensor]) -> torch.Tensor:
     """[batch, token]: pooled = sum_p w_p * LN_post(resid_p) (or LN_post(sum_p w_p resid_p)); here w_p / scale."""
     cfg = model.cfg
     scale = cache["ln_post.hook_scale"].to(torch.float64)
@@ -96,7 +99,7 @@ def _pool_weights(model: Any, cache: dict[str, torch.Tensor]) -> torch.Tensor:
     return weights / scale.reshape(batch, cfg.n_tokens)
 
 
-def _readout(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _readout(model: HookedViT) -> tuple[torch.Tensor, torch.Tensor]:
     """(R [d_model, d_embed], c [d_embed]): embedding = ((pooled centred / scale) @ R) + c."""
     ln = model.ln_post
     d = model.cfg.d_model
@@ -111,7 +114,7 @@ def _readout(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return w[:, None] * W_proj, b @ W_proj + model.b_proj.detach().to(dtype).cpu()
 
 
-def direction_readout(model: Any, directions: torch.Tensor) -> torch.Tensor:
+def direction_readout(model: HookedViT, directions: torch.Tensor) -> torch.Tensor:
     """[n, d_embed]: what each residual-stream direction ([n, d_model]) adds to the image embedding along the
     direct path (centred by ln_post, times its weight, through the projection), per unit of ln_post's scale.
 
@@ -127,7 +130,7 @@ def _centred(weight: torch.Tensor) -> torch.Tensor:
     return weight - weight.mean(dim=-1, keepdim=True)
 
 
-def cache_names(model: Any) -> list[str]:
+def cache_names(model: HookedViT) -> list[str]:
     """The hooks `decompose_image_embedding` reads."""
     names = [STREAM_START, "ln_post.hook_scale"]
     for layer in range(model.cfg.n_layers):
@@ -141,7 +144,7 @@ def cache_names(model: Any) -> list[str]:
 
 @torch.no_grad()
 def decompose_image_embedding(
-    model: Any,
+    model: HookedViT,
     pixel_values: torch.Tensor,
     *,
     project_onto: torch.Tensor | None = None,
@@ -158,7 +161,7 @@ def decompose_image_embedding(
 
 @torch.no_grad()
 def direct_logit_attribution(
-    model: Any, pixel_values: torch.Tensor, class_weights: torch.Tensor
+    model: HookedViT, pixel_values: torch.Tensor, class_weights: torch.Tensor
 ) -> EmbeddingDecomposition:
     """Each direct contribution's share of the zero-shot logits (they sum to `model.zero_shot_logits`).
 
@@ -171,7 +174,7 @@ def direct_logit_attribution(
 
 
 def _decompose(
-    model: Any, pixel_values: torch.Tensor, project_onto: torch.Tensor | None
+    model: HookedViT, pixel_values: torch.Tensor, project_onto: torch.Tensor | None
 ) -> tuple[EmbeddingDecomposition, torch.Tensor]:
     embedding, cache = model.run_with_cache(pixel_values, names_filter=cache_names(model))
     device = embedding.device

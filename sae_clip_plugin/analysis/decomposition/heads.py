@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
 from sae_clip_plugin.analysis.decomposition.direct_effects import decompose_image_embedding
 from sae_clip_plugin.analysis.decomposition.textspan import TextSpanEntry, text_span
 from sae_clip_plugin.model.device import model_device
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 @dataclass
@@ -54,7 +58,7 @@ class HeadContributions(NamedTuple):
 
 @torch.no_grad()
 def head_totals_and_logits(
-    model: Any,
+    model: HookedViT,
     pixels: torch.Tensor,
     class_weights: torch.Tensor,
     batch_size: int = 16,
@@ -62,8 +66,6 @@ def head_totals_and_logits(
 ) -> HeadContributions:
     """Each head's direct contributions and logit attributions over `pixels`, in small batches (the per-token
     terms are large)."""
-    from tqdm.auto import tqdm
-
     device = model_device(model)
     heads, embeds, logits = [], [], []
     W = class_weights.to(device=device, dtype=torch.float64)
@@ -80,7 +82,7 @@ def head_totals_and_logits(
 
 
 def head_report(
-    model: Any,
+    model: HookedViT,
     pixels: torch.Tensor,
     labels: torch.Tensor,
     class_weights: torch.Tensor,

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from sae_clip_plugin import registry
+from sae_clip_plugin.analysis.vocabulary import load_vocabulary
+
 
 @dataclass(frozen=True)
 class TextSpanEntry:
@@ -60,8 +63,5 @@ def text_bank(spec: str) -> list[str]:
     """TextSpan's texts: a world's registered text bank (e.g. "toy": each concept as a thing and as a written
     word, so TextSpan can tell "a circle" from "the word circle"), else a vocabulary spec
     (`analysis.vocabulary.load_vocabulary`)."""
-    from sae_clip_plugin import registry
-    from sae_clip_plugin.analysis.vocabulary import load_vocabulary
-
     bank = registry.find("text_bank", spec)
     return bank() if bank is not None else load_vocabulary(spec)

@@ -13,12 +13,15 @@ largest effect are the ones a head-ablation defence should remove.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from sae_clip_plugin.analysis.decomposition.direct_effects import direct_logit_attribution
 from sae_clip_plugin.model.device import model_device
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 
 def margins_from_head_logits(
@@ -38,7 +41,7 @@ def effects_from_margins(on_attacked: torch.Tensor, on_clean: torch.Tensor) -> t
 
 @torch.no_grad()
 def head_logit_margins(
-    model: Any,
+    model: HookedViT,
     pixels: torch.Tensor,
     favoured: torch.Tensor,
     against: torch.Tensor,
@@ -62,7 +65,7 @@ def head_logit_margins(
 
 
 def typographic_head_effects(
-    model: Any,
+    model: HookedViT,
     attacked: torch.Tensor,
     clean: torch.Tensor,
     written: torch.Tensor,

@@ -10,10 +10,13 @@ criterion (how much CLS attends to the patches a word covers), kept for comparis
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformer_lens.hook_points import HookPoint
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 Head = tuple[int, int]  # (layer, head)
 
@@ -119,7 +122,7 @@ def patch_mask_from_twins(
 
 @torch.no_grad()
 def cls_text_attention(
-    model: Any,
+    model: HookedViT,
     attacked: torch.Tensor,
     text_patches: torch.Tensor,
     clean: torch.Tensor | None = None,

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sae_clip_plugin.command_config import CommandConfig, option, positive_int
+
+if TYPE_CHECKING:  # annotations only: this config module stays torch-free
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 METHODS = ("auroc", "mean_diff", "steering")
 POOLS = ("mean", "max")
@@ -52,7 +55,7 @@ class DisentangleConfig:
             if getattr(self, name) not in TOKEN_CHOICES:
                 raise ValueError(f"{name} must be one of {TOKEN_CHOICES}, got {getattr(self, name)!r}")
 
-    def tokens_for(self, model: Any, sae: Any, hook: str) -> tuple[str, str]:
+    def tokens_for(self, model: HookedViT, sae: Any, hook: str) -> tuple[str, str]:
         """(selection tokens, suppression tokens) for one SAE: "sae" resolves to the tokens it was trained on."""
         # imported here: it brings torch, and this module is read by `sae-clip --help`
         from sae_clip_plugin.model.sae_splice import sae_token_selection

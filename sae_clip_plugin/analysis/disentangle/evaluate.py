@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
 from sae_clip_plugin.analysis.decomposition.typographic import typographic_head_effects
 from sae_clip_plugin.analysis.disentangle.baselines import (
@@ -42,6 +43,9 @@ from sae_clip_plugin.analysis.intervals import bootstrap_intervals, difference_i
 from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.analysis.zero_shot import zero_shot_logits, zero_shot_metrics
 from sae_clip_plugin.model.hooks import hook_layer
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 # ------------------------------------------------------------------------------------------------
 # metrics
@@ -137,7 +141,7 @@ class _Evaluator:
     """Zero-shot metrics of one split under hooks (the split's clean prefix is cached per layer)."""
 
     def __init__(
-        self, model: Any, split: ImageSplit, task: SpuriousTask, weights: torch.Tensor, batch_size: int
+        self, model: HookedViT, split: ImageSplit, task: SpuriousTask, weights: torch.Tensor, batch_size: int
     ):
         self.forward = ImageForwarder(model, split.pixels, batch_size)
         self.split, self.task, self.weights = split, task, weights.float().cpu()
@@ -164,7 +168,7 @@ def _mean_metrics(runs: Sequence[_Scored]) -> _Scored:
 
 
 def _select_features(
-    model: Any,
+    model: HookedViT,
     sae: Any,
     task: SpuriousTask,
     cfg: DisentangleConfig,
@@ -199,15 +203,13 @@ def _select_features(
 
 
 def run_disentangle(
-    model: Any,
+    model: HookedViT,
     saes: Mapping[str, Any] | Sequence[Any],
     task: SpuriousTask,
     cfg: DisentangleConfig | None = None,
     progress: bool = True,
 ) -> DisentangleResult:
     """Sweep the SAEs (one per hook, usually one per layer) on `task`; see the module docstring."""
-    from tqdm.auto import tqdm
-
     cfg = cfg or DisentangleConfig()
     sae_map = dict(saes) if isinstance(saes, Mapping) else {sae_hook_name(s): s for s in saes}
     too_many = {hook: sae.cfg.d_sae for hook, sae in sae_map.items() if max(cfg.ks) > sae.cfg.d_sae}

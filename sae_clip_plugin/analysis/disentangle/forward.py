@@ -9,12 +9,15 @@ HookedViT `start_at_layer` argument). Hooks before the cached layer force a rest
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import first_layer, hook_layer  # noqa: F401 (hook_layer: re-exported)
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 Hook = tuple[str, Any]
 
@@ -26,7 +29,7 @@ class ImageForwarder:
     [N, 3, S, S] -> resid [N, n_tokens, d_model] costs N * n_tokens * d_model floats.
     """
 
-    def __init__(self, model: Any, pixels: torch.Tensor, batch_size: int = 128) -> None:
+    def __init__(self, model: HookedViT, pixels: torch.Tensor, batch_size: int = 128) -> None:
         if pixels.ndim != 4:
             raise ValueError(f"pixels must be [N, 3, S, S], got shape {tuple(pixels.shape)}")
         self.model = model

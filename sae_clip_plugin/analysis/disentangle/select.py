@@ -16,7 +16,7 @@ fires on one written word only ranks as high as one that fires on any text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,13 @@ from sae_lens import SAE
 
 from sae_clip_plugin.analysis.disentangle.config import POOLS
 from sae_clip_plugin.analysis.disentangle.forward import ImageForwarder
-from sae_clip_plugin.analysis.steering.interventions import sae_hook_name
+from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook, sae_hook_name
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import hook_layer
 from sae_clip_plugin.model.tokens import TokenSelection
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 # ------------------------------------------------------------------------------------------------
 # per-image feature activations
@@ -35,7 +38,7 @@ from sae_clip_plugin.model.tokens import TokenSelection
 
 @torch.no_grad()
 def image_feature_acts(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any],
     pixels: torch.Tensor,
     *,
@@ -170,7 +173,7 @@ def top_k(scores: torch.Tensor, k: int, exclude: Sequence[int] = ()) -> list[int
 
 @torch.no_grad()
 def steering_scores(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any],
     pixels: torch.Tensor,
     spurious_weights: torch.Tensor,
@@ -189,8 +192,6 @@ def steering_scores(
     mean rise of the probability mass on the spurious prompts. `values`: one clamp value per
     candidate, or one for all (e.g. a feature's largest activation on the selection images).
     """
-    from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook
-
     candidates = [int(c) for c in candidates]
     if isinstance(values, (int, float)):
         values = [float(values)] * len(candidates)

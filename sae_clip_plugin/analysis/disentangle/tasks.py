@@ -15,12 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from sae_clip_plugin import data, registry
 from sae_clip_plugin.analysis.pixels import materialize_images
+from sae_clip_plugin.data import (
+    TypographicConfig,
+    load_image_folder,
+    load_typographic_folder,
+    make_typographic_dataset,
+)
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 KINDS = ("typographic", "groups")
 SPURIOUS_BY = ("word", "attack")
@@ -171,6 +181,7 @@ def _pair_ids(dataset: Any) -> torch.Tensor | None:
 
 
 def _twin_text_patches(split: ImageSplit, patch_size: int, threshold: float) -> torch.Tensor | None:
+    # lazy: transformer_lens (baselines); the built-in tasks need no model hooks
     from sae_clip_plugin.analysis.disentangle.baselines import patch_mask_from_twins
 
     twins = split.twins()
@@ -184,7 +195,7 @@ def _twin_text_patches(split: ImageSplit, patch_size: int, threshold: float) -> 
 
 
 def task_from_datasets(
-    model: Any,
+    model: HookedViT,
     select: Any,
     evaluate: Any,
     *,
@@ -217,7 +228,7 @@ def task_from_datasets(
 
 
 def task_from_dataset(
-    model: Any, dataset: Any, *, kind: str, fraction: float = 0.5, seed: int = 0, **kwargs: Any
+    model: HookedViT, dataset: Any, *, kind: str, fraction: float = 0.5, seed: int = 0, **kwargs: Any
 ) -> SpuriousTask:
     """Split one LabelledImageDataset into disjoint selection / evaluation halves (stratified, twin-aware)."""
     sel, ev = disjoint_split(dataset.groups, fraction, seed, _pair_ids(dataset))
@@ -231,7 +242,7 @@ BUILT_IN_TASKS = ("celeba", "waterbirds", "typo-folder", "typo-generate")
 
 
 def build_task(
-    model: Any,
+    model: HookedViT,
     spec: str,
     *,
     n_select: int | None = None,
@@ -246,8 +257,6 @@ def build_task(
     val, both group-balanced), waterbirds=ROOT (select on val, evaluate on test), typo-folder=DIR (RTA-100 /
     PAINT naming, split in halves), typo-generate=IMAGE_FOLDER (wrong class names written on a
     class-per-subfolder image set, clean twins kept, split in halves)."""
-    from sae_clip_plugin import registry
-
     name, _, root = spec.partition("=")
     registered = registry.find("task", name) if not root else None
     if registered is not None:
@@ -258,20 +267,14 @@ def build_task(
         raise ValueError(f"unknown task {spec!r}; use one of {known}")
     common = {"spurious_by": spurious_by, "batch_size": batch_size}
     if name in ("celeba", "waterbirds"):
-        from sae_clip_plugin import data
-
         load = data.load_celeba if name == "celeba" else data.load_waterbirds
         splits = ("train", "val") if name == "celeba" else ("val", "test")
         sel = load(root, splits[0], balanced=True, n_per_group=n_select, seed=seed)
         ev = load(root, splits[1], balanced=True, n_per_group=n_eval, seed=seed)
         return task_from_datasets(model, sel, ev, kind="groups", name=name, **common)
     if name == "typo-folder":
-        from sae_clip_plugin.data import load_typographic_folder
-
         ds = load_typographic_folder(root)
     else:
-        from sae_clip_plugin.data import TypographicConfig, load_image_folder, make_typographic_dataset
-
         config = TypographicConfig(size=model.cfg.image_size, seed=seed)
         ds = make_typographic_dataset(load_image_folder(root), config)
     return task_from_dataset(model, ds, kind="typographic", seed=seed, name=name, **common)

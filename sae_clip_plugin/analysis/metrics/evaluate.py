@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sae_lens import SAE
+from sae_lens.constants import RUNNER_CFG_FILENAME
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from sae_clip_plugin.analysis.metrics.stats import (
     GROUPS,
@@ -41,6 +44,8 @@ from sae_clip_plugin.analysis.zero_shot import (
     zero_shot_logits,
 )
 from sae_clip_plugin.model.device import model_device
+from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
+from sae_clip_plugin.model.hooked_vit import HookedViT
 from sae_clip_plugin.model.hooks import hook_layer, hook_type, stop_layer
 from sae_clip_plugin.model.sae_splice import sae_token_positions
 from sae_clip_plugin.pretrained.loading import load_sae
@@ -53,11 +58,8 @@ SAESpec = SAE[Any] | str | os.PathLike
 # small helpers
 
 
-def as_sae_model(model: Any) -> Any:
+def as_sae_model(model: HookedViT) -> HookedSAEViT:
     """A HookedSAEViT for `model` (a HookedViT is copied into one; its weights are shared by value)."""
-    from sae_clip_plugin.model.hooked_sae_vit import HookedSAEViT
-    from sae_clip_plugin.model.hooked_vit import HookedViT
-
     if isinstance(model, HookedSAEViT):
         return model
     if isinstance(model, HookedViT):
@@ -100,9 +102,9 @@ def _check_reiterable(images: Any) -> None:
         )
 
 
-def _batches(model: Any, images: Any, batch_size: int, max_images: int | None, progress: bool, desc: str):
-    from tqdm.auto import tqdm
-
+def _batches(
+    model: HookedViT, images: Any, batch_size: int, max_images: int | None, progress: bool, desc: str
+):
     total = None
     try:
         first = images[0] if isinstance(images, tuple) else images
@@ -124,7 +126,7 @@ def _batches(model: Any, images: Any, batch_size: int, max_images: int | None, p
 
 @torch.no_grad()
 def hook_mean(
-    model: Any,
+    model: HookedViT,
     hook_name: str,
     images: Any,
     batch_size: int = 32,
@@ -173,7 +175,7 @@ def _batch_key(pixels: torch.Tensor) -> tuple[Any, ...]:
 
 @torch.no_grad()
 def evaluate_sae(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any],
     images: Any,
     classnames: Sequence[str] | None = None,
@@ -320,8 +322,6 @@ def _load(spec: SAESpec, device: torch.device) -> SAE[Any]:
 def _training_info(folder: Path) -> dict[str, Any]:
     """Sparsity settings from the training runner's config beside the SAE (sae_lens' runner_cfg.json, or the
     runner_config.json of SAEs saved before it was renamed), when present."""
-    from sae_lens.constants import RUNNER_CFG_FILENAME
-
     path = next(
         (p for p in (folder / RUNNER_CFG_FILENAME, folder / "runner_config.json") if p.is_file()), None
     )
@@ -335,7 +335,7 @@ def _training_info(folder: Path) -> dict[str, Any]:
 
 
 def evaluate_saes(
-    model: Any,
+    model: HookedViT,
     saes: Mapping[str, SAESpec] | Iterable[SAESpec],
     images: Any,
     classnames: Sequence[str] | None = None,
@@ -349,9 +349,6 @@ def evaluate_saes(
     mean activation per hook are computed once and shared. `kwargs` go to `evaluate_sae`.
     Rows are sorted by hook type, layer and name.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     model = as_sae_model(model)
     items = list(saes.items()) if isinstance(saes, Mapping) else [(None, s) for s in saes]
     if not items:

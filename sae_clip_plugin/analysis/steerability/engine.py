@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +24,9 @@ from sae_clip_plugin.analysis.steering.bases import Basis, SAEBasis
 from sae_clip_plugin.analysis.steering.interventions import apply_mode, check_mode, token_mask
 from sae_clip_plugin.analysis.vocabulary import readout_probabilities
 from sae_clip_plugin.model.hooks import BLOCK_HOOK
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 Edit = tuple[int, float]  # (feature index, value)
 
@@ -51,7 +54,7 @@ class ResumePlan:
         }.get(self.kind)
 
 
-def resume_plan(model: Any, hook_name: str) -> ResumePlan:
+def resume_plan(model: HookedViT, hook_name: str) -> ResumePlan:
     model.check_hook_names([hook_name])
     match = BLOCK_HOOK.match(hook_name)
     if match is None:
@@ -72,7 +75,7 @@ class _ImageChunk:
     sample: torch.Tensor  # [1, T, d] activation of the first image (for the fast-path check)
 
 
-def _run_prefix(model: Any, plan: ResumePlan, pixels: torch.Tensor) -> tuple:
+def _run_prefix(model: HookedViT, plan: ResumePlan, pixels: torch.Tensor) -> tuple:
     """(output, activation at the hook, block's resid_pre or None), computing nothing past the hook's block."""
     if plan.kind == "pre":  # the stream entering block L is what stop_at_layer=L returns
         out = model(pixels, stop_at_layer=plan.stop_at_layer)
@@ -83,7 +86,7 @@ def _run_prefix(model: Any, plan: ResumePlan, pixels: torch.Tensor) -> tuple:
 
 
 def _prepare(
-    model: Any,
+    model: HookedViT,
     basis: Basis,
     plan: ResumePlan,
     pixels: torch.Tensor,
@@ -139,13 +142,13 @@ def _edit_deltas(
     return delta
 
 
-def _finish(model: Any, plan: ResumePlan, resume: torch.Tensor) -> torch.Tensor:
+def _finish(model: HookedViT, plan: ResumePlan, resume: torch.Tensor) -> torch.Tensor:
     if plan.kind in ("post", "pre"):
         return finish_forward(model, resume, plan.start_at_layer)
     return model(resume, start_at_layer=plan.start_at_layer)
 
 
-def _run_edited(model: Any, plan: ResumePlan, chunk: _ImageChunk, delta: torch.Tensor) -> torch.Tensor:
+def _run_edited(model: HookedViT, plan: ResumePlan, chunk: _ImageChunk, delta: torch.Tensor) -> torch.Tensor:
     """Image embeddings [e * n, d_embed] of the chunk's images under each of the e edits."""
     e, n = delta.shape[:2]
     flat = delta.reshape(e * n, *delta.shape[2:])
@@ -170,7 +173,7 @@ def _index_edits(edits: Sequence[Edit]) -> tuple[torch.Tensor, torch.Tensor, tor
 
 @torch.no_grad()
 def fast_mean_shift(
-    model: Any,
+    model: HookedViT,
     basis: Basis,
     pixels: torch.Tensor,
     text: torch.Tensor,
@@ -228,7 +231,7 @@ def fast_mean_shift(
 
 @torch.no_grad()
 def naive_mean_shift(
-    model: Any,
+    model: HookedViT,
     basis: Basis,
     pixels: torch.Tensor,
     text: torch.Tensor,

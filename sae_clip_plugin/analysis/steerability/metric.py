@@ -21,7 +21,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -37,6 +37,10 @@ from sae_clip_plugin.analysis.steering.strength import (
 )
 from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
 from sae_clip_plugin.config_types import check_number
+from sae_clip_plugin.tables import markdown_table
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 PAPER_THRESHOLD = 0.10
 READOUT_SCALE = 100.0
@@ -161,12 +165,10 @@ class SteerabilityResult:
 
 def frame_markdown(frame: pd.DataFrame) -> str:
     """A DataFrame as a markdown table (pandas' to_markdown needs the optional tabulate package)."""
-    from sae_clip_plugin.tables import markdown_table
-
     return markdown_table(list(frame.columns), [list(r) for r in frame.itertuples(index=False)])
 
 
-def _basis_for(model: Any, sae: SAE[Any] | torch.Tensor | None, hook_name: str | None) -> Basis:
+def _basis_for(model: HookedViT, sae: SAE[Any] | torch.Tensor | None, hook_name: str | None) -> Basis:
     width = None
     if sae is None and hook_name is not None:
         model.check_hook_names([hook_name])
@@ -177,7 +179,7 @@ def _basis_for(model: Any, sae: SAE[Any] | torch.Tensor | None, hook_name: str |
 
 
 @torch.no_grad()
-def _probe_width(model: Any, hook_name: str) -> int:
+def _probe_width(model: HookedViT, hook_name: str) -> int:
     s = model.cfg.image_size
     pixels = torch.zeros(1, model.cfg.n_channels, s, s, device=model.embed.W_E.device)
     _, cache = model.run_with_cache(pixels, names_filter=[hook_name])
@@ -194,7 +196,7 @@ def _shift(model, basis, pixels, text, edits, *, method, **kwargs) -> torch.Tens
 
 
 def steerability(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any] | torch.Tensor | None,
     images: Any,
     vocabulary: str | os.PathLike | Sequence[str] | None = None,
@@ -291,7 +293,7 @@ def steerability(
 
 
 def steering_curves(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any] | torch.Tensor | None,
     images: Any,
     vocabulary: str | os.PathLike | Sequence[str] | None = None,

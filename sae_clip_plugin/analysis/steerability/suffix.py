@@ -9,7 +9,7 @@ Otherwise the model's own forward runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,11 @@ from transformer_lens.hook_points import HookPoint
 
 from sae_clip_plugin.model.blocks import ViTBlock, hooks_active
 
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
-def cls_shortcut_ok(model: Any) -> bool:
+
+def cls_shortcut_ok(model: HookedViT) -> bool:
     cfg, tl = model.cfg, model.tl_cfg
     if (
         cfg.pool_type != "tok"
@@ -63,7 +66,7 @@ def last_block_cls(block: ViTBlock, resid: torch.Tensor) -> torch.Tensor:
     return mid + block.mlp(block.ln2(mid))
 
 
-def finish_forward(model: Any, resid: torch.Tensor, start_at_layer: int) -> torch.Tensor:
+def finish_forward(model: HookedViT, resid: torch.Tensor, start_at_layer: int) -> torch.Tensor:
     """`model(resid, start_at_layer=...)` (the image embedding), with the CLS-only last block when safe."""
     n = model.cfg.n_layers
     if start_at_layer >= n or not cls_shortcut_ok(model):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from sae_lens import SAE
@@ -23,6 +23,9 @@ from transformer_lens.hook_points import HookPoint
 
 from sae_clip_plugin.model.sae_splice import centres_input, sae_output, token_means, transcoder_output_hook
 from sae_clip_plugin.model.tokens import TokenSelection
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 Mode = Literal["set", "add", "scale", "zero", "mean"]
 MODES: tuple[str, ...] = ("set", "add", "scale", "zero", "mean")
@@ -247,7 +250,7 @@ def sae_feature_hooks(
 
 @contextmanager
 def steer(
-    model: Any,
+    model: HookedViT,
     sae: SAE[Any],
     edits: Edits,
     *,
@@ -350,7 +353,7 @@ def direction_hook(
 
 @torch.no_grad()
 def feature_means(
-    model: Any, sae: SAE[Any], images: torch.Tensor, *, tokens: Tokens = "all", batch_size: int = 64
+    model: HookedViT, sae: SAE[Any], images: torch.Tensor, *, tokens: Tokens = "all", batch_size: int = 64
 ) -> torch.Tensor:
     """Mean SAE activation per feature over `images` at the selected tokens ([d_sae], for mode='mean')."""
     name = sae_hook_name(sae)

@@ -18,7 +18,7 @@ paper's layer-normalised ViT-B/32 SAEs with unit decoder rows.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from sae_clip_plugin.analysis.steering.bases import Basis, SAEBasis
 from sae_clip_plugin.analysis.steering.interventions import token_mask
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import stop_layer
+
+if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
+    from sae_clip_plugin.model.hooked_vit import HookedViT
 
 PAPER_STRENGTH = 150.0
 PAPER_D_MODEL = 768  # ViT-B/32
@@ -45,7 +48,7 @@ def basis_input(basis: Basis, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def typical_input_norm(
-    model: Any, basis: Basis, pixels: torch.Tensor, tokens: Any = "all", batch_size: int = 64
+    model: HookedViT, basis: Basis, pixels: torch.Tensor, tokens: Any = "all", batch_size: int = 64
 ) -> float:
     """Root mean square of the norm of `basis_input` at the steered tokens, over `pixels`."""
     device, stop = model_device(model), stop_layer(basis.hook_name)  # no block past the hook is run
@@ -64,7 +67,7 @@ def typical_input_norm(
 
 
 def absolute_strengths(
-    model: Any,
+    model: HookedViT,
     basis: Basis,
     pixels: torch.Tensor,
     features: list[int],
