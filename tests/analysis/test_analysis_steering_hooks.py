@@ -172,3 +172,31 @@ def test_steering_at_a_hook_of_another_width_is_named(model, pixels):
     name, hook = sae_feature_hook(sae, {1: 2.0}, hook_name="blocks.0.mlp.hook_post")
     with pytest.raises(ValueError, match=r"d_in=64 but blocks\.0\.mlp\.hook_post is 256 wide"):
         model.run_with_hooks(pixels, fwd_hooks=[(name, hook)])
+
+
+@pytest.mark.parametrize("norm", ["none", "layer_norm"])
+def test_a_relative_strength_is_the_hand_computed_absolute_one(model, pixels, act, norm):
+    """{feature: "relative:r"} sets the feature to r x RMS(|SAE input|) / |W_dec[feature]| (analysis/steering/
+    strength.py), measured on the given images; here computed by hand from the cached activations."""
+    from sae_clip_plugin.analysis.steering import relative_strengths
+
+    sae = make_sae(norm)
+    feature, r = active_feature(sae, act), 2.5
+    x = act.double()
+    if norm == "layer_norm":  # what the SAE encodes: each token normalised (sae_lens: unbiased std, eps 1e-5)
+        x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
+    rms = x.norm(dim=-1).pow(2).mean().sqrt()
+    by_hand = float(r * rms / sae.W_dec[feature].double().norm())
+    assert relative_strengths(model, sae, pixels, {feature: r})[feature] == pytest.approx(by_hand, rel=1e-6)
+    with torch.no_grad(), steer(model, sae, {feature: "relative:2.5"}, images=pixels):
+        relative = model(pixels)
+    with torch.no_grad(), steer(model, sae, {feature: by_hand}):
+        absolute = model(pixels)
+    torch.testing.assert_close(relative, absolute, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pass images="), steer(model, sae, {feature: "relative:2.5"}):
+        pass
+    with (
+        pytest.raises(ValueError, match="a number or 'relative:<r>'"),
+        steer(model, sae, {feature: "x"}, images=pixels),
+    ):
+        pass

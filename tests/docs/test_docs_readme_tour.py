@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -27,8 +28,12 @@ def test_the_readme_tour_runs_and_prints_the_shapes_it_says(tmp_path, monkeypatc
     namespace: dict = {}
     with contextlib.redirect_stdout(printed):
         exec(compile(code, str(README), "exec"), namespace)  # the README's own code, as a reader runs it
-    shapes = printed.getvalue().splitlines()
+    shapes, classes = printed.getvalue().splitlines()[:2], printed.getvalue().splitlines()[2:]
     assert shapes == ["torch.Size([8, 65, 128])", "torch.Size([8, 65, 512])"]
+    before, after = (json.loads(side) for side in classes[0].split(" -> "))  # the printed class indices
+    assert (
+        len(before) == len(after) == 8 and before != after
+    )  # steering one feature visibly changed predictions
     # the comments state these shapes too
     assert "[8, 65, 128]" in code and "[8, 65, 512]" in code
     assert tuple(namespace["logits"].shape) == (8, 6) and tuple(namespace["emb"].shape) == (8, 128)

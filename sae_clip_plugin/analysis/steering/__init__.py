@@ -18,6 +18,7 @@ _EXPORTS = {
     "DirectionBasis": "bases",
     "absolute_strengths": "strength",
     "typical_input_norm": "strength",
+    "relative_strengths": "strength",
     "PAPER_RELATIVE_STRENGTH": "strength",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

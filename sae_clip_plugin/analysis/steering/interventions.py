@@ -259,27 +259,44 @@ def steer(
     use_error_term: bool = True,
     means: torch.Tensor | None = None,
     hook_name: str | None = None,
+    images: Any = None,
 ) -> Iterator[Any]:
     """`with steer(model, sae, {feature: value}): model(pixels)` runs with the features edited (SAEs and
-    transcoders; `hook_name` moves an SAE's edit to another hook of its width)."""
-    if hook_name is not None:
-        hooks = [
-            sae_feature_hook(
-                sae,
-                edits,
-                mode=mode,
-                tokens=tokens,
-                use_error_term=use_error_term,
-                means=means,
-                hook_name=hook_name,
-            )
-        ]
-    else:
-        hooks = sae_feature_hooks(
-            sae, edits, mode=mode, tokens=tokens, use_error_term=use_error_term, means=means
-        )
+    transcoders; `hook_name` moves an SAE's edit to another hook of its width).
+
+    A value may be a strength relative to the model, `"relative:r"`: the feature is set to r x the typical norm of
+    the SAE's input at the steered tokens / the length of its decoder row, measured on `images` (needed then).
+    The paper steers at s = 150 on ViT-B/32 SAEs (arXiv 2504.08729, section 3), which is r = 5.41
+    (`PAPER_RELATIVE_STRENGTH`); the same r carries over to other models, an absolute 150 does not
+    (`relative_strengths` returns the absolute values; analysis/steering/strength.py says how they are defined).
+
+        with steer(model, sae, {7: "relative:5.41"}, images=pixels):
+            logits = model.zero_shot_logits(model(pixels), weights)
+    """
+    edits = _absolute(model, sae, edits, images, tokens)
+    hooks = sae_feature_hooks(
+        sae, edits, mode=mode, tokens=tokens, use_error_term=use_error_term, means=means, hook_name=hook_name
+    )
     with model.hooks(fwd_hooks=hooks) as hooked:
         yield hooked
+
+
+def _absolute(model: HookedViT, sae: SAE[Any], edits: Edits, images: Any, tokens: Tokens) -> Edits:
+    """`edits` with every "relative:r" value replaced by its absolute strength (measured on `images`)."""
+    # here, not at module level: strength.py imports this module (cycle)
+    from sae_clip_plugin.analysis.steering.strength import parse_relative, relative_strengths
+
+    if not isinstance(edits, Mapping):
+        return edits
+    relative = {f: r for f, v in edits.items() if (r := parse_relative(v)) is not None}
+    if not relative:
+        return edits
+    if images is None:
+        raise ValueError(
+            "relative strengths are measured on images: pass images=<pixels or PIL images> (the ones you steer)"
+        )
+    absolute = relative_strengths(model, sae, images, relative, tokens=tokens)
+    return {f: absolute.get(f, v) for f, v in edits.items()}
 
 
 # ----------------------------------------------------------------------------------------------

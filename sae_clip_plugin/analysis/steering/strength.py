@@ -18,14 +18,17 @@ paper's layer-normalised ViT-B/32 SAEs with unit decoder rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sae_clip_plugin.analysis.pixels import as_pixels
 from sae_clip_plugin.analysis.steering.bases import Basis, SAEBasis
 from sae_clip_plugin.analysis.steering.interventions import token_mask
 from sae_clip_plugin.model.device import model_device
 from sae_clip_plugin.model.hooks import stop_layer
+from sae_clip_plugin.model.sae_splice import transcoder_output_hook
 
 if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
     from sae_clip_plugin.model.hooked_vit import HookedViT
@@ -83,3 +86,54 @@ def absolute_strengths(
             f"features {dead} have a zero decoder direction; a relative strength is undefined for them"
         )
     return [float(relative_strength * norm / n) for n in lengths.tolist()], norm
+
+
+RELATIVE_PREFIX = "relative:"
+
+
+def relative_strengths(
+    model: HookedViT,
+    sae: Any,
+    images: Any,
+    relative: Mapping[int, float],
+    tokens: Any = "all",
+) -> dict[int, float]:
+    """{feature: absolute value to set it to} for relative strengths {feature: r} on `images` (pixels or PIL
+    images; the typical input norm is measured on them): what `steer` sets for {feature: "relative:r"}.
+
+        relative_strengths(model, sae, pixels, {7: PAPER_RELATIVE_STRENGTH})   # {7: s}, s = 150 on ViT-B/32
+    """
+    if transcoder_output_hook(sae):
+        raise ValueError("relative strengths are defined for SAEs that read and write one hook; give a transcoder "
+                         "absolute values")  # fmt: skip
+    basis = SAEBasis(sae, sae.cfg.metadata.hook_name)
+    pixels = as_pixels(model, images)
+    out = {}
+    for r, features in _grouped(relative).items():
+        values, _ = absolute_strengths(model, basis, pixels, features, r, tokens)
+        out.update(zip(features, values, strict=True))
+    return {f: out[f] for f in relative}
+
+
+def _grouped(relative: Mapping[int, float]) -> dict[float, list[int]]:
+    groups: dict[float, list[int]] = {}
+    for feature, r in relative.items():
+        groups.setdefault(float(r), []).append(int(feature))
+    return groups
+
+
+def parse_relative(value: Any) -> float | None:
+    """r of a "relative:r" steering value; None for a number."""
+    if not isinstance(value, str):
+        return None
+    if not value.startswith(RELATIVE_PREFIX):
+        raise ValueError(
+            f"a steering value is a number or 'relative:<r>' (e.g. 'relative:5.41'), got {value!r}"
+        )
+    try:
+        r = float(value.removeprefix(RELATIVE_PREFIX))
+    except ValueError:
+        raise ValueError(f"{value!r}: the relative strength after 'relative:' must be a number") from None
+    if not math.isfinite(r):
+        raise ValueError(f"{value!r}: the relative strength must be finite")
+    return r
