@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -36,6 +37,20 @@ def open_images(
     if labelled:
         return load_labelled_images(spec, max_images, seed=seed)
     return image_source(spec, split=split, max_images=max_images, seed=seed)
+
+
+def is_flat_folder(spec: str) -> bool:
+    """A folder of images without class subfolders (it gives images but no labels)."""
+    root = Path(spec)
+    return root.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+
+
+def open_eval_images(spec: str, max_images: int | None = None, seed: int = 0) -> tuple[Any, Any, Any]:
+    """(images, class names, templates) to evaluate on: labelled for a class-per-subfolder folder or a registered
+    evaluation set; (images, None, None) for a flat folder, whose evaluation has no zero-shot part."""
+    if is_flat_folder(spec):
+        return image_source(spec, max_images=max_images, seed=seed), None, None
+    return load_labelled_images(spec, max_images, seed=seed)
 
 
 @dataclass

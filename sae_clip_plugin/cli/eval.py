@@ -18,7 +18,11 @@ from sae_clip_plugin.cli.options import add_config, add_config_flags, add_deprec
 
 def run_eval_command(args: argparse.Namespace) -> int:
     """The `eval` subcommand: parse -> run_eval -> write_metrics_results -> print."""
-    from sae_clip_plugin.viz.metrics_report import load_metrics_results, write_metrics_results
+    from sae_clip_plugin.viz.metrics_report import (
+        load_metrics_results,
+        terminal_summary,
+        write_metrics_results,
+    )
 
     if args.sae_positional:
         print(deprecation_message("the positional SAE argument", "--sae FOLDER"), file=sys.stderr)
@@ -34,8 +38,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     run = run_eval(cfg)
     figures = write_metrics_results(run.table, out, run.title)
-    print((out / "metrics.md").read_text())
-    print(f"wrote {out}/metrics.csv, metrics.md, arrays.npz and {len(figures)} figures in {out / 'figures'}")
+    print(terminal_summary(run.table))
+    print(f"wrote {out}/metrics.csv (every metric), metrics.md (the table), arrays.npz and {len(figures)} figures "
+          f"in {out / 'figures'}")  # fmt: skip
     return 0
 
 

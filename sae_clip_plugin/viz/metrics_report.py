@@ -84,3 +84,31 @@ def load_metrics_results(out: str | os.PathLike) -> Any:
         for key in ("l0_by_position", "l0_patch_grid", "feature_density"):
             df[key] = [arrays.get(f"{n}/{key}") for n in df["name"]]
     return df
+
+
+def terminal_summary(df: Any) -> str:
+    """A few lines for the terminal, one per SAE (the wide table stays in metrics.md / metrics.csv): explained
+    variance, L0, dead features, and the CE recovered by the splice, or why there is no such number."""
+    import math
+
+    def num(value: Any) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    lines = []
+    for _, row in df.iterrows():
+        parts = [f"EV {num(row.get('explained_variance_all')):.3f}", f"L0 {num(row.get('l0_all')):.1f}"]
+        if math.isfinite(num(row.get("dead_fraction"))):
+            parts.append(f"dead {100 * num(row.get('dead_fraction')):.0f}%")
+        recovered, clean, ablated = (
+            num(row.get(k)) for k in ("ce_recovered_mean", "ce_clean", "ce_mean_abl")
+        )
+        if math.isfinite(recovered):
+            parts.append(f"CE recovered {recovered:.3f} (vs mean ablation)")
+        elif math.isfinite(clean) and math.isfinite(ablated):
+            parts.append(f"CE recovered: none to measure (mean-ablating the hook gives CE {ablated:.3f}, no worse "
+                         f"than clean {clean:.3f})")  # fmt: skip
+        lines.append(f"{row['name']}: " + ", ".join(parts))
+    return "\n".join(lines)

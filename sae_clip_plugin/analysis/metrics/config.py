@@ -13,8 +13,9 @@ class EvalConfig(CommandConfig):
 
     sae: list[str] = option([], "SAE: a sae_lens folder, a folder of them, a Prisma .pt file, or RELEASE:SAE_ID; "
                             "repeatable", repeat=True)  # fmt: skip
-    images: str | None = option(None, "labelled images: a folder with one subfolder per class (labels = sorted "
-                                "folders), or a registered evaluation set such as toy (shape images of the toy world)")  # fmt: skip
+    images: str | None = option(None, "images: a folder with one subfolder per class (labels = sorted folders), a "
+                                "flat folder (no labels: reconstruction and sparsity only), or a registered evaluation "
+                                "set such as toy (shape images of the toy world)")  # fmt: skip
     model: str | None = option(None, "model spec: open_clip:<name>/<pretrained tag>, hf:<repo id>, a registered name "
                                "such as toy, or random:<spec> (default: the SAEs' metadata model_name, else the "
                                "--images world's model)")  # fmt: skip

@@ -8,9 +8,8 @@ from typing import Any
 
 from sae_clip_plugin.analysis.metrics.config import EvalConfig
 from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
-from sae_clip_plugin.analysis.pixels import materialize_images
+from sae_clip_plugin.analysis.pixels import materialize_images, open_eval_images
 from sae_clip_plugin.analysis.resolve import resolve_run
-from sae_clip_plugin.data import load_labelled_images
 
 
 @dataclass
@@ -38,10 +37,17 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, progress: bool
     if not cfg.sae:
         raise ValueError("pass --sae FOLDER (an SAE or a folder of them), or --replot")
     if not cfg.images:
-        raise ValueError("pass --images <folder with one subfolder per class> or a registered name (toy)")
+        raise ValueError(
+            "pass --images <a folder of images, with one subfolder per class for zero-shot metrics> or a "
+            "registered name (toy)"
+        )
     run = resolve_run(model=cfg.model, sae=cfg.sae, images=cfg.images, device=cfg.device, load_saes=False,
                       world=("eval_images", [cfg.images]))  # fmt: skip
-    images, classnames, templates = load_labelled_images(cfg.images, cfg.max_images, seed=cfg.seed)
+    images, classnames, templates = open_eval_images(cfg.images, cfg.max_images, seed=cfg.seed)
+    if classnames is None:
+        images = images.with_transform(run.model.preprocess)
+        log(f"{cfg.images} has no class subfolders: reconstruction and sparsity only (the zero-shot and ablation "
+            "metrics need one subfolder per class)")  # fmt: skip
     if _fits_in_memory(images, cfg.max_images, run.model.cfg, cfg.preload_gb):
         log("reading the images once into memory")
         images = materialize_images(images, run.model.preprocess, cfg.max_images, cfg.batch_size)
@@ -54,7 +60,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, progress: bool
         templates=cfg.templates or templates,
         batch_size=cfg.batch_size,
         max_images=cfg.max_images,
-        downstream=not cfg.no_downstream,
+        downstream=not cfg.no_downstream and classnames is not None,
         check_model=not cfg.no_check_model,
         progress=progress,
     )

@@ -143,16 +143,23 @@ class DownstreamStats:
         for metric in ("ce", "top1"):
             clean, spliced = out[f"{metric}_clean"], out[f"{metric}_spliced"]
             for abl in ("zero", "mean"):
-                out[f"{metric}_recovered_{abl}"] = recovered(out[f"{metric}_{abl}_abl"], spliced, clean)
+                out[f"{metric}_recovered_{abl}"] = recovered(
+                    out[f"{metric}_{abl}_abl"], spliced, clean, higher_is_better=metric == "top1"
+                )
         for v in VARIANTS[1:]:
             out[f"embed_cos_{v}"] = self.cos_sum[v] / self.n if self.n else NAN
             out[f"kl_{v}"] = self.kl_sum[v] / self.n_kl if self.n_kl else NAN
         return out
 
 
-def recovered(ablated: float, spliced: float, clean: float) -> float:
-    """(ablated - spliced) / (ablated - clean): 1 = the splice loses nothing, 0 = as bad as ablating."""
+def recovered(ablated: float, spliced: float, clean: float, higher_is_better: bool = False) -> float:
+    """(ablated - spliced) / (ablated - clean): 1 = the splice loses nothing, 0 = as bad as ablating.
+
+    NaN (undefined, not a number to read) unless ablating the hook makes the metric worse than clean: when mean
+    ablation is as good as or better than the model itself, there is no loss for the splice to recover.
+    """
     denom = ablated - clean
-    if not math.isfinite(denom) or denom == 0:
+    worse = denom < 0 if higher_is_better else denom > 0
+    if not math.isfinite(denom) or not worse or abs(denom) <= 1e-9 * max(1.0, abs(clean)):
         return NAN
     return (ablated - spliced) / denom
