@@ -262,6 +262,62 @@ def decoder_readouts(
     ]
 
 
+def _checked_features(features: Sequence[int], d_sae: int, labels: Sequence[str] | None) -> list[int]:
+    """The feature indices as ints, after checking there is one at least, each in range, and one label each."""
+    features = [int(f) for f in features]
+    if not features:
+        raise ValueError("no features to show: pass at least one feature index")
+    bad = [f for f in features if not 0 <= f < d_sae]
+    if bad:
+        raise ValueError(f"features {bad} are out of range for an SAE with d_sae={d_sae}")
+    if labels is not None and len(labels) != len(features):
+        raise ValueError(f"{len(labels)} labels for {len(features)} features; pass one label per feature")
+    return features
+
+
+def _clamp_strength(strength: float | str, acts: torch.Tensor) -> float | str | list[float]:
+    """The steering strength as `steering_effect` takes it: "auto" becomes one value per feature,
+    AUTO_STRENGTH x its largest activation in `acts` ([n_images, n_tokens, n_features]; 1 where it never
+    fires); a number or "relative" passes through."""
+    if strength == "auto":
+        peak = torch.nan_to_num(acts, nan=0.0).amax(dim=(0, 1))
+        return [AUTO_STRENGTH * float(p) if p > 0 else 1.0 for p in peak]
+    if isinstance(strength, str) and strength != "relative":
+        raise ValueError(f"strength must be a number, 'auto' or 'relative', got {strength!r}")
+    return strength
+
+
+def _feature_data(
+    hook_name: str,
+    feature: int,
+    acts: torch.Tensor,
+    positions: list[int],
+    shown: np.ndarray,
+    n_top: int,
+    steering: dict[str, Any],
+    label: str,
+    direct_readout: list[tuple[str, float]],
+) -> FeatureData:
+    """One feature's panel from its activations `acts` [n_images, n_tokens] (NaN where the SAE does not read)
+    and the images as shown; the statistics are over the token positions the SAE reads."""
+    n_images, n_tokens = acts.shape
+    has_cls, has_patches = 0 in positions, any(p > 0 for p in positions)
+    read = acts[:, positions].reshape(-1).numpy()
+    return FeatureData(
+        feature=feature,
+        hook_name=hook_name,
+        top=top_images_for(acts, shown, n_tokens, n_top, has_patches, has_cls),
+        activations=read,
+        n_tokens_seen=int(read.size),
+        n_images=n_images,
+        density=float((read > 0).mean()),
+        max_activation=float(read.max()),
+        steering=steering,
+        label=label,
+        direct_readout=direct_readout,
+    )
+
+
 def collect_dashboard_data(
     model: HookedViT,
     sae: Any,
@@ -287,25 +343,13 @@ def collect_dashboard_data(
     """
     from sae_clip_plugin.model.sae_splice import sae_token_positions  # lazy: sae_lens
 
-    features = [int(f) for f in features]
-    if not features:
-        raise ValueError("no features to show: pass at least one feature index")
-    bad = [f for f in features if not 0 <= f < sae.cfg.d_sae]
-    if bad:
-        raise ValueError(f"features {bad} are out of range for an SAE with d_sae={sae.cfg.d_sae}")
-    if labels is not None and len(labels) != len(features):
-        raise ValueError(f"{len(labels)} labels for {len(features)} features; pass one label per feature")
+    features = _checked_features(features, sae.cfg.d_sae, labels)
     pixels = as_pixels(model, images)
     n_tokens = model.cfg.n_tokens
     positions = sae_token_positions(sae, n_tokens)
-    has_cls, has_patches = 0 in positions, any(p > 0 for p in positions)
     acts = feature_activations(model, sae, pixels, features, batch_size)
     shown = display_images(pixels, getattr(model.cfg, "preprocess", None))
-    if strength == "auto":
-        peak = torch.nan_to_num(acts, nan=0.0).amax(dim=(0, 1))
-        strength = [AUTO_STRENGTH * float(p) if p > 0 else 1.0 for p in peak]
-    elif isinstance(strength, str) and strength != "relative":
-        raise ValueError(f"strength must be a number, 'auto' or 'relative', got {strength!r}")
+    strength = _clamp_strength(strength, acts)
     text = None
     if getattr(model, "text", None) is not None:  # the vocabulary is embedded once, for steering and readouts
         vocabulary = load_vocabulary(vocabulary)
@@ -316,26 +360,14 @@ def collect_dashboard_data(
         else [{} for _ in features]
     )
     readouts = decoder_readouts(model, sae, features, vocabulary, text=text)
-    out = []
-    for j, feature in enumerate(features):
-        a = acts[:, :, j]
-        read = a[:, positions].reshape(-1).numpy()
-        out.append(
-            FeatureData(
-                feature=feature,
-                hook_name=sae.cfg.metadata.hook_name,
-                top=top_images_for(a, shown, n_tokens, n_top, has_patches, has_cls),
-                activations=read,
-                n_tokens_seen=int(read.size),
-                n_images=len(pixels),
-                density=float((read > 0).mean()),
-                max_activation=float(read.max()),
-                steering=effects[j],
-                label=labels[j] if labels is not None else "",
-                direct_readout=readouts[j],
-            )
-        )
     meta = sae.cfg.metadata
+    notes = labels if labels is not None else [""] * len(features)
+    out = [
+        _feature_data(
+            meta.hook_name, feature, acts[:, :, j], positions, shown, n_top, effects[j], notes[j], readouts[j]
+        )
+        for j, feature in enumerate(features)
+    ]
     return DashboardData(
         hook_name=meta.hook_name,
         model_spec=meta.get("model_name") or model.cfg.model_spec,

@@ -163,6 +163,59 @@ def _resolve_attribute(name: str, available: Sequence[str]) -> int:
     raise KeyError(f"unknown CelebA attribute {name!r}.{hint} Available: {', '.join(available)}")
 
 
+def _split_rows(base: Path, files: list[str], split: str | int | None) -> np.ndarray:
+    """Indices into `files` of the images of `split` ("all" or None: every image), by the partition file
+    (list_eval_partition.txt, or the Kaggle .csv)."""
+    if split in ("all", None):
+        return np.arange(len(files))
+    code = SPLITS.get(split) if isinstance(split, str) else int(split)
+    if code not in (0, 1, 2):
+        raise ValueError(f"unknown CelebA split {split!r}; use 'train', 'val', 'test', 'all' or 0/1/2")
+    part_path = base / "list_eval_partition.txt"
+    if not part_path.is_file() and (base / "list_eval_partition.csv").is_file():
+        part_path = base / "list_eval_partition.csv"
+    if not part_path.is_file():
+        raise FileNotFoundError(
+            f"CelebA: {part_path} not found; put list_eval_partition.txt next to list_attr_celeba.txt "
+            "or use split='all'"
+        )
+    partition = read_celeba_partition(part_path)
+    missing = [f for f in files if f not in partition]
+    if missing:
+        raise ValueError(
+            f"{part_path} has no split for {len(missing)} image(s) such as {missing[0]}; "
+            "the attribute and partition files come from different releases"
+        )
+    return np.asarray([i for i, f in enumerate(files) if partition[f] == code], dtype=np.int64)
+
+
+def _value_names(
+    classnames: Sequence[str] | None, spurious_names: Sequence[str] | None, target: str, spurious: str
+) -> tuple[list[str], list[str]]:
+    """(class names, spurious names), each (absent, present): the given ones, else the attributes' readable
+    names."""
+    classnames = list(classnames) if classnames is not None else list(attribute_value_names(target))
+    spurious_names = (
+        list(spurious_names) if spurious_names is not None else list(attribute_value_names(spurious))
+    )
+    if len(classnames) != 2 or len(spurious_names) != 2:
+        raise ValueError(
+            "classnames and spurious_names take two names each: (attribute absent, attribute present)"
+        )
+    return classnames, spurious_names
+
+
+def _image_paths(base: Path, files: list[str], keep: np.ndarray, attr_path: Path) -> list[str]:
+    """The image files of the kept rows (the first checked to exist, so a missing unzip fails here)."""
+    img_dir = _image_dir(base)
+    sources = [str(img_dir / files[i]) for i in keep]
+    if sources and not Path(sources[0]).is_file():
+        raise FileNotFoundError(
+            f"CelebA: {sources[0]} listed in {attr_path.name} is missing; unzip img_align_celeba.zip into {base}"
+        )
+    return sources
+
+
 def load_celeba(
     root: str | os.PathLike,
     split: str | int = "val",
@@ -194,54 +247,16 @@ def load_celeba(
             f"target and spurious attribute are both {target!r}; choose two different attributes"
         )
 
-    if split in ("all", None):
-        keep = np.arange(len(files))
-    else:
-        code = SPLITS.get(split) if isinstance(split, str) else int(split)
-        if code not in (0, 1, 2):
-            raise ValueError(f"unknown CelebA split {split!r}; use 'train', 'val', 'test', 'all' or 0/1/2")
-        part_path = base / "list_eval_partition.txt"
-        if not part_path.is_file() and (base / "list_eval_partition.csv").is_file():
-            part_path = base / "list_eval_partition.csv"
-        if not part_path.is_file():
-            raise FileNotFoundError(
-                f"CelebA: {part_path} not found; put list_eval_partition.txt next to list_attr_celeba.txt "
-                "or use split='all'"
-            )
-        partition = read_celeba_partition(part_path)
-        missing = [f for f in files if f not in partition]
-        if missing:
-            raise ValueError(
-                f"{part_path} has no split for {len(missing)} image(s) such as {missing[0]}; "
-                "the attribute and partition files come from different releases"
-            )
-        keep = np.asarray([i for i, f in enumerate(files) if partition[f] == code], dtype=np.int64)
-
+    keep = _split_rows(base, files, split)
     labels = (matrix[keep, ti] == 1).astype(np.int64)
     spur = (matrix[keep, si] == 1).astype(np.int64)
-    groups = 2 * labels + spur
-    classnames = list(classnames) if classnames is not None else list(attribute_value_names(target))
-    spurious_names = (
-        list(spurious_names) if spurious_names is not None else list(attribute_value_names(spurious))
-    )
-    if len(classnames) != 2 or len(spurious_names) != 2:
-        raise ValueError(
-            "classnames and spurious_names take two names each: (attribute absent, attribute present)"
-        )
-    group_names = [f"{c}, {s}" for c in classnames for s in spurious_names]
-
-    img_dir = _image_dir(base)
-    sources = [str(img_dir / files[i]) for i in keep]
-    if sources and not Path(sources[0]).is_file():
-        raise FileNotFoundError(
-            f"CelebA: {sources[0]} listed in {attr_path.name} is missing; unzip img_align_celeba.zip into {base}"
-        )
+    classnames, spurious_names = _value_names(classnames, spurious_names, target, spurious)
     ds = LabelledImageDataset(
-        sources,
+        _image_paths(base, files, keep, attr_path),
         labels,
-        groups,
+        2 * labels + spur,
         classnames,
-        group_names,
+        [f"{c}, {s}" for c in classnames for s in spurious_names],
         transform=transform,
         templates=(DEFAULT_TEMPLATE,),
         extras={"file": [files[i] for i in keep], "spurious": spur.tolist()},

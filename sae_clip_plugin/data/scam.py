@@ -77,6 +77,52 @@ def _open_dataset(source: Any, split: str) -> Any:
         ) from e
 
 
+def _rows_of_types(all_types: list[str], types: Sequence[str] | None) -> list[int]:
+    """Indices of the rows whose type is one of `types` (every row when None), after checking the names."""
+    if types is not None:
+        bad = [t for t in types if t not in SCAM_TYPES]
+        if bad:
+            raise ValueError(f"unknown SCAM type(s) {bad}; use some of {list(SCAM_TYPES)}")
+    rows = [i for i, t in enumerate(all_types) if types is None or t in types]
+    if not rows:
+        raise ValueError(
+            f"no SCAM rows of type(s) {list(types or [])}; present types: {sorted(set(all_types))}"
+        )
+    return rows
+
+
+def _class_labels(
+    classnames: Sequence[str] | None, objects: list[str], words: list[str]
+) -> tuple[list[str], list[int], list[int]]:
+    """(class names, each row's object class, each row's attack-word class); the classes default to every
+    object label and attack word, sorted."""
+    if classnames is None:
+        classnames = sorted(set(objects) | set(words))
+    classnames = list(classnames)
+    index = {c: i for i, c in enumerate(classnames)}
+    unknown = sorted({x for x in objects + words if x not in index})
+    if unknown:
+        raise ValueError(
+            f"SCAM labels/words {unknown[:5]} are not in classnames; add them or omit classnames"
+        )
+    return classnames, [index[o] for o in objects], [index[w] for w in words]
+
+
+def _grouping(
+    group_by: str, kinds: list[str], classnames: list[str], text_labels: list[int]
+) -> tuple[list[str], list[int]]:
+    """(group names, each row's group) for `group_by`: "attack", "type" or "text" (see `load_scam`)."""
+    if group_by == "attack":
+        return list(ATTACK_GROUPS), [int(k != CLEAN_TYPE) for k in kinds]
+    if group_by == "type":
+        group_names = list(SCAM_TYPES) + sorted(set(kinds) - set(SCAM_TYPES))
+        return group_names, [group_names.index(k) for k in kinds]
+    if group_by == "text":
+        groups = [len(classnames) if k == CLEAN_TYPE else t for k, t in zip(kinds, text_labels, strict=True)]
+        return [*classnames, NO_TEXT], groups
+    raise ValueError(f"unknown group_by {group_by!r}; use 'attack', 'type' or 'text'")
+
+
 def load_scam(
     source: Any = SCAM_HUB_NAME,
     *,
@@ -103,41 +149,13 @@ def load_scam(
     all_types = [str(t) for t in ds["type"]]
     if isinstance(types, str):
         types = [types]
-    if types is not None:
-        bad = [t for t in types if t not in SCAM_TYPES]
-        if bad:
-            raise ValueError(f"unknown SCAM type(s) {bad}; use some of {list(SCAM_TYPES)}")
-    rows = [i for i, t in enumerate(all_types) if types is None or t in types]
-    if not rows:
-        raise ValueError(
-            f"no SCAM rows of type(s) {list(types or [])}; present types: {sorted(set(all_types))}"
-        )
+    rows = _rows_of_types(all_types, types)
     all_objects, all_words = list(ds["object_label"]), list(ds["attack_word"])
     objects = [str(all_objects[i]).strip() for i in rows]
     words = [str(all_words[i]).strip() for i in rows]
     kinds = [all_types[i] for i in rows]
-    if classnames is None:
-        classnames = sorted(set(objects) | set(words))
-    classnames = list(classnames)
-    index = {c: i for i, c in enumerate(classnames)}
-    unknown = sorted({x for x in objects + words if x not in index})
-    if unknown:
-        raise ValueError(
-            f"SCAM labels/words {unknown[:5]} are not in classnames; add them or omit classnames"
-        )
-    labels = [index[o] for o in objects]
-    text_labels = [index[w] for w in words]
-    if group_by == "attack":
-        group_names = list(ATTACK_GROUPS)
-        groups = [int(k != CLEAN_TYPE) for k in kinds]
-    elif group_by == "type":
-        group_names = list(SCAM_TYPES) + sorted(set(kinds) - set(SCAM_TYPES))
-        groups = [group_names.index(k) for k in kinds]
-    elif group_by == "text":
-        group_names = [*classnames, NO_TEXT]
-        groups = [len(classnames) if k == CLEAN_TYPE else t for k, t in zip(kinds, text_labels, strict=True)]
-    else:
-        raise ValueError(f"unknown group_by {group_by!r}; use 'attack', 'type' or 'text'")
+    classnames, labels, text_labels = _class_labels(classnames, objects, words)
+    group_names, groups = _grouping(group_by, kinds, classnames, text_labels)
     extras: dict[str, list[Any]] = {"type": kinds, "text": words, "text_label": text_labels}
     for col in _OPTIONAL_EXTRAS:
         if col in ds.column_names:

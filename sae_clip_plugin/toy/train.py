@@ -9,6 +9,7 @@ import pickle
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,90 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+@dataclass
+class _Training:
+    """The model in training with its optimiser and recipe: what a resumable checkpoint saves and restores."""
+
+    recipe: dict[str, Any]
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    ckpt_path: Path
+    initial_embedding: torch.Tensor  # to tell the token rows training moved (see `trained_rows`)
+    loss_fn: open_clip.ClipLoss
+
+    @classmethod
+    def create(cls, recipe: dict[str, Any], ckpt_path: Path) -> _Training:
+        """A fresh model seeded from the recipe (the initialisation derives from its seed) and its AdamW."""
+        torch.manual_seed(recipe["seed"])
+        model = create_toy_clip(**recipe["model_overrides"])
+        initial_embedding = model.token_embedding.weight.detach().clone()
+        model.train()
+        groups = _param_groups(model, recipe["weight_decay"])
+        opt = torch.optim.AdamW(groups, lr=recipe["lr"], betas=(0.9, 0.98), eps=1e-6)
+        return cls(recipe, model, opt, ckpt_path, initial_embedding, open_clip.ClipLoss())
+
+    def resume(self) -> tuple[int, list[float], float]:
+        """(first step, losses so far, seconds so far): from a checkpoint of this very recipe when there
+        is one (model, optimiser and torch RNG restored), else a fresh start."""
+        if self.ckpt_path.is_file():
+            ckpt = _load_checkpoint(self.ckpt_path)
+            if ckpt["recipe"] == self.recipe:
+                self.model.load_state_dict(ckpt["model"])
+                self.opt.load_state_dict(ckpt["opt"])
+                torch.set_rng_state(ckpt["torch_rng"])
+                return ckpt["step"], ckpt["losses"], ckpt["seconds"]
+        return 0, [], 0.0
+
+    def step(self, images: torch.Tensor, texts: torch.Tensor, lr: float) -> float:
+        """One optimiser step at learning rate `lr` (the logit scale clamped to at most 100); its loss."""
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        image_features, text_features, logit_scale = self.model(images, texts)[:3]
+        loss = self.loss_fn(image_features, text_features, logit_scale)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+        return loss.item()
+
+    def save_checkpoint(self, done: int, losses: list[float], seconds: float) -> None:
+        """The checkpoint after `done` steps, written atomically (a tmp file renamed over it)."""
+        tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".tmp")
+        torch.save(
+            {
+                "recipe": self.recipe,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": done,
+                "losses": losses,
+                "seconds": seconds,
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
+        os.replace(tmp, self.ckpt_path)
+
+    def finish(self, out_path: Path, seconds: float, losses: list[float]) -> None:
+        """The trained weights (float16 safetensors with the recipe in their metadata); the checkpoint goes."""
+        self.model.eval()
+        meta = {
+            "open_clip_model": MODEL_NAME,
+            "recipe": json.dumps(self.recipe),
+            "seconds": f"{seconds:.0f}",
+            "final_loss": f"{np.mean(losses[-20:]):.4f}" if losses else "nan",
+            "format": "open_clip state_dict",
+        }
+        save_weights(
+            self.model,
+            out_path,
+            metadata=meta,
+            trained_token_rows=trained_rows(self.model.token_embedding.weight, self.initial_embedding),
+        )
+        if self.ckpt_path.is_file():
+            self.ckpt_path.unlink()
+
+
 def train_toy_clip(
     out_path: str | os.PathLike,
     seed: int = DEFAULTS["seed"],
@@ -108,13 +193,6 @@ def train_toy_clip(
     world = world or WorldConfig()
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = create_toy_clip(**(model_overrides or {}))
-    initial_embedding = model.token_embedding.weight.detach().clone()
-    model.train()
-    tokenizer = toy_tokenizer()
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = open_clip.ClipLoss()
     recipe = {
         "seed": seed,
         "steps": steps,
@@ -125,16 +203,9 @@ def train_toy_clip(
         "world": world.to_dict(),
         "model_overrides": model_overrides or {},
     }
-
-    ckpt_path = out_path.with_name(out_path.name + ".ckpt")
-    start, losses, seconds = 0, [], 0.0
-    if resume and ckpt_path.is_file():
-        ckpt = _load_checkpoint(ckpt_path)
-        if ckpt["recipe"] == recipe:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["opt"])
-            start, losses, seconds = ckpt["step"], ckpt["losses"], ckpt["seconds"]
-            torch.set_rng_state(ckpt["torch_rng"])
+    run = _Training.create(recipe, out_path.with_name(out_path.name + ".ckpt"))
+    model, tokenizer = run.model, toy_tokenizer()
+    start, losses, seconds = run.resume() if resume else (0, [], 0.0)
 
     t0 = time.time() - seconds
     pool = ThreadPoolExecutor(max_workers=1)  # renders the next batch while this one trains
@@ -145,52 +216,15 @@ def train_toy_clip(
             images, texts = pending.result()
             if step + 1 < steps:
                 pending = pool.submit(make_batch, seed, step + 1, batch_size, world, tokenizer)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, steps, lr, warmup)
-            image_features, text_features, logit_scale = model(images, texts)[:3]
-            loss = loss_fn(image_features, text_features, logit_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+            losses.append(run.step(images, texts, _lr_at(step, steps, lr, warmup)))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
             done = step + 1
             if callback is not None:
                 callback(done, model)
             if checkpoint_every and done % checkpoint_every == 0 and done < steps:
-                tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-                torch.save(
-                    {
-                        "recipe": recipe,
-                        "model": model.state_dict(),
-                        "opt": opt.state_dict(),
-                        "step": done,
-                        "losses": losses,
-                        "seconds": time.time() - t0,
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    tmp,
-                )
-                os.replace(tmp, ckpt_path)
+                run.save_checkpoint(done, losses, time.time() - t0)
     finally:
         pool.shutdown(cancel_futures=True)
     seconds = time.time() - t0
-    model.eval()
-    meta = {
-        "open_clip_model": MODEL_NAME,
-        "recipe": json.dumps(recipe),
-        "seconds": f"{seconds:.0f}",
-        "final_loss": f"{np.mean(losses[-20:]):.4f}" if losses else "nan",
-        "format": "open_clip state_dict",
-    }
-    save_weights(
-        model,
-        out_path,
-        metadata=meta,
-        trained_token_rows=trained_rows(model.token_embedding.weight, initial_embedding),
-    )
-    if ckpt_path.is_file():
-        ckpt_path.unlink()
+    run.finish(out_path, seconds, losses)
     return {"losses": losses, "seconds": seconds, "path": str(out_path), "model": model, "recipe": recipe}

@@ -202,6 +202,109 @@ def _select_features(
     return scores, live
 
 
+class _Rows:
+    """The result table as it fills: every row scored against the unmodified model on its split (deltas,
+    paired bootstrap intervals), starting with the two `none` rows."""
+
+    def __init__(self, model: HookedViT, task: SpuriousTask, weights: torch.Tensor, batch_size: int):
+        self.task = task
+        self.evals = {
+            "select": _Evaluator(model, task.select, task, weights, batch_size),
+            "eval": _Evaluator(model, task.evaluate, task, weights, batch_size),
+        }
+        self.result = DisentangleResult(task=task.name, kind=task.kind)
+        self.result.groups = {split: ev.split.groups for split, ev in self.evals.items()}
+        self.base = {split: ev() for split, ev in self.evals.items()}
+        for split in self.evals:
+            self.add(split, "none", self.base[split])
+
+    def add(self, split: str, condition: str, scored: _Scored, **extra: Any) -> dict[str, Any]:
+        """One row of `scored` on `split`; `extra` fills the setting's columns (layer, k, heads, ...)."""
+        task, base, result = self.task, self.base, self.result
+        metrics = scored.metrics
+        row = {"task": task.name, "split": split, "condition": condition, "layer": None, "hook": "",
+               "k": None, "n_heads": None, "features": "", "heads": "", **extra, **metrics}  # fmt: skip
+        for key in ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attacked_acc"):
+            if key in metrics:
+                row[f"delta_{key}"] = metrics[key] - base[split].metrics[key]
+        baseline = None if condition == "none" else base[split].correct
+        row.update(bootstrap_intervals(scored.correct, self.evals[split].split.groups, task.kind, baseline))
+        result.correct[len(result.rows)] = scored.correct
+        result.rows.append(row)
+        return row
+
+    def add_setting(self, condition: str, hooks: Sequence[tuple[str, Any]], **extra: Any) -> dict[str, Any]:
+        """A setting's rows on both splits (selection first); its selection-split row, the one choices use."""
+        rows = {split: self.add(split, condition, ev(hooks), **extra) for split, ev in self.evals.items()}
+        return rows["select"]
+
+
+def _head_rows(
+    rows: _Rows, model: HookedViT, task: SpuriousTask, cfg: DisentangleConfig, weights: torch.Tensor
+) -> list[dict[str, Any]]:
+    """Dyslexify-style heads, chosen by their direct typographic effect on the selection twins, ablated
+    for each head count (typographic tasks only); their selection-split rows."""
+    twins = task.select.twins() if task.kind == "typographic" else None
+    if twins is None or not cfg.n_heads:
+        return []
+    att, cln = twins
+    scores = typographic_head_effects(
+        model,
+        task.select.pixels[att],
+        task.select.pixels[cln],
+        task.select.spurious[att],
+        task.select.labels[att],
+        weights,
+        cfg.batch_size,
+    )
+    head_rows = []
+    for n in cfg.n_heads:
+        heads = top_heads(scores, n, cfg.head_layers)
+        text = " ".join(f"L{layer}H{h}" for layer, h in heads)
+        head_rows.append(rows.add_setting("heads", head_ablation_hooks(heads), n_heads=n, heads=text))
+    return head_rows
+
+
+def _suppression(
+    sae: Any, hook: str, feats: Sequence[int], tokens: str, cfg: DisentangleConfig
+) -> list[tuple[str, Any]]:
+    """The hooks that clamp `feats` to 0 at the SAE's hook on `tokens`."""
+    return [sae_feature_hook(sae, feats, mode="zero", tokens=tokens, use_error_term=cfg.use_error_term,
+                             hook_name=hook)]  # fmt: skip
+
+
+def _sae_rows(
+    rows: _Rows,
+    model: HookedViT,
+    hook: str,
+    sae: Any,
+    task: SpuriousTask,
+    cfg: DisentangleConfig,
+    weights: torch.Tensor,
+) -> list[dict[str, Any]]:
+    """One SAE: its top-k spurious features suppressed for each k, and k random live features (eval split,
+    mean over seeds) as the baseline; the selection-split rows of the suppressions."""
+    select_tokens, suppress_tokens = cfg.tokens_for(model, sae, hook)
+    scores, live = _select_features(model, sae, task, cfg, weights, select_tokens, suppress_tokens)
+    live_idx = torch.nonzero(live).flatten().tolist()
+    layer = hook_layer(hook)
+    sae_rows = []
+    for k in cfg.ks:
+        if k > len(live_idx):
+            continue
+        feats = top_k(scores, k)
+        hooks = _suppression(sae, hook, feats, suppress_tokens, cfg)
+        common = {"layer": layer, "hook": hook, "k": k}
+        sae_rows.append(rows.add_setting("sae", hooks, features=" ".join(map(str, feats)), **common))
+        if cfg.n_random:
+            runs = []
+            for seed in range(cfg.n_random):
+                rand = random_features(sae.cfg.d_sae, k, seed, candidates=live_idx)
+                runs.append(rows.evals["eval"](_suppression(sae, hook, rand, suppress_tokens, cfg)))
+            rows.add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
+    return sae_rows
+
+
 def run_disentangle(
     model: HookedViT,
     saes: Mapping[str, Any] | Sequence[Any],
@@ -219,52 +322,8 @@ def run_disentangle(
             "(hook: d_sae); choose k values below d_sae"
         )
     weights = model.zero_shot_weights(task.classnames, task.templates)
-    evals = {
-        "select": _Evaluator(model, task.select, task, weights, cfg.batch_size),
-        "eval": _Evaluator(model, task.evaluate, task, weights, cfg.batch_size),
-    }
-    result = DisentangleResult(task=task.name, kind=task.kind)
-    result.groups = {split: ev.split.groups for split, ev in evals.items()}
-    base = {split: ev() for split, ev in evals.items()}
-
-    def add(split: str, condition: str, scored: _Scored, **extra: Any) -> dict[str, Any]:
-        metrics = scored.metrics
-        row = {"task": task.name, "split": split, "condition": condition, "layer": None, "hook": "",
-               "k": None, "n_heads": None, "features": "", "heads": "", **extra, **metrics}  # fmt: skip
-        for key in ("top1", "worst_group_acc", "mean_group_acc", "clean_acc", "attacked_acc"):
-            if key in metrics:
-                row[f"delta_{key}"] = metrics[key] - base[split].metrics[key]
-        baseline = None if condition == "none" else base[split].correct
-        row.update(bootstrap_intervals(scored.correct, evals[split].split.groups, task.kind, baseline))
-        result.correct[len(result.rows)] = scored.correct
-        result.rows.append(row)
-        return row
-
-    for split in evals:
-        add(split, "none", base[split])
-
-    # Dyslexify-style heads, chosen by their direct typographic effect on the selection twins
-    head_rows: list[dict[str, Any]] = []
-    twins = task.select.twins() if task.kind == "typographic" else None
-    if twins is not None and cfg.n_heads:
-        att, cln = twins
-        scores = typographic_head_effects(
-            model,
-            task.select.pixels[att],
-            task.select.pixels[cln],
-            task.select.spurious[att],
-            task.select.labels[att],
-            weights,
-            cfg.batch_size,
-        )
-        for n in cfg.n_heads:
-            heads = top_heads(scores, n, cfg.head_layers)
-            hooks = head_ablation_hooks(heads)
-            text = " ".join(f"L{layer}H{h}" for layer, h in heads)
-            for split, ev in evals.items():
-                row = add(split, "heads", ev(hooks), n_heads=n, heads=text)
-                if split == "select":
-                    head_rows.append(row)
+    rows = _Rows(model, task, weights, cfg.batch_size)
+    head_rows = _head_rows(rows, model, task, cfg, weights)
 
     # SAE suppression and the random-feature baseline, layer by layer
     ordered = sorted(
@@ -272,30 +331,10 @@ def run_disentangle(
     )
     sae_rows: list[dict[str, Any]] = []
     for hook, sae in tqdm(ordered, desc=f"{task.name}: SAEs", disable=not progress):
-        select_tokens, suppress_tokens = cfg.tokens_for(model, sae, hook)
-        scores, live = _select_features(model, sae, task, cfg, weights, select_tokens, suppress_tokens)
-        live_idx = torch.nonzero(live).flatten().tolist()
-        layer = hook_layer(hook)
-        for k in cfg.ks:
-            if k > len(live_idx):
-                continue
-            feats = top_k(scores, k)
-            hooks = [sae_feature_hook(sae, feats, mode="zero", tokens=suppress_tokens,
-                                      use_error_term=cfg.use_error_term, hook_name=hook)]  # fmt: skip
-            common = {"layer": layer, "hook": hook, "k": k}
-            for split, ev in evals.items():
-                row = add(split, "sae", ev(hooks), features=" ".join(map(str, feats)), **common)
-                if split == "select":
-                    sae_rows.append(row)
-            if cfg.n_random:
-                runs = []
-                for seed in range(cfg.n_random):
-                    rand = random_features(sae.cfg.d_sae, k, seed, candidates=live_idx)
-                    runs.append(evals["eval"]([sae_feature_hook(sae, rand, mode="zero", tokens=suppress_tokens,
-                                                                use_error_term=cfg.use_error_term, hook_name=hook)]))  # fmt: skip
-                add("eval", "random", _mean_metrics(runs), n_random=cfg.n_random, **common)
+        sae_rows += _sae_rows(rows, model, hook, sae, task, cfg, weights)
 
-    base_metrics = {split: scored.metrics for split, scored in base.items()}
+    result = rows.result
+    base_metrics = {split: scored.metrics for split, scored in rows.base.items()}
     result.best, result.summary = _choose(result, sae_rows, head_rows, base_metrics, task.kind, cfg)
     return result
 

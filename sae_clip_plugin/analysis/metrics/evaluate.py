@@ -18,6 +18,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,140 @@ def _batch_key(pixels: torch.Tensor) -> tuple[Any, ...]:
     return (tuple(pixels.shape), round(float(flat.sum()), 4), round(float(flat[:, ::97].abs().sum()), 4))
 
 
+@dataclass
+class _Classifier:
+    """The zero-shot classifier the downstream metrics score with; any part may be None (then NaN)."""
+
+    weights: torch.Tensor | None
+    scale: float | None
+    labels: torch.Tensor | None
+
+
+def _classifier(
+    model: HookedSAEViT,
+    images: Any,
+    classnames: Sequence[str] | None,
+    templates: Sequence[str] | None,
+    weights: torch.Tensor | None,
+    logit_scale: float | None,
+    labels: torch.Tensor | Sequence[int] | None,
+    downstream: bool,
+) -> _Classifier:
+    """Class weights from the names (the data set's by default) unless given; the model's logit scale
+    unless given; labels as one flat long tensor."""
+    scale = logit_scale
+    if downstream and weights is None:
+        names = list(classnames) if classnames else dataset_classnames(images)
+        if names and model.text is not None:
+            weights = class_weights(model, names, templates)
+    if weights is not None and scale is None:
+        scale = float(model.logit_scale)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    return _Classifier(weights, scale, labels)
+
+
+class _TokenStats:
+    """Reconstruction by token group and sparsity, over the token positions the SAE acts on."""
+
+    def __init__(self, sae: SAE[Any], n_tokens: int) -> None:
+        self.n_tokens = n_tokens
+        self.positions = sae_token_positions(sae, n_tokens)
+        self.groups = token_groups(self.positions)
+        # the ablation hooks' positions: None when the SAE acts on every token
+        self.pos_index = None if len(self.positions) == n_tokens else torch.tensor(self.positions)
+        self.recon = {g: ReconstructionStats(sae.cfg.d_in) for g in self.groups}
+        self.sparsity = SparsityStats(self.positions, self.n_tokens, sae.cfg.d_sae)
+
+    def add(self, x: torch.Tensor, feats: torch.Tensor, x_hat: torch.Tensor) -> None:
+        """One batch of the hook's input, the SAE's features and its output, at all token positions."""
+        b, positions = x.shape[0], self.positions
+        x = x.reshape(b, self.n_tokens, -1)[:, positions]
+        x_hat = x_hat.reshape(b, self.n_tokens, -1)[:, positions]
+        for g, idx in self.groups.items():
+            self.recon[g].add(x[:, idx].reshape(-1, x.shape[-1]), x_hat[:, idx].reshape(-1, x.shape[-1]))
+        self.sparsity.add(feats[:, positions])
+
+    def result(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(reconstruction metrics of every group, NaN for a group the SAE does not act on; sparsity)."""
+        recon: dict[str, Any] = {}
+        for g in GROUPS:
+            recon.update(self.recon[g].result(g) if g in self.recon else ReconstructionStats(1).result(g))
+        return recon, self.sparsity.result()
+
+
+def _spliced_pass(
+    model: HookedSAEViT,
+    sae: SAE[Any],
+    pixels: torch.Tensor,
+    check_model: bool,
+    downstream: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The forward pass with the SAE spliced in: (its output, (hook input, SAE features, SAE output)).
+
+    Without downstream metrics it stops at the SAE's layer (the output is then not an embedding)."""
+    hook = sae.cfg.metadata.hook_name
+    n_tokens = model.cfg.n_tokens
+    cache_names = [f"{hook}.hook_sae_input", f"{hook}.hook_sae_acts_post", f"{hook}.hook_sae_output"]
+    spliced, cache = model.run_with_cache_with_saes(
+        pixels,
+        saes=[sae],
+        use_error_term=False,
+        check_model=check_model,
+        names_filter=cache_names,
+        stop_at_layer=None if downstream else stop_layer(hook),
+    )
+    x, feats, x_hat = (cache[n] for n in cache_names)
+    if x.ndim < 3 or x.shape[1] != n_tokens:
+        raise ValueError(
+            f"hook {hook!r} has activations of shape {tuple(x.shape)}, without a token axis of "
+            f"{n_tokens}; token metrics need a per-token hook (resid, mlp_out, attn_out, ...)"
+        )
+    return spliced, (x, feats, x_hat)
+
+
+def _clean_embeds(
+    model: HookedSAEViT,
+    pixels: torch.Tensor,
+    index: int,
+    clean_cache: dict[int, Any] | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """The clean model's embeddings of batch `index`, from `clean_cache` when it holds this very batch."""
+    key = _batch_key(pixels)
+    if clean_cache is not None and clean_cache.get(index, (None,))[0] == key:
+        return clean_cache[index][1].to(device)
+    clean = model(pixels)
+    if clean_cache is not None:
+        clean_cache[index] = (key, clean.cpu())
+    return clean
+
+
+def _variant_embeds(
+    model: HookedSAEViT,
+    sae: SAE[Any],
+    pixels: torch.Tensor,
+    check_model: bool,
+    pos_index: torch.Tensor | None,
+    ablation_mean: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Embeddings with the SAE spliced in with its error term, and with the hook zero- and mean-ablated."""
+    hook = sae.cfg.metadata.hook_name
+    return {
+        "spliced_err": model.run_with_saes(pixels, saes=[sae], use_error_term=True, check_model=check_model),
+        "zero_abl": model.run_with_hooks(pixels, fwd_hooks=[(hook, _replace_at(pos_index, 0.0))]),
+        "mean_abl": model.run_with_hooks(pixels, fwd_hooks=[(hook, _replace_at(pos_index, ablation_mean))]),
+    }
+
+
+def _logits(embeds: Mapping[str, torch.Tensor], classifier: _Classifier) -> dict[str, torch.Tensor] | None:
+    """Zero-shot logits of each variant's embeddings (float64); None without class weights."""
+    if classifier.weights is None:
+        return None
+    weights = classifier.weights.double()
+    return {k: zero_shot_logits(e.double(), weights, classifier.scale) for k, e in embeds.items()}
+
+
 @torch.no_grad()
 def evaluate_sae(
     model: HookedViT,
@@ -214,89 +349,35 @@ def evaluate_sae(
     hook = sae.cfg.metadata.hook_name
     if not hook:
         raise ValueError("the SAE has no metadata.hook_name; set sae.cfg.metadata.hook_name")
-    n_tokens = model.cfg.n_tokens
-    positions = sae_token_positions(sae, n_tokens)
-    groups = token_groups(positions)
-    pos_index = None if len(positions) == n_tokens else torch.tensor(positions)
+    stats = _TokenStats(sae, model.cfg.n_tokens)
     _check_reiterable(images)
-
-    # the zero-shot classifier
-    scale = logit_scale
-    if downstream and weights is None:
-        names = list(classnames) if classnames else dataset_classnames(images)
-        if names and model.text is not None:
-            weights = class_weights(model, names, templates)
-    if weights is not None and scale is None:
-        scale = float(model.logit_scale)
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    clf = _classifier(model, images, classnames, templates, weights, logit_scale, labels, downstream)
     if downstream and ablation_mean is None:
         ablation_mean = hook_mean(model, hook, images, batch_size, max_images, progress)
 
-    recon = {g: ReconstructionStats(sae.cfg.d_in) for g in groups}
-    sparsity = SparsityStats(positions, n_tokens, sae.cfg.d_sae)
     down = DownstreamStats()
-    cache_names = [f"{hook}.hook_sae_input", f"{hook}.hook_sae_acts_post", f"{hook}.hook_sae_output"]
     device = model_device(model)
     offset = 0
     for index, batch in enumerate(_batches(model, images, batch_size, max_images, progress, f"eval {hook}")):
         pixels = batch.pixels.to(device)
-        b = pixels.shape[0]
-        spliced, cache = model.run_with_cache_with_saes(
-            pixels,
-            saes=[sae],
-            use_error_term=False,
-            check_model=check_model,
-            names_filter=cache_names,
-            stop_at_layer=None if downstream else stop_layer(hook),
-        )
-        x, feats, x_hat = (cache[n] for n in cache_names)
-        if x.ndim < 3 or x.shape[1] != n_tokens:
-            raise ValueError(
-                f"hook {hook!r} has activations of shape {tuple(x.shape)}, without a token axis of "
-                f"{n_tokens}; token metrics need a per-token hook (resid, mlp_out, attn_out, ...)"
-            )
-        x, x_hat = x.reshape(b, n_tokens, -1)[:, positions], x_hat.reshape(b, n_tokens, -1)[:, positions]
-        feats = feats[:, positions]
-        for g, idx in groups.items():
-            recon[g].add(x[:, idx].reshape(-1, x.shape[-1]), x_hat[:, idx].reshape(-1, x.shape[-1]))
-        sparsity.add(feats)
+        spliced, acts = _spliced_pass(model, sae, pixels, check_model, downstream)
+        stats.add(*acts)
         if downstream:
-            embeds = {"spliced": spliced}
-            key = _batch_key(pixels)
-            if clean_cache is not None and clean_cache.get(index, (None,))[0] == key:
-                embeds["clean"] = clean_cache[index][1].to(device)
-            else:
-                embeds["clean"] = model(pixels)
-                if clean_cache is not None:
-                    clean_cache[index] = (key, embeds["clean"].cpu())
-            embeds["spliced_err"] = model.run_with_saes(
-                pixels, saes=[sae], use_error_term=True, check_model=check_model
-            )
-            embeds["zero_abl"] = model.run_with_hooks(pixels, fwd_hooks=[(hook, _replace_at(pos_index, 0.0))])
-            embeds["mean_abl"] = model.run_with_hooks(
-                pixels, fwd_hooks=[(hook, _replace_at(pos_index, ablation_mean))]
-            )
-            batch_labels = _labels_for(batch, labels, offset)
-            logits = (
-                {k: zero_shot_logits(e.double(), weights.double(), scale) for k, e in embeds.items()}
-                if weights is not None
-                else None
-            )
-            down.add(embeds, logits, batch_labels)
-        offset += b
+            embeds = {"spliced": spliced, "clean": _clean_embeds(model, pixels, index, clean_cache, device)}
+            embeds.update(_variant_embeds(model, sae, pixels, check_model, stats.pos_index, ablation_mean))
+            batch_labels = _labels_for(batch, clf.labels, offset)
+            down.add(embeds, _logits(embeds, clf), batch_labels)
+        offset += pixels.shape[0]
     if offset == 0:
         raise ValueError("the image source yielded no images")
-    if labels is not None and len(labels) < offset:
-        raise ValueError(f"got {len(labels)} labels for {offset} images; pass one label per image")
+    if clf.labels is not None and len(clf.labels) < offset:
+        raise ValueError(f"got {len(clf.labels)} labels for {offset} images; pass one label per image")
 
-    out: dict[str, Any] = {"name": name or hook, **describe_sae(sae), "n_images": offset}
-    for g in GROUPS:
-        out.update(recon[g].result(g) if g in recon else ReconstructionStats(1).result(g))
-    arrays = sparsity.result()
+    recon, arrays = stats.result()
+    out: dict[str, Any] = {"name": name or hook, **describe_sae(sae), "n_images": offset, **recon}
     out.update({k: v for k, v in arrays.items() if k not in ARRAY_KEYS})
-    out["n_classes"] = int(weights.shape[1]) if weights is not None else None
-    out["logit_scale"] = scale
+    out["n_classes"] = int(clf.weights.shape[1]) if clf.weights is not None else None
+    out["logit_scale"] = clf.scale
     out.update(down.result() if downstream else {})
     out.update({k: arrays[k] for k in ARRAY_KEYS})
     return out

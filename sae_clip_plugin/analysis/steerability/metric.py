@@ -195,6 +195,79 @@ def _shift(model, basis, pixels, text, edits, *, method, **kwargs) -> torch.Tens
     return fast_mean_shift(model, basis, pixels, text, edits, **kwargs)
 
 
+def _checked_relative_strength(
+    strength: float | None, relative_strength: float | None, threshold: float, readout_scale: float
+) -> float | None:
+    """The relative strength to steer with after checking the numbers: the paper's when neither strength
+    is given, None when `strength` (absolute) is."""
+    if strength is not None and relative_strength is not None:
+        raise ValueError("pass strength (absolute) or relative_strength, not both")
+    if strength is None and relative_strength is None:
+        relative_strength = PAPER_RELATIVE_STRENGTH
+    check_number("strength" if strength is not None else "relative_strength",
+                 strength if strength is not None else relative_strength)  # fmt: skip
+    check_number("threshold", threshold, low=0)
+    check_number("readout_scale", readout_scale, low=0, low_open=True)
+    return relative_strength
+
+
+def _readout_inputs(
+    model: HookedViT,
+    images: Any,
+    vocabulary: str | os.PathLike | Sequence[str] | None,
+    text: torch.Tensor | None,
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """(pixels, vocabulary words, their normalised text embeddings: `text` when given, else computed)."""
+    pixels = as_pixels(model, images)
+    words = load_vocabulary(vocabulary)
+    text = text_embeddings(model, words) if text is None else text
+    return pixels, words, text
+
+
+@dataclass
+class _Strengths:
+    """The absolute strength each chosen feature is set to, and how it was given: absolute, or relative to
+    the model (then with the typical input norm it was scaled by)."""
+
+    values: list[float]
+    strength: float | None
+    relative: float | None
+    typical_norm: float | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        model: HookedViT,
+        basis: Basis,
+        pixels: torch.Tensor,
+        chosen: list[int],
+        strength: float | None,
+        relative: float | None,
+        tokens: Any,
+    ) -> _Strengths:
+        """`strength` for every feature, or each feature's strength relative to the model's typical input."""
+        if strength is None:
+            values, typical_norm = absolute_strengths(model, basis, pixels, chosen, relative, tokens)
+            return cls(values, strength, relative, typical_norm)
+        return cls([float(strength)] * len(chosen), strength, relative)
+
+    def add_columns(self, table: pd.DataFrame, chosen: list[int]) -> None:
+        """The feature, its strength and (when relative) the relative strength, as the table's first columns."""
+        table.insert(0, "feature", chosen)
+        table.insert(1, "strength", self.values)
+        if self.relative is not None:
+            table.insert(2, "relative_strength", float(self.relative))
+
+    def describe(self) -> dict[str, Any]:
+        """The summary's strength entries."""
+        return {
+            "strength": float(self.strength) if self.strength is not None else None,
+            "relative_strength": float(self.relative) if self.relative is not None else None,
+            "typical_input_norm": self.typical_norm,
+            "mean_strength": float(sum(self.values) / len(self.values)),
+        }
+
+
 def steerability(
     model: HookedViT,
     sae: SAE[Any] | torch.Tensor | None,
@@ -229,56 +302,24 @@ def steerability(
     text: precomputed normalised vocabulary embeddings (reuse across runs); else computed once here.
     method: "fast" (cached prefix, batched suffix) or "naive" (one full forward per feature); equal results.
     """
-    if strength is not None and relative_strength is not None:
-        raise ValueError("pass strength (absolute) or relative_strength, not both")
-    if strength is None and relative_strength is None:
-        relative_strength = PAPER_RELATIVE_STRENGTH
-    check_number("strength" if strength is not None else "relative_strength",
-                 strength if strength is not None else relative_strength)  # fmt: skip
-    check_number("threshold", threshold, low=0)
-    check_number("readout_scale", readout_scale, low=0, low_open=True)
-    pixels = as_pixels(model, images)
-    words = load_vocabulary(vocabulary)
-    text = text_embeddings(model, words) if text is None else text
+    relative_strength = _checked_relative_strength(strength, relative_strength, threshold, readout_scale)
+    pixels, words, text = _readout_inputs(model, images, vocabulary, text)
     if text.shape[0] != len(words):
         raise ValueError(f"text has {text.shape[0]} rows but the vocabulary has {len(words)} words")
     basis = _basis_for(model, sae, hook_name)
     chosen = select_features(basis.size, features, seed)
-    typical_norm = None
-    if strength is None:
-        values, typical_norm = absolute_strengths(model, basis, pixels, chosen, relative_strength, tokens)
-    else:
-        values = [float(strength)] * len(chosen)
-    edits = list(zip(chosen, values, strict=True))
-    delta_bar = _shift(
-        model,
-        basis,
-        pixels,
-        text,
-        edits,
-        method=method,
-        mode=mode,
-        tokens=tokens,
-        use_error_term=use_error_term,
-        means=means,
-        readout_scale=readout_scale,
-        batch_size=batch_size,
-        image_batch_size=image_batch_size,
-        progress=progress,
-    )
+    strengths = _Strengths.resolve(model, basis, pixels, chosen, strength, relative_strength, tokens)
+    edits = list(zip(chosen, strengths.values, strict=True))
+    delta_bar = _shift(model, basis, pixels, text, edits, method=method, mode=mode, tokens=tokens,
+                       use_error_term=use_error_term, means=means, readout_scale=readout_scale,
+                       batch_size=batch_size, image_batch_size=image_batch_size, progress=progress)  # fmt: skip
     table = metrics_from_shift(delta_bar, text, words, threshold)
-    table.insert(0, "feature", chosen)
-    table.insert(1, "strength", values)
-    if relative_strength is not None:
-        table.insert(2, "relative_strength", float(relative_strength))
+    strengths.add_columns(table, chosen)
     summary = summarise(
         table,
         **basis.describe(),
         model_spec=model.cfg.model_spec,
-        strength=float(strength) if strength is not None else None,
-        relative_strength=float(relative_strength) if relative_strength is not None else None,
-        typical_input_norm=typical_norm,
-        mean_strength=float(sum(values) / len(values)),
+        **strengths.describe(),
         threshold=threshold,
         mode=mode,
         tokens=tokens if isinstance(tokens, str) else list(tokens),
@@ -308,10 +349,7 @@ def steering_curves(
     """
     for s in strengths:
         check_number("strength", s)
-    pixels = as_pixels(model, images)
-    words = load_vocabulary(vocabulary)
-    text = kwargs.pop("text", None)
-    text = text_embeddings(model, words) if text is None else text
+    pixels, words, text = _readout_inputs(model, images, vocabulary, kwargs.pop("text", None))
     basis = _basis_for(model, sae, kwargs.pop("hook_name", None))
     chosen = select_features(basis.size, features, kwargs.pop("seed", 0))
     edits = [(f, float(s)) for f in chosen for s in strengths]
