@@ -250,7 +250,8 @@ def write_metrics_figures(data: Any, out_dir: str | os.PathLike, per_sae: bool =
     out_dir = Path(out_dir)
     rows = _rows(data)
     written = []
-    if any(_finite(r.get("layer")) for r in rows):
+    # a figure against layer needs two layers, one of L0 against EV two SAEs: one point on an axis says nothing
+    if len({r.get("layer") for r in rows if _finite(r.get("layer"))}) >= 2:
         written.append(save_figure(plot_l0_by_layer(rows), out_dir / "l0_by_layer.png"))
     varying = [r for r in rows if varies_by_position(r)]  # TopK: L0 = k on every patch, nothing to map
     if varying:
@@ -259,7 +260,7 @@ def write_metrics_figures(data: Any, out_dir: str | os.PathLike, per_sae: bool =
         name = _slug(str(row.get("name") or row.get("hook_name")))
         written.append(save_figure(plot_l0_heatmap(row), out_dir / f"l0_heatmap_{name}.png"))
     written.append(save_figure(plot_density_histogram(rows), out_dir / "density_histogram.png"))
-    if any(_finite(r.get("explained_variance_all")) for r in rows):
+    if sum(_finite(r.get("explained_variance_all")) for r in rows) >= 2:
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message='.*loc="best".*'

@@ -110,6 +110,9 @@ def test_figures_plot_the_table(sweep, tmp_path) -> None:
     paths = write_metrics_figures(df, tmp_path / "figs")
     names = sorted(p.name for p in paths)
     assert {"l0_by_layer.png", "density_histogram.png", "ev_vs_l0.png"} <= set(names)
+    # one SAE: a by-layer figure would be one point on an axis, and so would EV against L0
+    alone = {p.name for p in write_metrics_figures(df.iloc[:1], tmp_path / "one")}
+    assert alone.isdisjoint({"l0_by_layer.png", "ev_vs_l0.png"}) and "density_histogram.png" in alone
     # these SAEs (identity, TopK) have the same L0 on every patch: a position map would be a flat field
     assert "l0_position_heatmaps.png" not in names and not any(n.startswith("l0_heatmap_") for n in names)
     varied = df.copy()
