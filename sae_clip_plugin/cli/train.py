@@ -85,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     from sae_clip_plugin.training.runner import VisionSAETrainingRunner
+    from sae_clip_plugin.training.verdict import verdict
 
     try:
         cfg = config_from_args(args)
@@ -109,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
             if k in metrics
         )
         print(f"{hook}: {summary}")
+        print(f"{hook} verdict: {verdict(metrics, cfg.architecture)}")
     print(f"saved to {cfg.output_path}")
     return 0
 
@@ -121,7 +123,12 @@ def register_commands(subparsers: Any) -> None:
         description="Train SAEs from a YAML/JSON VisionSAERunnerConfig; flags override the file.",
     )
     parser.add_argument("--config", help="YAML or JSON file of VisionSAERunnerConfig fields")
-    parser.add_argument("--preset", choices=["vanilla", "topk"], help="start from a preset recipe")
+    parser.add_argument(
+        "--preset",
+        choices=["vanilla", "topk", "paper-vanilla", "paper-topk"],
+        help="start from a recipe: vanilla (the paper's ReLU + L1, the defaults), topk (TopK k=64 with live-feature "
+        "initialisation: unit decoder rows, 4x auxiliary loss), paper-topk (the released TopK recipe as it was)",
+    )
     parser.add_argument(
         "--hook", action="append", help="hook to train on; repeat or comma-separate for several"
     )

@@ -5,8 +5,9 @@ expansion x64, W_enc = W_dec^T with unit-norm decoder rows at init, Adam lr 4e-4
 steps and a cosine schedule, 4096-token batches, per-token layer-norm input normalisation
 (unverified for the vanilla family). The paper's L1 coefficients (1e-5 .. 1e-4) are in vit_prisma's
 loss units and do not carry over to sae_lens' loss; the default here is in sae_lens units. The
-`topk` preset is the released TopK recipe (k=64); the TopK family defaults to sae_lens'
-expected-average-norm scaling instead, since sae_lens' TopK auxiliary loss refuses per-token layer
+`paper-topk` preset is the released TopK recipe (k=64, decoder rows of norm 0.1 at init); `topk` is that
+recipe with live-feature initialisation (unit decoder rows, a 4x auxiliary loss), which small runs need to keep
+their features alive. The TopK family defaults to sae_lens' expected-average-norm scaling instead, since sae_lens' TopK auxiliary loss refuses per-token layer
 norm. sae_lens 6 has no ghost grads.
 """
 
@@ -47,9 +48,14 @@ SAE_DEFAULTS: dict[str, dict[str, Any]] = {
     "matryoshka_batchtopk": {"k": 64},
     "jumprelu": {},
 }
+PAPER_TOPK = {"architecture": "topk", "sae": {"k": 64}, "decoder_init_norm": 0.1}  # the released TopK recipe
 PRESETS: dict[str, dict[str, Any]] = {
-    "vanilla": {},
-    "topk": {"architecture": "topk", "sae": {"k": 64}, "decoder_init_norm": 0.1},
+    "vanilla": {},  # the paper's vanilla recipe (the defaults)
+    "paper-vanilla": {},
+    # TopK that keeps its features alive: unit decoder rows at init and a 4x auxiliary loss (the released recipe's
+    # 0.1 init left 40-58% of the features dead on small budgets; docs/toy_results.md, "dead TopK features")
+    "topk": {"architecture": "topk", "sae": {"k": 64, "aux_loss_coefficient": 4.0}, "decoder_init_norm": 1.0},
+    "paper-topk": PAPER_TOPK,
 }
 
 
@@ -116,7 +122,9 @@ class VisionSAERunnerConfig(TrainingFlags):
     cache_chunk_images: int = 64  # contiguous images per cache read when training
 
     # -- SAE
-    preset: str | None = None  # vanilla | topk; applied by from_dict / from_preset, recorded here
+    preset: str | None = (
+        None  # vanilla | topk | paper-vanilla | paper-topk; applied by from_dict, recorded here
+    )
     # None: layer_norm (vanilla family), expected_average_only_in (TopK family)
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T

@@ -85,3 +85,9 @@ class TrainingFlags:
         "images for the vision evaluation: the source's first ones (in-sample), or its last ones with eval_holdout",
         flag="--n-eval",
     )
+    max_epochs: float = option(
+        100.0,
+        "refuse a budget that passes over the images more often than this (a 130M-token budget on 50 images is "
+        "40,000 epochs: hours for an overfit SAE); raise it to train anyway",
+        flag="--max-epochs",
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,6 +55,7 @@ from sae_clip_plugin.training.trainer_setup import (
     run_name,
     show_progress_by_tokens,
 )
+from sae_clip_plugin.training.verdict import check_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -231,12 +231,7 @@ class VisionSAETrainingRunner:
             self.dataset_info = self.source.describe()
         context = next(iter(self.geometry.values()))["context_size"]
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
-        if cfg.training_tokens > n_images * context:
-            warnings.warn(
-                f"training_tokens ({cfg.training_tokens}) exceeds the {n_images * context} tokens of one pass over "
-                f"{n_images} images; images will be reused for {cfg.training_tokens / (n_images * context):.1f} epochs",
-                stacklevel=2,
-            )
+        check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs)
         cfg.resume_from_checkpoint = resolve_resume(cfg.checkpoint_path, cfg.resume_from_checkpoint)
         # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
         device = torch.device(self.device)

@@ -203,7 +203,11 @@ def test_yaml_config_presets_and_cli(model, pixels, tmp_path, capsys):
         f"checkpoint_path: null\nexpansion_factor: 2\nprefetch_batches: 0\nn_eval_images: 8\n"
     )
     cfg = VisionSAERunnerConfig.from_file(yaml_file)
-    assert cfg.architecture == "topk" and cfg.sae == {"k": 64} and cfg.lr == 4e-4
+    # the topk preset keeps its features alive (unit decoder rows, 4x auxiliary loss); paper-topk is the released one
+    assert cfg.architecture == "topk" and cfg.sae == {"k": 64, "aux_loss_coefficient": 4.0} and cfg.lr == 4e-4
+    assert cfg.decoder_init_norm == 1.0
+    paper = VisionSAERunnerConfig.from_preset("paper-topk")
+    assert paper.sae == {"k": 64} and paper.decoder_init_norm == 0.1
     assert VisionSAERunnerConfig.from_dict(json.loads(cfg.to_json())) == cfg
     # a config of the previous release (its field names) still loads, to the same config, with a warning per name
     old_names = {
@@ -237,11 +241,16 @@ def test_yaml_config_presets_and_cli(model, pixels, tmp_path, capsys):
         == 0
     )
     printed = json.loads(capsys.readouterr().out)
-    assert printed["sae"] == {"k": 4} and printed["lr"] == 0.002 and printed["preset"] == "topk"
+    assert (
+        printed["sae"] == {"k": 4, "aux_loss_coefficient": 4.0}
+        and printed["lr"] == 0.002
+        and printed["preset"] == "topk"
+    )
     out = tmp_path / "cli_out"
     assert cli_main(["train", "--config", str(yaml_file), "--set", "sae.k=4", "--out", str(out)]) == 0
     assert SAE.load_from_disk(out).cfg.architecture() == "topk"
-    assert "explained_variance=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "explained_variance=" in printed and f"{HOOK} verdict: EV " in printed  # usable, or what to change
     assert (
         cli_main(["train", "--config", str(yaml_file), "--training-tokens", "10"]) == 2
     )  # smaller than one batch
