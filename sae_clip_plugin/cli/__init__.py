@@ -7,6 +7,7 @@ import importlib
 import os
 import pickle
 import sys
+import warnings
 from collections.abc import Sequence
 
 # one module per command (or family of commands), each exposing register_commands(subparsers); they import the
@@ -68,8 +69,23 @@ def with_config_file(parser: argparse.ArgumentParser, raw: list[str]) -> list[st
     return [*raw[: at + 1], *from_file, *rest[:i], *rest[i + 2 :]]
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each (Python's default adds the source line that raised it, which users do not need)."""
+    print(f"sae-clip: {category.__name__}: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a subcommand; the project's own errors print one line (the traceback only with --debug)."""
+    """Run a subcommand; the project's own errors and warnings print one line (tracebacks only with --debug)."""
+    previous = warnings.showwarning
+    if "--debug" not in (sys.argv[1:] if argv is None else argv):
+        warnings.showwarning = _one_line_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the full Python traceback on errors")

@@ -101,6 +101,8 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"sae-clip train: {err}", file=sys.stderr)
         return 2
+    if runner.sizing:
+        print(runner.sizing)
     runner.run()
     final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
     for hook, metrics in final.items():
@@ -126,8 +128,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument(
         "--preset",
         choices=["vanilla", "topk", "paper-vanilla", "paper-topk"],
-        help="start from a recipe: vanilla (the paper's ReLU + L1, the defaults), topk (TopK k=64 with live-feature "
-        "initialisation: unit decoder rows, 4x auxiliary loss), paper-topk (the released TopK recipe as it was)",
+        help="start from a recipe: vanilla (the paper's ReLU + L1, the defaults), topk (TopK with live-feature "
+        "initialisation, unit decoder rows and a 4x auxiliary loss; the budget, batch, width, k and lr you do not set "
+        "follow your images and model: 50 passes, see the printed 'sized to' line), paper-topk (the released TopK "
+        "recipe as it was, ImageNet budget)",
     )
     parser.add_argument(
         "--hook", action="append", help="hook to train on; repeat or comma-separate for several"

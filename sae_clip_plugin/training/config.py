@@ -7,7 +7,8 @@ steps and a cosine schedule, 4096-token batches, per-token layer-norm input norm
 loss units and do not carry over to sae_lens' loss; the default here is in sae_lens units. The
 `paper-topk` preset is the released TopK recipe (k=64, decoder rows of norm 0.1 at init); `topk` is that
 recipe with live-feature initialisation (unit decoder rows, a 4x auxiliary loss), which small runs need to keep
-their features alive. The TopK family defaults to sae_lens' expected-average-norm scaling instead, since sae_lens' TopK auxiliary loss refuses per-token layer
+their features alive, and with the budget, batch, width, k and lr the user does not set sized to the images and the
+model (training/sizing.py: `size_to_data`). The TopK family defaults to sae_lens' expected-average-norm scaling instead, since sae_lens' TopK auxiliary loss refuses per-token layer
 norm. sae_lens 6 has no ghost grads.
 """
 
@@ -25,6 +26,7 @@ from sae_lens.config import LoggingConfig
 from sae_clip_plugin.config_types import check_field_types, check_mapping_types, check_number
 from sae_clip_plugin.training.cache import STORAGE_DTYPES
 from sae_clip_plugin.training.config_flags import TrainingFlags
+from sae_clip_plugin.training.sizing import SIZED_FIELDS, sized_values
 from sae_clip_plugin.training.tokens import check_token_selection
 
 TRAINING_ARCHITECTURES = ("standard", "topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated")
@@ -54,7 +56,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper-vanilla": {},
     # TopK that keeps its features alive: unit decoder rows at init and a 4x auxiliary loss (the released recipe's
     # 0.1 init left 40-58% of the features dead on small budgets; docs/toy_results.md, "dead TopK features")
-    "topk": {"architecture": "topk", "sae": {"k": 64, "aux_loss_coefficient": 4.0}, "decoder_init_norm": 1.0},
+    # ... and whose budget, batch, width, k and lr follow the images and the model (training/sizing.py) unless set
+    "topk": {
+        "architecture": "topk",
+        "sae": {"k": 64, "aux_loss_coefficient": 4.0},
+        "decoder_init_norm": 1.0,
+        "size_to_data": list(SIZED_FIELDS),
+    },
     "paper-topk": PAPER_TOPK,
 }
 
@@ -122,9 +130,9 @@ class VisionSAERunnerConfig(TrainingFlags):
     cache_chunk_images: int = 64  # contiguous images per cache read when training
 
     # -- SAE
-    preset: str | None = (
-        None  # vanilla | topk | paper-vanilla | paper-topk; applied by from_dict, recorded here
-    )
+    # vanilla | topk | paper-vanilla | paper-topk; applied by from_dict, recorded here
+    preset: str | None = None
+    size_to_data: list[str] = field(default_factory=list)  # fields the runner sets from the data (sizing.py)
     # None: layer_norm (vanilla family), expected_average_only_in (TopK family)
     apply_b_dec_to_input: bool = True
     decoder_init_norm: float | None = 1.0  # unit-norm decoder rows, W_enc = W_dec^T
@@ -169,6 +177,20 @@ class VisionSAERunnerConfig(TrainingFlags):
         if isinstance(self.hook_name, (list, tuple)) and len(self.hook_name) == 1:
             self.hook_name = self.hook_name[0]
         self.validate()
+
+    def sized_to(self, n_images: int, tokens_per_image: int, d_in: int) -> tuple[VisionSAERunnerConfig, dict]:
+        """This config with the `size_to_data` fields set from the data (training/sizing.py), and the values chosen
+        (itself and {} when there are none)."""
+        if not self.size_to_data:
+            return self, {}
+        chosen = self.d_sae or (
+            None if "expansion_factor" in self.size_to_data else self.expansion_factor * d_in
+        )
+        values = sized_values(n_images, tokens_per_image, d_in, chosen)
+        values = {k: v for k, v in values.items() if k in self.size_to_data}
+        fields = {k: v for k, v in values.items() if not k.startswith("sae.")}
+        sae = {**self.sae, **{k[4:]: v for k, v in values.items() if k.startswith("sae.")}}
+        return dataclasses.replace(self, **fields, sae=sae, size_to_data=[]), values
 
     # -- derived ----------------------------------------------------------------------------------
     @property
@@ -344,7 +366,9 @@ class VisionSAERunnerConfig(TrainingFlags):
                 raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
             base = PRESETS[preset]
             merged_sae = {**base.get("sae", {}), **data.get("sae", {})}
-            data = {**base, **data, "sae": merged_sae}
+            given = set(data) | {f"sae.{k}" for k in data.get("sae", {})}
+            sized = [name for name in base.get("size_to_data", []) if name not in given]
+            data = {**base, **data, "sae": merged_sae, "size_to_data": data.get("size_to_data", sized)}
         return cls(**data)
 
     @classmethod

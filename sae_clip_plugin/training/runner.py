@@ -46,6 +46,7 @@ from sae_clip_plugin.training.output import (
     rescue_weights,
 )
 from sae_clip_plugin.training.provider import ActivationProvider
+from sae_clip_plugin.training.sizing import describe
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
 from sae_clip_plugin.training.tokens import HookGeometry
 from sae_clip_plugin.training.trainer_setup import (
@@ -121,6 +122,7 @@ class VisionSAETrainingRunner:
         self.feed: TrainerFeed | None = None
         self.eval_log: list[dict[str, Any]] = []
         self._set_up = False
+        self.sizing: str | None = None  # what the topk preset chose from the data, in words
 
     # ------------------------------------------------------------------------------------------
     # setup: every check runs here, before any harvesting or training
@@ -231,7 +233,12 @@ class VisionSAETrainingRunner:
             self.dataset_info = self.source.describe()
         context = next(iter(self.geometry.values()))["context_size"]
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
-        check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs)
+        sized, chosen = cfg.sized_to(n_images, context, max(g["d_in"] for g in self.geometry.values()))
+        if chosen:  # the topk preset: what the user did not set follows the data
+            self.sizing = describe(chosen, n_images, context)
+            logger.info(self.sizing)
+            self.cfg = cfg = sized
+        check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs, warn=self.sizing is None)
         cfg.resume_from_checkpoint = resolve_resume(cfg.checkpoint_path, cfg.resume_from_checkpoint)
         # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
         device = torch.device(self.device)

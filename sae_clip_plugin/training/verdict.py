@@ -14,8 +14,11 @@ from typing import Any
 GOOD_EV, MAX_DEAD = 0.8, 0.10
 
 
-def check_epochs(training_tokens: int, n_images: int, tokens_per_image: int, max_epochs: float) -> float:
-    """The epochs the budget means; above `max_epochs` a ValueError naming the fixes, above one a warning."""
+def check_epochs(
+    training_tokens: int, n_images: int, tokens_per_image: int, max_epochs: float, warn: bool = True
+) -> float:
+    """The epochs the budget means; above `max_epochs` a ValueError naming the fixes, above one a warning (unless
+    `warn` is off: a budget sized to the data passes over it on purpose)."""
     per_pass = n_images * tokens_per_image
     epochs = training_tokens / per_pass
     if epochs > max_epochs:
@@ -25,7 +28,7 @@ def check_epochs(training_tokens: int, n_images: int, tokens_per_image: int, max
             f"({per_pass:,} tokens each pass), more than max_epochs={max_epochs:g}: lower --training-tokens (e.g. "
             f"{suggested:,}), add images, or raise --max-epochs to train anyway"
         )
-    if epochs > 1:
+    if epochs > 1 and warn:
         warnings.warn(
             f"training_tokens ({training_tokens}) exceeds the {per_pass} tokens of one pass over {n_images} images; "
             f"images will be reused for {epochs:.1f} epochs",

@@ -42,3 +42,52 @@ def test_the_epoch_count_is_the_budget_over_one_pass():
 )  # fmt: skip
 def test_the_verdict_names_what_to_change(metrics, architecture, expected):
     assert verdict(metrics, architecture).startswith(expected)
+
+
+def test_the_topk_preset_sizes_what_the_user_did_not_set():
+    from sae_clip_plugin.training.config import VisionSAERunnerConfig
+    from sae_clip_plugin.training.sizing import sized_values
+
+    # 50 PNGs of a 65-token, 128-wide model: 50 passes, small batches, x4, k = 512 / 32
+    assert sized_values(50, 65, 128) == {
+        "training_tokens": 162_500, "train_batch_size_tokens": 256, "expansion_factor": 4, "sae.k": 16,
+        "lr": 3e-3, "lr_warm_up_steps": 31, "lr_end": None, "dead_feature_window": None,
+    }  # fmt: skip
+    # ImageNet on ViT-B/32: the paper's recipe
+    big = sized_values(1_281_167, 50, 768)
+    assert (big["training_tokens"], big["train_batch_size_tokens"], big["expansion_factor"], big["sae.k"]) == (
+        130_000_000, 4096, 64, 64)  # fmt: skip
+    assert big["lr"] == 4e-4 and big["lr_warm_up_steps"] == 200
+    # what the user sets stays theirs; k follows their width
+    cfg = VisionSAERunnerConfig.from_preset("topk", expansion_factor=8, lr=1e-3, output_path="o")
+    sized, chosen = cfg.sized_to(50, 65, 128)
+    assert "lr" not in chosen and "expansion_factor" not in chosen and chosen["sae.k"] == 32
+    assert (sized.expansion_factor, sized.lr, sized.sae["k"], sized.training_tokens) == (8, 1e-3, 32, 162_500)
+    assert sized.lr_end == pytest.approx(1e-4) and sized.dead_feature_window == 634 // 20
+    assert (
+        VisionSAERunnerConfig.from_preset("paper-topk").sized_to(50, 65, 128)[0].training_tokens
+        == 130_000_000
+    )
+
+
+@pytest.mark.skipif(
+    not __import__("sae_clip_plugin.toy", fromlist=["WEIGHTS_PATH"]).WEIGHTS_PATH.is_file(),
+    reason="the bundled toy CLIP weights are not built yet",
+)
+def test_the_first_train_command_on_50_own_pngs_gives_a_usable_sae(tmp_path, capsys):
+    """#30: `sae-clip train --preset topk --model toy --images FOLDER --hook ... --out ...`, no other flag, on 50
+    PNGs: sized to the data, EV >= 0.8 and under 10% dead features (about 25 s on 2 cores)."""
+    from sae_clip_plugin.cli import main
+    from sae_clip_plugin.training.sources import image_source
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    source = image_source("toy", max_images=50, seed=5).with_transform(lambda image: image)
+    for i in range(len(source)):
+        source[i].save(folder / f"{i:03d}.png")
+    argv = ["train", "--preset", "topk", "--model", "toy", "--images", str(folder), "--hook",
+            "blocks.3.hook_resid_post", "--out", str(tmp_path / "sae")]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "sized to 50 images x 65 tokens: training_tokens=162,500" in printed
+    assert "verdict: EV 0.9" in printed and ": usable" in printed
