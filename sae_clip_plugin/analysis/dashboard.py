@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and tr
 DEFAULT_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's (open_clip OPENAI_DATASET_MEAN)
 DEFAULT_STD = (0.26862954, 0.26130258, 0.27577711)
 AUTO_STRENGTH = 4.0  # strength="auto": this many times the feature's largest activation
+# readout changes smaller than this (0.1 percentage points of probability) are noise, not concepts gained or lost
+MIN_SHOWN_CHANGE = 1e-3
 
 
 @dataclass
@@ -152,7 +154,8 @@ def steering_effect(
     n_concepts: int = 5,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module).
+    """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module);
+    changes of at most MIN_SHOWN_CHANGE are left out of gained / lost.
 
     `strength`: one value for all features, one per feature (features sharing a value run together), or
     "relative": the model-relative default of the steerability metric (`analysis.steering_strength`).
@@ -199,8 +202,12 @@ def _effects(
             "P": float(row.P),
             "top_concept": row.top_concept,
             "steerable": bool(row.steerable),
-            "gained": [(words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > 0],
-            "lost": [(words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < 0],
+            "gained": [
+                (words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > MIN_SHOWN_CHANGE
+            ],
+            "lost": [
+                (words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < -MIN_SHOWN_CHANGE
+            ],
         }
     return out
 

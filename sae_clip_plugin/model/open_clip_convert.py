@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -29,8 +31,52 @@ class UnsupportedModelError(ValueError):
     """The source is a CLIP whose image tower HookedViT cannot reproduce exactly."""
 
 
+def _cached_open_clip_weights(cfg: dict[str, Any], cache_dir: str | None) -> bool:
+    """Whether open_clip would find this tag's weights on disk (its own cache conventions: the hub file or
+    its safetensors twin in the HF cache, or the URL's file name under ~/.cache/clip)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if cfg.get("file"):
+        return os.path.isfile(cfg["file"])
+    if cfg.get("hf_hub"):
+        repo_id, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        names = [filename, "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else
+                 os.path.splitext(filename)[0] + ".safetensors"]  # fmt: skip
+        return any(isinstance(try_to_load_from_cache(repo_id, n, cache_dir=cache_dir), str) for n in names)
+    url = cfg.get("url", "")
+    target = os.path.join(
+        cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(urlparse(url).path)
+    )
+    return bool(url) and os.path.isfile(target)
+
+
+def check_open_clip_weights_reachable(
+    name: str, pretrained: str | None, cache_dir: str | None = None
+) -> None:
+    """Fail at once, naming the fix, when a pretrained tag's weights are neither cached nor downloadable
+    (open_clip would retry for about a minute, then give a generic download error)."""
+    from sae_clip_plugin.hub import hub_unreachable_reason, url_unreachable_reason
+
+    if not pretrained or os.path.isfile(pretrained):
+        return
+    cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+    if not cfg or _cached_open_clip_weights(cfg, cache_dir):
+        return  # an unknown tag: open_clip's own error lists the known ones
+    reason = hub_unreachable_reason() if cfg.get("hf_hub") else url_unreachable_reason(cfg.get("url", ""))
+    if reason:
+        where = cfg.get("hf_hub") or cfg.get("url")
+        raise ConnectionError(
+            f"open_clip's weights for {name}/{pretrained} ({where}) are not cached on this machine and cannot be "
+            f"downloaded: {reason}. Run once with network access (they are cached then), or give a local weights "
+            f"file: open_clip:{name}/PATH/TO/open_clip_pytorch_model.bin"
+        )
+
+
 def create_open_clip(name: str, pretrained: str | None = None, **kwargs: Any) -> tuple[nn.Module, str | None]:
-    """open_clip.create_model, with QuickGELU taken from open_clip's tag config (it only warns otherwise)."""
+    """open_clip.create_model, with QuickGELU taken from open_clip's tag config (it only warns otherwise); a tag
+    whose weights can be neither found nor downloaded fails at once (`check_open_clip_weights_reachable`)."""
+    check_open_clip_weights_reachable(name, pretrained, kwargs.get("cache_dir"))
     force_quick_gelu = False
     if pretrained:
         tag_cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}

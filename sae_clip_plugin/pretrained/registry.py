@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
+from sae_clip_plugin.hub import connection_problem as _connection_problem  # noqa: F401  (tests clear its cache)
+from sae_clip_plugin.hub import hub_unreachable_reason
 from sae_clip_plugin.pretrained.architectures import register_own_architecture
 from sae_clip_plugin.pretrained.families import family_lookups, family_rows, register_families
 from sae_clip_plugin.pretrained.prisma import (
@@ -220,29 +220,6 @@ def _locate(repo_id: str, folder_name: str) -> tuple[str, str | None]:
         return repo_id, folder_name.strip("/") or None
     repo_name, _, filename = folder_name.strip("/").partition("/")
     return f"{repo_id}/{repo_name}", filename or None
-
-
-def hub_unreachable_reason() -> str | None:
-    """Why the Hugging Face hub cannot be used now (None when it can).
-
-    Without this, huggingface_hub retries every request five times with back-off (about 25 s each, 80 s
-    for one SAE) before it falls back to the cache; one 3-second connection attempt tells the same.
-    """
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    endpoint = urlparse(constants.ENDPOINT)
-    scheme_port = 443 if endpoint.scheme == "https" else 80
-    return _connection_problem(endpoint.hostname or "huggingface.co", endpoint.port or scheme_port)
-
-
-@functools.lru_cache(maxsize=8)
-def _connection_problem(host: str, port: int, timeout: float = 3.0) -> str | None:
-    """One TCP connection attempt per host and process."""
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        return f"{host} cannot be reached from this machine ({err.strerror or err})"
-    return None
 
 
 def _repo_pt_files(repo_id: str) -> list[str]:

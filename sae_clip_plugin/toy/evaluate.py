@@ -1,4 +1,7 @@
-"""The toy world's must-show numbers, measured with open_clip's own encode_image / encode_text."""
+"""The toy world's reference numbers (zero-shot, typographic and spurious-group accuracy).
+
+Measured with open_clip's own encode_image / encode_text.
+"""
 
 from __future__ import annotations
 

@@ -14,9 +14,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from PIL import Image
 
-from sae_clip_plugin.analysis.dashboard import FeatureData
+from sae_clip_plugin.analysis.dashboard import MIN_SHOWN_CHANGE, FeatureData
 
 CMAP = "inferno"
 MAX_ALPHA = 0.6
@@ -60,10 +61,26 @@ def _upscale(image: np.ndarray, min_size: int = 128) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((s * factor, s * factor), Image.NEAREST))
 
 
+def with_cls_band(tile: np.ndarray, value: float | None, vmax: float, cmap: str = CMAP) -> np.ndarray:
+    """The tile with a band above it in the heatmap's colour map at the CLS activation (black: 0, pale: vmax).
+
+    CLS is not a patch, so a feature that fires on CLS alone leaves the patch map blank; the band shows it.
+    """
+    if value is None:
+        return tile
+    height = max(6, tile.shape[0] // 8)
+    level = float(np.clip(value / vmax, 0.0, 1.0)) if vmax and vmax > 0 else 0.0
+    band = np.empty((height, tile.shape[1], 3), dtype=np.uint8)
+    band[:] = np.round(np.asarray(colormaps[cmap](level)[:3]) * 255).astype(np.uint8)
+    band[-1:] = 255  # a white line between the band and the image
+    return np.concatenate([band, tile], axis=0)
+
+
 def tile_images(data: FeatureData) -> list[np.ndarray]:
-    """The top images with their heatmaps, all on one colour scale (the feature's max activation)."""
+    """The top images with their heatmaps and CLS bands, all on one colour scale (the feature's max activation)."""
     vmax = data.max_activation
-    return [_upscale(overlay_heatmap(t.image, t.heatmap, vmax)) for t in data.top]
+    return [with_cls_band(_upscale(overlay_heatmap(t.image, t.heatmap, vmax)), t.cls_activation, vmax)
+            for t in data.top]  # fmt: skip
 
 
 def _caption(t) -> str:
@@ -74,7 +91,7 @@ def _caption(t) -> str:
 
 
 def plot_top_images(data: FeatureData, fig: Figure | None = None, axes=None) -> Figure:
-    """The top-activating images with their patch heatmaps (max activation and CLS value below each)."""
+    """The top-activating images with their patch heatmaps and CLS bands (max activation and CLS value below)."""
     n = max(1, len(data.top))
     if fig is None:
         fig = _figure(1.7 * n, 2.1)
@@ -90,13 +107,18 @@ def plot_top_images(data: FeatureData, fig: Figure | None = None, axes=None) -> 
 
 
 def plot_activation_histogram(data: FeatureData, ax=None, n_bins: int = 40) -> Figure:
-    """Histogram of the feature's non-zero activations (log counts); density in the title."""
+    """Histogram of the feature's non-zero activations (log counts above 20 tokens a bin); density in the title."""
     fig = ax.figure if ax is not None else _figure(4.0, 2.6)
     ax = ax or fig.subplots()
     values = data.nonzero
     if values.size:
-        ax.hist(values, bins=n_bins, color="#c0392b")
-        ax.set_yscale("log")
+        counts, _, _ = ax.hist(values, bins=n_bins, color="#c0392b")
+        if counts.max() > 20:  # log counts, labelled as plain numbers (1, 10, 100), no minor labels
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:  # a handful of tokens: whole counts on a linear axis
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         ax.text(0.5, 0.5, "never fires", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("activation (non-zero)")
@@ -122,7 +144,7 @@ def plot_steering_effect(data: FeatureData, ax=None) -> Figure:
     deltas = [d for _, d in items][::-1]
     ax.barh(words, deltas, color=["#27ae60" if d > 0 else "#7f8c8d" for d in deltas])
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("mean change in readout probability")
+    ax.set_xlabel(f"mean change in readout probability (|change| <= {MIN_SHOWN_CHANGE:g} not shown)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"steered to {s.get('strength', 0):.3g}: S={s.get('S', float('nan')):.3g}", fontsize=8)
     return fig

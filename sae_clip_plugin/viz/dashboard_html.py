@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from sae_clip_plugin.analysis.dashboard import DashboardData, FeatureData
+from sae_clip_plugin.analysis.dashboard import MIN_SHOWN_CHANGE, DashboardData, FeatureData
 from sae_clip_plugin.atomic import atomic_write_text
 from sae_clip_plugin.viz.dashboard_figures import plot_activation_histogram, plot_steering_effect, tile_images
 
@@ -30,13 +30,23 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin: 0 0 .3em 0; }
 .feature { border: 1px solid #ddd; border-radius: 6px; padding: .8em 1em; margin: 1em 0; }
 .tiles { display: flex; flex-wrap: wrap; gap: .5em; }
 figure { margin: 0; text-align: center; font-size: .75em; color: #444; }
-figure img { image-rendering: pixelated; border: 1px solid #ccc; }
+figure img { image-rendering: pixelated; border: 1px solid #ccc; display: block; margin: 0 auto; }
+figcaption { margin-top: .2em; }
+.note { color: #555; font-size: .8em; max-width: 60em; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; margin-top: .6em; }
 table { border-collapse: collapse; font-size: .85em; }
 td, th { border: 1px solid #ddd; padding: .15em .5em; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 .gain { color: #1e8449; } .loss { color: #7f8c8d; }
 """
+
+
+READING_NOTE = (
+    '<p class="note">Reading a card: the top images show where the feature fires (what it reads); the steering '
+    "bars show what clamping it on every token does to the zero-shot readout over the steering images (what it "
+    "writes). The two need not agree: a feature can fire on yellow circles and push the readout towards another "
+    "concept, and when the readout saturates many features move the same concepts (arXiv 2504.08729, sec. 3).</p>"
+)
 
 
 def png_bytes(image: np.ndarray | Figure, dpi: int = 90) -> bytes:
@@ -72,7 +82,7 @@ def _steering_table(feature: FeatureData) -> str:
         f'<tr><td class="gain">{html.escape(w)}</td><td>+{d:.3g}</td></tr>' for w, d in s.get("gained", [])
     ]
     rows += [f'<tr><td class="loss">{html.escape(w)}</td><td>{d:.3g}</td></tr>' for w, d in s.get("lost", [])]
-    head = "<tr><th>concept</th><th>&Delta; probability</th></tr>"
+    head = f"<tr><th>concept</th><th>&Delta; probability (|&Delta;| &gt; {MIN_SHOWN_CHANGE:g})</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -105,7 +115,11 @@ def feature_card(feature: FeatureData, tile_width: int = 128) -> str:
         words = ", ".join(f"{html.escape(w)} ({c:.2f})" for w, c in feature.direct_readout)
         stats.append(f"decoder direction read out directly (ln_post + projection), cosine with: {words}")
     if feature.top and all(top.heatmap is None for top in feature.top):
-        stats.append("no patch heat map: this SAE reads only the CLS token")
+        stats.append("no patch heat map: this SAE reads only the CLS token (the band above each image)")
+    elif feature.top and all(t.heatmap is not None and not np.any(t.heatmap > 0) for t in feature.top):
+        stats.append(
+            "fires on the CLS token only in these images: the band above each image, not the patches"
+        )
     label = f" <small>{html.escape(feature.label)}</small>" if feature.label else ""
     plots = [
         img_tag(plot_activation_histogram(feature), f"activation histogram of feature {feature.feature}")
@@ -128,10 +142,11 @@ def dashboard_section(data: DashboardData) -> str:
         f"model {html.escape(str(data.model_spec))} &middot; hook <code>{html.escape(data.hook_name)}</code> "
         f"&middot; {html.escape(str(data.info.get('architecture', '')))} SAE, {data.d_sae} features, tokens: "
         f"{html.escape(data.token_selection)} &middot; {data.n_images} images, {data.patch_side}x{data.patch_side} "
-        "patches (heatmap = the feature's activation on each patch, one colour scale per feature)"
+        "patches (heatmap = the feature's activation on each patch, the band above each image = its activation "
+        "on the CLS token, one colour scale per feature)"
     )
     cards = "".join(feature_card(f) for f in data.features)
-    return f'<h1>{html.escape(data.title)}</h1><p class="meta">{meta}</p>{cards}'
+    return f'<h1>{html.escape(data.title)}</h1><p class="meta">{meta}</p>{READING_NOTE}{cards}'
 
 
 def page(title: str, body: str) -> str:

@@ -31,7 +31,7 @@ def heads_markdown(rows: list[dict[str, Any]], command: str, typographic: bool) 
             else ""
         )
         + "`textspan` = the texts whose directions explain most of the head's output variance (TextSpan, "
-        "their Alg. 1), with the fraction each explains. Rows sorted by the absolute "
+        "their Alg. 1), with the fraction each explains, largest first. Rows sorted by the absolute "
         + ("typographic effect." if typographic else "direct effect."),
         "",
         markdown_table(cols, [[row[c] for c in cols] for row in order]),

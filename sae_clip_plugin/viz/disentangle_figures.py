@@ -29,8 +29,9 @@ def _metrics(kind: str) -> list[tuple[str, str, str]]:
 
 
 def _value(row: Row | None, key: str) -> float:
+    """The row's accuracy in percent (NaN when missing)."""
     v = None if row is None else row.get(key)
-    return float(v) if v is not None and math.isfinite(float(v)) else float("nan")
+    return 100 * float(v) if v is not None and math.isfinite(float(v)) else float("nan")
 
 
 def plot_accuracy_by_layer(
@@ -44,8 +45,9 @@ def plot_accuracy_by_layer(
     """Accuracy (eval split) against the layer of the SAE whose features are suppressed.
 
     Lines: suppression of the selected features (colour), k random features (grey); horizontal
-    lines: no intervention (black) and head ablation (orange; `heads` picks the ablated set shown,
-    e.g. the one chosen on the selection split, default the first).
+    lines: no intervention (black, drawn on top: at 0% it would hide under the others) and head ablation
+    (orange; `heads` picks the ablated set shown, e.g. the one chosen on the selection split, default the first).
+    Accuracies in percent, like the tables.
     """
     rows = [r for r in rows if r.get("split", "eval") == "eval"]
     fig = Figure(figsize=(8.8, 4.2), dpi=110)  # the legend sits right of the axes, off the data
@@ -72,21 +74,16 @@ def plot_accuracy_by_layer(
             ax.plot(layers, [_value(at("random", L), key) for L in layers], style, marker=".", color="tab:gray",
                     label=f"random features: {label}")  # fmt: skip
         if none is not None:
-            ax.axhline(
-                _value(none, key),
-                color="black",
-                linestyle=style,
-                linewidth=1,
-                label=f"no intervention: {label}",
-            )
+            ax.axhline(_value(none, key), color="black", linestyle=style, linewidth=1.6, zorder=5, alpha=0.8,
+                       label=f"no intervention: {label} ({_value(none, key):.1f}%)")  # fmt: skip
         if head_row is not None:
             ax.axhline(_value(head_row, key), color="tab:orange", linestyle=style, linewidth=1.2,
                        label=f"head ablation ({head_row.get('heads')}): {label}")  # fmt: skip
     ax.set_xlabel("layer of the SAE")
-    ax.set_ylabel("zero-shot accuracy (evaluation split)")
+    ax.set_ylabel("zero-shot accuracy, % (evaluation split)")
     if layers:
         ax.set_xticks(layers)
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylim(-3, 103)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.subplots_adjust(left=0.08, right=0.68)

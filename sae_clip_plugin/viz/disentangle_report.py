@@ -10,41 +10,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_clip_plugin.analysis.disentangle.text import INTERVAL_NOTE, TABLE_KEYS, summary_cells, verdict_text
+from sae_clip_plugin.analysis.disentangle.text import (
+    INTERVAL_NOTE,
+    TABLE_KEYS,
+    bar_text,
+    column_names,
+    condition_rows,
+    headline,
+    summary_cells,
+)
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.tables import markdown_table
 from sae_clip_plugin.viz.disentangle_figures import plot_accuracy_by_layer
 
 
 def task_markdown(result: Any, task: Any, command: str) -> str:
-    """The markdown section of one task: chosen settings against baselines, then accuracy by layer."""
+    """The markdown section of one task: the headline, chosen settings against baselines, accuracy by layer."""
     kind = result.kind
     keys = TABLE_KEYS[kind]
     s = result.summary
-    out = [
-        f"## {result.task} ({kind})",
-        "",
+    out = [f"## {result.task} ({kind})", ""]
+    if "sae" in s:
+        out += [f"**{headline(s, kind)}**", ""]
+    out += [
         f"Selection split: {len(task.select)} images; evaluation split: {len(task.evaluate)} images (disjoint). "
         "Features, k, the layer and the head count are chosen on the selection split; numbers are on the "
         "evaluation split.",
         "",
+        markdown_table(["condition", "layer", "setting", *column_names(keys)], condition_rows(s, kind)),
+        "",
+        INTERVAL_NOTE,
+        "",
     ]
-
-    def cells(row: dict[str, Any]) -> list[str]:
-        return summary_cells(row, keys)
-
-    rows = [["none", "", "", *cells(s["none"])]]
     if "sae" in s:
-        rows.append(["SAE features suppressed", s["sae"]["layer"], f"k={s['sae']['k']}", *cells(s["sae"])])
-    if "random" in s:
-        rows.append(["random features (same layer, k)", s["random"]["layer"], f"k={s['random']['k']}",
-                     *cells(s["random"])])  # fmt: skip
-    if "heads" in s:
-        rows.append(["head ablation (CLS)", "", s["heads"]["heads"], *cells(s["heads"])])
-    out += [markdown_table(["condition", "layer", "setting", *keys], rows), ""]
-    out += [INTERVAL_NOTE, ""]
-    if "sae" in s:
-        out += [verdict_text(s, kind), ""]
         out += [
             f"Best layer: {s['sae']['layer']} (`{s['sae']['hook']}`), features {s['sae']['features']}.",
             "",
@@ -55,17 +53,26 @@ def task_markdown(result: Any, task: Any, command: str) -> str:
     for layer, k in sorted(k_per_layer.items()):
         sae_row = next((r for r in ev if r["condition"] == "sae" and r["layer"] == layer and r["k"] == k), {})
         rnd = next((r for r in ev if r["condition"] == "random" and r["layer"] == layer and r["k"] == k), {})
-        by_layer.append([layer, k, *[sae_row.get(x) for x in keys[:2]], *[rnd.get(x) for x in keys[:2]]])
+        by_layer.append([layer, k, *summary_cells(sae_row, keys[:2]), *summary_cells(rnd, keys[:2])])
     if by_layer:
+        names = column_names(keys[:2])
         out += ["### By layer (k chosen per layer on the selection split)", ""]
         out += [
             markdown_table(
-                ["layer", "k", *[f"SAE {x}" for x in keys[:2]], *[f"random {x}" for x in keys[:2]]], by_layer
+                ["layer", "k", *[f"SAE: {x}" for x in names], *[f"random: {x}" for x in names]], by_layer
             ),
             "",
         ]
     out += [f"Command: `{command}`", ""]
     return "\n".join(out)
+
+
+def bars_markdown(results: Sequence[tuple[Any, Any]]) -> list[str]:
+    """The bar of each task kind present, stated once at the top of the report."""
+    kinds = {}
+    for result, _ in results:
+        kinds.setdefault(result.kind, result.summary.get("max_clean_drop", 0.02))
+    return [bar_text(kind, drop) for kind, drop in kinds.items()]
 
 
 def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, command: str) -> list[Path]:
@@ -76,6 +83,7 @@ def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, com
     rows = [r for result, _ in results for r in result.rows]
     atomic_write_text(out / "disentangle.csv", pd.DataFrame(rows).to_csv(index=False))
     md = ["# Disentanglement: suppressing spurious SAE features", ""]
+    md += [" ".join(bars_markdown(results)), ""]
     md += [task_markdown(result, task, command) for result, task in results]
     atomic_write_text(out / "disentangle.md", "\n".join(md))
     summary = {result.task: {"summary": result.summary, "best": result.best} for result, _ in results}

@@ -139,6 +139,15 @@ def test_text_span_picks_the_dominant_directions_with_their_variance() -> None:
         text_span(data, text_embeddings, texts, n_texts=9)
 
 
+def test_textspan_text_lists_the_largest_share_first() -> None:
+    from sae_clip_plugin.analysis.decomposition.heads import HeadReport
+    from sae_clip_plugin.analysis.decomposition.textspan import TextSpanEntry
+
+    greedy = [TextSpanEntry("a", 0.10), TextSpanEntry("b", 0.30), TextSpanEntry("c", 0.05)]  # Alg. 1's order
+    report = HeadReport(torch.zeros(1, 1), torch.zeros(1, 1), {(0, 0): greedy})
+    assert report.textspan_text(0, 0) == "b (30%); a (10%); c (5%)"
+
+
 def test_typographic_head_effects_match_a_transformer_lens_computation() -> None:
     model, _ = model_and_pixels("toy")
     g = torch.Generator().manual_seed(1)

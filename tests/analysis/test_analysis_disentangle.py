@@ -31,7 +31,7 @@ from sae_clip_plugin.analysis.disentangle.select import (
     top_k,
 )
 from sae_clip_plugin.analysis.disentangle.tasks import ImageSplit, disjoint_split
-from sae_clip_plugin.analysis.disentangle.text import verdict_text
+from sae_clip_plugin.analysis.disentangle.text import bar_text, headline
 from sae_clip_plugin.analysis.steering.interventions import sae_feature_hook
 from sae_clip_plugin.model.hooked_vit import HookedViT
 from tests.model.clips import tiny_open_clip
@@ -164,30 +164,44 @@ def test_group_metrics_by_hand() -> None:
 
 
 def test_success_bar_and_objective_by_hand() -> None:
-    before = {"clean_acc": 0.90, "attacked_acc": 0.30}
-    assert typographic_success(before, {"clean_acc": 0.88, "attacked_acc": 0.50})  # +20 points, -2 clean
-    assert (
-        typographic_success(before, {"clean_acc": 0.90, "attacked_acc": 0.45}) is False
-    )  # +15 < 20 and < 30
+    before = {"clean_acc": 0.90, "attacked_acc": 0.30}  # the attack drops 60 points: half is 30
+    assert typographic_success(before, {"clean_acc": 0.88, "attacked_acc": 0.60})  # +30 points, -2 clean
+    assert typographic_success(before, {"clean_acc": 0.90, "attacked_acc": 0.50}) is False  # +20 < 30
     assert typographic_success(before, {"clean_acc": 0.85, "attacked_acc": 0.80}) is False  # -5 clean
     small_drop = {"clean_acc": 0.90, "attacked_acc": 0.80}  # drop 10: half of it is enough
     assert typographic_success(small_drop, {"clean_acc": 0.90, "attacked_acc": 0.85})
     no_drop = {"clean_acc": 0.20, "attacked_acc": 0.23}  # no attack effect: nothing to recover
     assert typographic_success(no_drop, {"clean_acc": 0.20, "attacked_acc": 0.22}) is False
+    uncertain = {"clean_acc": 0.90, "attacked_acc": 0.70, "delta_attacked_acc_lo": -0.01}
+    assert typographic_success(before, uncertain) is False  # the gain's interval reaches 0
     keep = objective({"clean_acc": 0.89, "attacked_acc": 0.5}, before, "typographic", 0.03)
     lose = objective({"clean_acc": 0.80, "attacked_acc": 0.9}, before, "typographic", 0.03)
     assert keep > lose  # a setting within the clean budget beats a better-attacked one outside it
 
 
-def test_default_clean_budget_is_two_points_and_the_verdict_prints_it() -> None:
+def test_default_clean_budget_is_two_points_and_the_bar_prints_it() -> None:
     before = {"clean_acc": 0.90, "attacked_acc": 0.30}
     assert typographic_success(before, {"clean_acc": 0.88, "attacked_acc": 0.60})  # -2 clean: within
     assert not typographic_success(before, {"clean_acc": 0.875, "attacked_acc": 0.60})  # -2.5: outside
     assert DisentangleConfig().max_clean_drop == 0.02
-    summary = {"none": before, "max_clean_drop": 0.02, "sae": {**before, "meets_bar": False}}
-    assert "<= 2 points of clean accuracy lost" in verdict_text(summary, "typographic")
-    summary["max_clean_drop"] = 0.05
-    assert "<= 5 points of clean accuracy lost" in verdict_text(summary, "typographic")
+    assert "losing at most 2 points of clean accuracy" in bar_text("typographic", 0.02)
+    assert "losing at most 5 points of clean accuracy" in bar_text("typographic", 0.05)
+
+
+def test_the_headline_is_one_short_sentence_with_the_verdicts() -> None:
+    summary = {
+        "none": {"clean_acc": 0.9, "attacked_acc": 0.3},
+        "sae": {"layer": 2, "k": 64, "clean_acc": 0.89, "attacked_acc": 0.7, "delta_attacked_acc": 0.4,
+                "delta_attacked_acc_lo": 0.35, "delta_attacked_acc_hi": 0.45, "vs_random": 0.38,
+                "vs_random_lo": 0.33, "vs_random_hi": 0.43, "meets_bar": True},
+        "random": {"layer": 2, "k": 64, "clean_acc": 0.9, "attacked_acc": 0.32, "meets_bar": False},
+    }  # fmt: skip
+    text = headline(summary, "typographic")
+    assert text.startswith(
+        "SAE suppression (layer 2, k=64) meets the bar: attacked 30.0% -> 70.0% (+40.0 [+35.0, +45.0]"
+    )
+    assert "+38.0 [+33.0, +43.0] vs random" in text and text.endswith("random features: does not.")
+    assert len(text.split()) <= 35
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,7 +378,8 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
                                          "accuracy_by_layer_tiny-typo.png"}  # fmt: skip
     md = (tmp_path / "disentangle.md").read_text()
     assert "SAE features suppressed" in md and "random features" in md and "head ablation" in md
-    assert "95% intervals" in md and "The bar:" in md and " [" in md
+    assert "95% intervals" in md and " [" in md and "| clean % | attacked % |" in md
+    assert md.count("Typographic bar:") == 1 and "**SAE suppression (layer " in md  # the bar once, a headline
     assert (tmp_path / "accuracy_by_layer_tiny-typo.png").read_bytes()[:4] == b"\x89PNG"
 
 

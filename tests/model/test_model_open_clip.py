@@ -176,3 +176,32 @@ def test_preprocess_matches_open_clip() -> None:
     model = HookedViT.from_open_clip(clip)
     img = Image.fromarray((torch.rand(300, 260, 3) * 255).byte().numpy())
     torch.testing.assert_close(model.preprocess(img), preprocess(img))
+
+
+def test_uncached_pretrained_weights_offline_fail_at_once_naming_the_fix(monkeypatch, tmp_path):
+    """#30: offline, open_clip retried for about a minute and then gave a generic download error; the check
+    asks the hub probe first and names what to do. A cached file (open_clip's HF cache layout) passes."""
+    import time
+
+    from huggingface_hub import constants
+
+    from sae_clip_plugin import HookedViT
+    from sae_clip_plugin.model.open_clip_convert import check_open_clip_weights_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(
+        ConnectionError, match=r"not cached on this machine .* HF_HUB_OFFLINE is set.*local weights"
+    ):
+        HookedViT.from_pretrained("open_clip:ViT-B-32/datacomp_xl_s13b_b90k")
+    assert time.perf_counter() - start < 10
+    # the same file in open_clip's place in the HF cache: no error (open_clip then loads it)
+    repo = open_clip.get_pretrained_cfg("ViT-B-32", "datacomp_xl_s13b_b90k")["hf_hub"].rstrip("/")
+    snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"x")
+    (tmp_path / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (tmp_path / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("0" * 40)
+    check_open_clip_weights_reachable("ViT-B-32", "datacomp_xl_s13b_b90k", cache_dir=str(tmp_path))
+    check_open_clip_weights_reachable("toy-never-mind", None)  # no pretrained tag: nothing to download

@@ -102,6 +102,40 @@ def test_overlay_colours_exactly_the_active_patch():
     assert (overlay_heatmap(image, None) == image).all()
 
 
+def test_cls_activity_shows_as_a_band_above_the_image():
+    from sae_clip_plugin.viz.dashboard_figures import with_cls_band
+
+    tile = np.full((128, 128, 3), 100, dtype=np.uint8)
+    assert with_cls_band(tile, None, 2.0) is tile  # the SAE does not read CLS: no band
+    off = with_cls_band(tile, 0.0, 2.0)
+    assert off.shape == (144, 128, 3) and (off[16:] == tile).all()
+    assert (off[:15] <= 4).all()  # CLS silent: inferno(0), black
+    on = with_cls_band(
+        tile, 2.0, 2.0
+    )  # CLS at the feature's max: inferno(1.0) = (0.988362, 0.998364, 0.644924)
+    np.testing.assert_allclose(on[0, 0] / 255, [0.988362, 0.998364, 0.644924], atol=1 / 255)
+    half = with_cls_band(tile, 1.0, 2.0)  # inferno(0.5) = (0.735683, 0.215906, 0.330245)
+    np.testing.assert_allclose(half[0, 0] / 255, [0.735683, 0.215906, 0.330245], atol=2 / 255)
+
+
+def test_histogram_counts_read_as_plain_numbers():
+    from sae_clip_plugin.analysis.dashboard import FeatureData
+    from sae_clip_plugin.viz.dashboard_figures import plot_activation_histogram
+
+    def labels(values):
+        acts = np.asarray(values, dtype=float)
+        data = FeatureData(0, HOOK, [], acts, acts.size, 1, float((acts > 0).mean()), float(acts.max()))
+        fig = plot_activation_histogram(data)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        return ax.get_yscale(), [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+
+    scale, few = labels([0.5, 1.0, 1.0, 2.0])  # counts 1-2 per bin: a linear axis of whole numbers
+    assert scale == "linear" and all(t.lstrip("\u2212-").isdigit() for t in few)
+    scale, many = labels(np.r_[np.full(500, 1.0), np.linspace(0.1, 3, 50)])
+    assert scale == "log" and "100" in many and not any("times" in t or "^" in t for t in many)
+
+
 def test_display_images_undo_the_preprocessing(model):
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -168,10 +202,11 @@ def test_steering_effect_matches_steering_by_hand(model, pixels):
     effect = data.features[0].steering
     assert effect["S"] == pytest.approx(float((delta**2).sum()), rel=1e-4, abs=1e-7)
     assert effect["P"] == pytest.approx(float(delta.max()), rel=1e-4, abs=1e-7)
-    gained = [WORDS[i] for i in torch.argsort(delta, descending=True).tolist() if delta[i] > 0][:5]
+    gained = [WORDS[i] for i in torch.argsort(delta, descending=True).tolist() if delta[i] > 1e-3][:5]
     assert [w for w, _ in effect["gained"]] == gained
     for word, d in effect["gained"] + effect["lost"]:
         assert d == pytest.approx(float(delta[WORDS.index(word)]), abs=1e-6)
+        assert abs(d) > 1e-3  # changes of 0.1 points or less are noise, not shown as gains or losses
 
     # strength="auto": a few times each feature's own largest activation on the images
     auto = collect_dashboard_data(
@@ -205,7 +240,7 @@ def test_html_page_embeds_every_picture_as_a_valid_png(model, pixels, tmp_path):
         image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
         image.load()
         sizes.append(image.size)
-    assert sizes[0] == (128, 128)  # 64 px tiles blown up x2 so patches stay visible
+    assert sizes[0] == (128, 144)  # 64 px tiles blown up x2 so patches stay visible, a 16 px CLS band above
     assert "http" not in page.replace("http-equiv", "")  # nothing fetched from anywhere
     path = write_dashboard(data, tmp_path / "sub" / "dash.html")
     assert path.read_text(encoding="utf-8") == page

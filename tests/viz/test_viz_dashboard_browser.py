@@ -53,7 +53,7 @@ def _data() -> DashboardData:
     return DashboardData("blocks.1.hook_resid_post", "toy", 64, "all", 4, 6, features)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
 def test_dashboard_images_render_in_headless_chromium(tmp_path):
     page = write_dashboard(_data(), tmp_path / "dashboard.html")
     probe = tmp_path / "probe.html"
@@ -69,4 +69,6 @@ def test_dashboard_images_render_in_headless_chromium(tmp_path):
     assert len(images) == 2 * (3 + 2)  # top images, histogram and steering chart per feature
     sizes = [tuple(int(v) for v in r[1].split("x")) for r in images]
     assert all(w > 0 and h > 0 for w, h in sizes)
-    assert sizes.count((128, 128)) == 6  # the 32 px tiles, blown up x4 for visible patches
+    assert (
+        sizes.count((128, 144)) == 6
+    )  # the 32 px tiles, blown up x4 for visible patches, a 16 px CLS band above

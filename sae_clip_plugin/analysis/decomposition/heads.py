@@ -37,8 +37,10 @@ class HeadReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def textspan_text(self, layer: int, head: int) -> str:
-        """The head's TextSpan description in one line: `text (share%); ...`."""
-        return "; ".join(f"{e.text} ({100 * e.variance_explained:.0f}%)" for e in self.textspan[layer, head])
+        """The head's TextSpan description in one line: `text (share%); ...`, largest share first (the greedy order
+        of TextSpan's Alg. 1 can pick a text that explains less before one that explains more)."""
+        entries = sorted(self.textspan[layer, head], key=lambda e: -e.variance_explained)
+        return "; ".join(f"{e.text} ({100 * e.variance_explained:.0f}%)" for e in entries)
 
     def top_heads(self, by: str = "direct_effect", n: int = 5) -> list[tuple[int, int]]:
         """The n heads with the largest value of column `by`."""

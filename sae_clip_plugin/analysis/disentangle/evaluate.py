@@ -85,12 +85,11 @@ def objective(
 def typographic_success(
     before: Mapping[str, float], after: Mapping[str, float], max_clean_drop: float = 0.02
 ) -> bool:
-    """The typographic bar: attacked accuracy up by >= 20 points or by >= half the attack's drop, clean
-    accuracy down by <= `max_clean_drop`, and (where the row has its interval) the gain's 95% interval
-    above 0."""
+    """The typographic bar (`text.bar_text`): attacked accuracy up by at least half the attack's drop, clean
+    accuracy down by <= `max_clean_drop`, and (where the row has its interval) the gain's 95% interval above 0."""
     gain = after["attacked_acc"] - before["attacked_acc"]
     drop = before["clean_acc"] - before["attacked_acc"]
-    raised = gain >= 0.20 - 1e-9 or (drop > 0 and gain > 0 and gain >= 0.5 * drop - 1e-9)
+    raised = drop > 0 and gain > 0 and gain >= 0.5 * drop - 1e-9
     certain = after.get("delta_attacked_acc_lo", 1.0) > 0
     return raised and certain and before["clean_acc"] - after["clean_acc"] <= max_clean_drop + 1e-9
 

@@ -1,4 +1,7 @@
-"""Disentanglement results in words: table cells with intervals, and the verdict with its bar spelled out."""
+"""Disentanglement results in words: readable table headers, cells with intervals, the bar and a short headline.
+
+The bar is defined once here (`bar_text`) and printed once per report; each task gets a one-sentence headline.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,31 @@ TABLE_KEYS = {
     "typographic": ("clean_acc", "attacked_acc", "delta_clean_acc", "delta_attacked_acc"),
     "groups": ("worst_group_acc", "mean_group_acc", "delta_worst_group_acc", "delta_mean_group_acc"),
 }
+# what a reader sees for each key: accuracies in percent, changes in percentage points
+COLUMN_NAMES = {
+    "clean_acc": "clean %",
+    "attacked_acc": "attacked %",
+    "delta_clean_acc": "change in clean (points)",
+    "delta_attacked_acc": "change in attacked (points)",
+    "worst_group_acc": "worst group %",
+    "mean_group_acc": "mean over groups %",
+    "delta_worst_group_acc": "change in worst group (points)",
+    "delta_mean_group_acc": "change in mean (points)",
+}
 INTERVAL_NOTE = (
     "Accuracies in percent with 95% intervals (stratified bootstrap over images; differences paired on the same "
     "images)."
 )
+CONDITION_NAMES = {
+    "none": "no intervention",
+    "sae": "SAE features suppressed",
+    "random": "random features (same layer, k)",
+    "heads": "attention heads ablated (CLS)",
+}
+
+
+def column_names(keys: Sequence[str]) -> list[str]:
+    return [COLUMN_NAMES.get(k, k) for k in keys]
 
 
 def summary_cells(row: dict[str, Any], keys: Sequence[str]) -> list[str]:
@@ -20,29 +44,51 @@ def summary_cells(row: dict[str, Any], keys: Sequence[str]) -> list[str]:
     return [format_with_interval(row.get(k), row, k, signed=k.startswith("delta_")) for k in keys]
 
 
-def verdict_text(s: dict[str, Any], kind: str) -> str:
-    """What happened, then the bar (defined here) and whether each condition meets it."""
-    main = "attacked_acc" if kind == "typographic" else "worst_group_acc"
-    label = "attacked accuracy" if kind == "typographic" else "worst-group accuracy"
-    sae = s["sae"]
-    text = (f"SAE suppression moved {label} {100 * s['none'][main]:.1f} -> {100 * sae[main]:.1f} "
-            f"({format_with_interval(sae.get('delta_' + main), sae, 'delta_' + main, signed=True)} points)")  # fmt: skip
-    if "vs_random" in sae:
-        text += (f", {100 * sae['vs_random']:+.1f} [{100 * sae['vs_random_lo']:+.1f}, {100 * sae['vs_random_hi']:+.1f}] "
-                 "points against the same number of random features")  # fmt: skip
-    max_clean = 100 * s.get("max_clean_drop", 0.03)  # summaries written before it was recorded used 3 points
-    bar = (
-        f"attacked accuracy up by >= 20 points or >= half the attack's drop, <= {max_clean:g} points of clean "
-        "accuracy lost, the gain's 95% interval above 0"
-        if kind == "typographic"
-        else "worst-group accuracy rises with its 95% interval above 0"
-    ) + "; for SAE suppression also the paired interval against random features above 0"
-    verdicts = [f"SAE suppression {'meets' if sae['meets_bar'] else 'does NOT meet'} it"]
-    for name, what, yes, no in (("random", "random features", "meet", "do not meet"),
-                                ("heads", "head ablation", "meets", "does not meet")):  # fmt: skip
+def condition_rows(s: Mapping[str, Any], kind: str) -> list[list[Any]]:
+    """The summary table's rows (condition, layer, setting, then TABLE_KEYS[kind] cells), shared by every report."""
+    keys = TABLE_KEYS[kind]
+    rows = [[CONDITION_NAMES["none"], "", "", *summary_cells(s["none"], keys)]]
+    for name in ("sae", "random"):
         if name in s:
-            verdicts.append(f"{what} {yes if s[name]['meets_bar'] else no} it")
-    return f"{text}. The bar: {bar}. " + "; ".join(verdicts) + "."
+            rows.append(
+                [CONDITION_NAMES[name], s[name]["layer"], f"k={s[name]['k']}", *summary_cells(s[name], keys)]
+            )
+    if "heads" in s:
+        rows.append([CONDITION_NAMES["heads"], "", s["heads"]["heads"], *summary_cells(s["heads"], keys)])
+    return rows
+
+
+def bar_text(kind: str, max_clean_drop: float = 0.02) -> str:
+    """The success bar of a task kind, in words (the one place it is defined; `evaluate.*_success` implement it)."""
+    if kind == "typographic":
+        return (
+            "Typographic bar: attacked accuracy recovers at least half of the attack's drop (clean minus attacked "
+            f"accuracy with no intervention), with the gain's 95% interval above 0, losing at most "
+            f"{100 * max_clean_drop:g} points of clean accuracy; SAE suppression must also beat the same number of "
+            "random features (paired 95% interval above 0)."
+        )
+    return (
+        "Spurious-correlation bar: worst-group accuracy rises, with its 95% interval above 0; SAE suppression must "
+        "also beat the same number of random features (paired 95% interval above 0)."
+    )
+
+
+def headline(s: Mapping[str, Any], kind: str) -> str:
+    """One sentence per task: whether SAE suppression meets the bar, the main number, and the baselines' verdicts."""
+    main = "attacked_acc" if kind == "typographic" else "worst_group_acc"
+    label = "attacked" if kind == "typographic" else "worst group"
+    sae = s["sae"]
+    verdict = "meets the bar" if sae["meets_bar"] else "does not meet the bar"
+    text = (
+        f"SAE suppression (layer {sae['layer']}, k={sae['k']}) {verdict}: {label} {100 * s['none'][main]:.1f}% -> "
+        f"{100 * sae[main]:.1f}% ({format_with_interval(sae.get('delta_' + main), sae, 'delta_' + main, True)} points"
+    )
+    if "vs_random" in sae:
+        text += f"; {100 * sae['vs_random']:+.1f} [{100 * sae['vs_random_lo']:+.1f}, {100 * sae['vs_random_hi']:+.1f}] vs random"
+    text += ")."
+    others = [f"{what}: {'meets' if s[name]['meets_bar'] else 'does not'}" for name, what in
+              (("random", "random features"), ("heads", "head ablation")) if name in s]  # fmt: skip
+    return text + (" " + "; ".join(others) + "." if others else "")
 
 
 def format_with_interval(
