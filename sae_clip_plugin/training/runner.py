@@ -234,10 +234,10 @@ class VisionSAETrainingRunner:
         context = next(iter(self.geometry.values()))["context_size"]
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
         sized, chosen = cfg.sized_to(n_images, context, max(g["d_in"] for g in self.geometry.values()))
-        if chosen:  # the topk preset: what the user did not set follows the data
+        self.cfg = cfg = sized  # the topk preset: what the user did not set follows the data
+        if any(v is not None for v in chosen.values()):  # (lr_end, dead_feature_window alone: derived, not shown)
             self.sizing = describe(chosen, n_images, context)
             logger.info(self.sizing)
-            self.cfg = cfg = sized
         check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs, warn=self.sizing is None)
         cfg.resume_from_checkpoint = resolve_resume(cfg.checkpoint_path, cfg.resume_from_checkpoint)
         # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
