@@ -37,7 +37,7 @@ class LookupBackbone:
     def __init__(self, embeddings: torch.Tensor) -> None:
         self.embeddings = embeddings
 
-    def extract_activations(self, images, layer):  # noqa: ARG002
+    def extract_activations(self, images, layer):
         return self.embeddings[torch.tensor(list(images))].unsqueeze(1)
 
 
@@ -61,7 +61,9 @@ def main() -> None:
     backbone = LookupBackbone(emb)
 
     def reference():
-        return metric.compute(sae, acts, device="cpu", images=list(range(args.images)), evaluator_backbone=backbone)
+        return metric.compute(
+            sae, acts, device="cpu", images=list(range(args.images)), evaluator_backbone=backbone
+        )
 
     def ours(variant: str = "top16"):
         return monosemanticity_scores(image_codes(sae, acts), emb, variant)
@@ -80,7 +82,9 @@ def main() -> None:
     print(f"max |ours - ViSAEBench| over {len(scored)} features: {diff:.3g}")
     print(f"ViSAEBench MonosemanticityScore (top16): {t_ref:8.3f} s")
     print(f"ours, top16                            : {t_ours:8.3f} s  ratio {t_ours / t_ref:6.3f}")
-    print(f"ours, full (all {args.images * (args.images - 1) // 2} pairs)   : {t_full:8.3f} s  ratio {t_full / t_ref:6.3f}")
+    print(
+        f"ours, full (all {args.images * (args.images - 1) // 2} pairs)   : {t_full:8.3f} s  ratio {t_full / t_ref:6.3f}"
+    )
 
 
 if __name__ == "__main__":
