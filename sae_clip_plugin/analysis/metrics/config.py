@@ -29,6 +29,15 @@ class EvalConfig(CommandConfig):
     no_check_model: bool = option(False, "splice SAEs trained on another model spec")
     preload_gb: float = option(2.0, "read the images into memory once when their pixels fit in this many GiB "
                                "(0: always stream)")  # fmt: skip
+    measures: list[str] = option([], "the field's vision-SAE measures to add: monosemanticity (Pach et al., arXiv "
+                                 "2504.02821), localisation (Moran's I of patch maps), sparse_probing (AUC over k); "
+                                 "as in ViSAEBench", nargs="+",
+                                 choices=["monosemanticity", "localisation", "sparse_probing"])  # fmt: skip
+    ms_variant: str = option("top16", "monosemanticity over each feature's top-n images (top16: ViSAEBench) or "
+                             "over every pair of images (full: sae-for-vlm's metric.py)")  # fmt: skip
+    ms_encoder: str = option("pixels", "the second image encoder of the monosemanticity score: pixels (a colour "
+                             "histogram, model-free), self (the evaluated model: circular), or a model spec such as "
+                             "open_clip:ViT-B-32/openai (the paper's choice)")  # fmt: skip
     device: str = option("auto", "torch device: auto (cuda when available, else cpu), cpu, cuda, ...")
     seed: int = option(4321, "seed of the toy images")
     replot: bool = option(False, "only redraw the figures of an existing --out folder")

@@ -30,6 +30,8 @@ from sae_lens.constants import RUNNER_CFG_FILENAME
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from sae_clip_plugin.analysis.metrics.measures import ARRAY_KEYS as MEASURE_ARRAY_KEYS
+from sae_clip_plugin.analysis.metrics.measures import MeasureSettings, VisionMeasureStats
 from sae_clip_plugin.analysis.metrics.stats import (
     GROUPS,
     DownstreamStats,
@@ -51,7 +53,7 @@ from sae_clip_plugin.model.hooks import hook_layer, hook_type, stop_layer
 from sae_clip_plugin.model.sae_splice import sae_token_positions
 from sae_clip_plugin.pretrained.loading import load_sae
 
-ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density")
+ARRAY_KEYS = ("l0_by_position", "l0_patch_grid", "feature_density", *MEASURE_ARRAY_KEYS)
 SAESpec = SAE[Any] | str | os.PathLike
 
 
@@ -327,6 +329,7 @@ def evaluate_sae(
     clean_cache: dict[int, Any] | None = None,
     progress: bool = False,
     name: str | None = None,
+    measures: MeasureSettings | None = None,
 ) -> dict[str, Any]:
     """All metrics of `sae` spliced into `model` over `images`, as one flat dict.
 
@@ -338,6 +341,9 @@ def evaluate_sae(
     downstream: False skips the four extra forward passes (and stops at the SAE's layer).
     ablation_mean: the per-position mean at the hook for mean-ablation (default: measured on `images`).
     clean_cache: pass the same dict to several calls on the same images to run the clean model once.
+    measures: the field's vision-SAE measures to add (`measures.MeasureSettings`): `ms_<variant>` (Pach et al.,
+        arXiv 2504.02821), `localisation` (Moran's I), `sparse_probing_auc` and `probe_acc_k<k>` (ViSAEBench), with
+        the per-feature arrays `ms_by_feature`, `moran_by_feature`, `f_by_feature`.
 
     Keys: reconstruction `{explained_variance,fvu,mse,cos_sim,l2_ratio}_{all,cls,patches}`; sparsity
     `l0_*`, `l1_*`, `dead_fraction`, `dense_fraction_10/50`, `dead_window_images/tokens`; downstream
@@ -357,11 +363,16 @@ def evaluate_sae(
 
     down = DownstreamStats()
     device = model_device(model)
+    vision = None
+    if measures is not None:
+        vision = VisionMeasureStats(sae.cfg.d_sae, stats.positions, model.cfg.n_tokens, measures)
     offset = 0
     for index, batch in enumerate(_batches(model, images, batch_size, max_images, progress, f"eval {hook}")):
         pixels = batch.pixels.to(device)
         spliced, acts = _spliced_pass(model, sae, pixels, check_model, downstream)
         stats.add(*acts)
+        if vision is not None:
+            vision.add(acts[1], pixels, _labels_for(batch, clf.labels, offset))
         if downstream:
             embeds = {"spliced": spliced, "clean": _clean_embeds(model, pixels, index, clean_cache, device)}
             embeds.update(_variant_embeds(model, sae, pixels, check_model, stats.pos_index, ablation_mean))
@@ -379,7 +390,8 @@ def evaluate_sae(
     out["n_classes"] = int(clf.weights.shape[1]) if clf.weights is not None else None
     out["logit_scale"] = clf.scale
     out.update(down.result() if downstream else {})
-    out.update({k: arrays[k] for k in ARRAY_KEYS})
+    out.update(vision.result() if vision is not None else {})
+    out.update({k: arrays[k] for k in ARRAY_KEYS if k in arrays})
     return out
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from sae_clip_plugin.analysis.metrics.config import EvalConfig
 from sae_clip_plugin.analysis.metrics.evaluate import evaluate_saes
+from sae_clip_plugin.analysis.metrics.measures import MeasureSettings
+from sae_clip_plugin.analysis.metrics.second_encoder import second_encoder
 from sae_clip_plugin.analysis.pixels import materialize_images, open_eval_images
 from sae_clip_plugin.analysis.resolve import resolve_run
 
@@ -51,6 +53,10 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, progress: bool
     if _fits_in_memory(images, cfg.max_images, run.model.cfg, cfg.preload_gb):
         log("reading the images once into memory")
         images = materialize_images(images, run.model.preprocess, cfg.max_images, cfg.batch_size)
+    measures = None
+    if cfg.measures:
+        embed = second_encoder(cfg.ms_encoder, run.model) if "monosemanticity" in cfg.measures else None
+        measures = MeasureSettings(cfg.measures, cfg.ms_variant, embed)
     log(f"evaluating {len(run.sae_sources)} SAE(s) on {run.model_spec} ({run.device}), images: {cfg.images}")
     table = evaluate_saes(
         run.model,
@@ -63,6 +69,7 @@ def run_eval(cfg: EvalConfig, log: Callable[[str], None] = print, progress: bool
         downstream=not cfg.no_downstream and classnames is not None,
         check_model=not cfg.no_check_model,
         progress=progress,
+        measures=measures,
     )
     title = f"SAE metrics ({run.model_spec}, {int(table['n_images'].iloc[0])} images of {cfg.images})"
     return EvalRun(cfg, table, title, run.model_spec)
