@@ -3,7 +3,7 @@
 Inputs are the rows / DataFrame of `analysis.metrics.evaluate_sae(s)`:
 - `plot_l0_by_layer`: L0 of CLS vs patch tokens across layers (the paper's sparsity figure);
 - `plot_l0_heatmap`: L0 per patch position as the image grid, CLS L0 in the title;
-- `plot_density_histogram`: log10 feature firing density, dead features counted in the legend;
+- `plot_density_histogram`: log10 feature firing density, dead features counted in each SAE's label;
 - `plot_ev_vs_l0`: explained variance against L0 across SAEs.
 """
 
@@ -173,7 +173,7 @@ def density_bins(densities: Iterable[np.ndarray], n_bins: int = 40) -> np.ndarra
 def plot_density_histogram(
     data: Any, path: str | os.PathLike | None = None, n_bins: int = 40, overlay_max: int = 4, cols: int = 4
 ) -> Figure:
-    """Histogram of log10(feature firing density) per SAE; dead features (never fired) in the legend.
+    """Histogram of log10(feature firing density) per SAE; dead features (never fired) counted in its label.
 
     Up to `overlay_max` SAEs share one panel; more get one small panel each (same bins).
     """
