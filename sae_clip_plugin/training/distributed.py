@@ -46,7 +46,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer; torchrun sets it") from None
+        raise ValueError(
+            f"environment variable {name}={value!r} is not an integer; torchrun sets it"
+        ) from None
 
 
 def current() -> Ranks:

@@ -110,7 +110,9 @@ class StreamingImages(IterableDataset):
             image = Image.open(io.BytesIO(image))
             image.load()
         if self.transform is None:
-            raise RuntimeError("set the model's preprocess with stream.with_transform(model.preprocess) first")
+            raise RuntimeError(
+                "set the model's preprocess with stream.with_transform(model.preprocess) first"
+            )
         return self.transform(to_rgb(image, name="a streamed image"))
 
     def _decoded(self, key: str, image: Any) -> Sample:

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def torchrun(tmp_path: Path, argv: list[str], kill_rank1_after: int | None = None) -> subprocess.CompletedProcess:
+def torchrun(
+    tmp_path: Path, argv: list[str], kill_rank1_after: int | None = None
+) -> subprocess.CompletedProcess:
     """`torchrun --nproc-per-node 2 sae-clip ARGV`; rank 1 SIGKILLs itself after its Nth finished shard if asked."""
     script = tmp_path / "rank.py"
     script.write_text(
@@ -102,7 +104,9 @@ def test_two_hooks_on_two_ranks_equal_each_hook_trained_alone(tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "ranks"
-    result = torchrun(tmp_path, ["train", *TRAIN, "--hook", HOOKS, "--cache-path", str(tmp_path / "c"), "--out", str(out)])
+    result = torchrun(
+        tmp_path, ["train", *TRAIN, "--hook", HOOKS, "--cache-path", str(tmp_path / "c"), "--out", str(out)]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for hook in HOOKS.split(","):
         alone = tmp_path / "alone" / hook
