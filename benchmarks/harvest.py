@@ -10,7 +10,7 @@ two barriers. Printed: images/s and tokens/s of the harvest, and its ratio to th
     python benchmarks/harvest.py --device cuda --processes 1,8 --model open_clip:ViT-B-32/datacomp_xl_s13b_b90k \
         --images /data/imagenet/train --max-images 50000 --batch-size 256 --num-workers 8   # a GPU node
 
-On CPU each process gets one thread (torchrun's default), so the 2-process figure shows what a second core adds;
+On CPU each process gets one thread (OMP_NUM_THREADS=1 unless set; torchrun's default for 2+), so the 2-process figure shows what a second core adds;
 on a GPU node each process drives its own GPU (docs/distributed.md).
 """
 
@@ -85,6 +85,8 @@ def launch(args: argparse.Namespace, processes: int, folder: Path) -> dict:
         "--shard-images", str(args.shard_images), "--device", args.device,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # torchrun sets one thread per process only for 2 or more; the same for 1, or the counts are not comparable
+    env.setdefault("OMP_NUM_THREADS", "1")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"torchrun with {processes} processes failed:\n{done.stderr[-3000:]}")
@@ -121,6 +123,11 @@ def main() -> None:
         print(
             f"| {r['processes']} | {rate:.1f} | {r['tokens'] / r['seconds']:.0f} | {bare:.1f} | {rate / bare:.2f} |"
         )
+    print(
+        "harvest / bare: the whole harvest (images rendered or decoded, run_with_cache, token selection, Arrow "
+        "shards, manifest) against the model's forward alone on pixels in memory, one process; above 1 with 2 "
+        "processes means the second process pays for itself. On a shared CPU the processes compete for cores."
+    )
 
 
 if __name__ == "__main__":
