@@ -35,10 +35,9 @@ from tqdm.auto import tqdm
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.locking import LOCK_NAME, folder_lock
-from sae_clip_plugin.training import distributed
+from sae_clip_plugin.training import distributed, plan
 from sae_clip_plugin.training.distributed import Ranks
 from sae_clip_plugin.training.harvest import ActivationHarvester
-from sae_clip_plugin.training.plan import check_plan, plan_harvest
 from sae_clip_plugin.training.sources import ImageSource
 
 if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and transformers
@@ -502,10 +501,10 @@ def check_space(
     if not todo:
         return
     n = sum(stop - start for start, stop in (shard_bounds(cache.config, s) for s in todo))
-    plan = plan_harvest(cache.path, n, harvester.context_size, harvester.d_in, cache.storage_dtype)
+    planned = plan.plan_harvest(cache.path, n, harvester.context_size, harvester.d_in, cache.storage_dtype)
     if progress:
-        print("\n".join(plan.lines()), file=sys.stderr)
-    check_plan(plan, cache.path, ignore_free_space)
+        print("\n".join(planned.lines()), file=sys.stderr)
+    plan.check_plan(planned, cache.path, ignore_free_space)
 
 
 def _write_shards(
