@@ -57,7 +57,7 @@ def with_config_file(parser: argparse.ArgumentParser, raw: list[str]) -> list[st
     into the flags it holds, put before the typed flags so that those win."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     at = next((i for i, token in enumerate(raw) if token in commands.choices), None)
-    if at is None or raw[at] == "train" or "--config" not in raw[at:]:
+    if at is None or raw[at] in ("train", "harvest") or "--config" not in raw[at:]:
         return raw
     from sae_clip_plugin.cli.options import config_file_argv
 

@@ -11,6 +11,7 @@ model_name, hook_name, dataset_path, output_path and device (sae_lens' names); t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -83,9 +84,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return VisionSAERunnerConfig.from_dict(overrides)
 
 
+SETUP_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, RuntimeError)
+
+
+def launched_by_torchrun() -> bool:
+    """WORLD_SIZE > 1: this process is one rank of a torchrun job (the one-process route stays the default)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from sae_clip_plugin.training.runner import VisionSAETrainingRunner
-    from sae_clip_plugin.training.verdict import verdict
 
     try:
         cfg = config_from_args(args)
@@ -95,6 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_json())
         return 0
+    if launched_by_torchrun():
+        return _run_train_ranks(cfg)
     runner = VisionSAETrainingRunner(cfg)
     try:
         runner.setup()  # every input check, before any harvesting or training
@@ -104,6 +114,14 @@ def run_train(args: argparse.Namespace) -> int:
     if runner.sizing:
         print(runner.sizing)
     runner.run()
+    _print_results(runner, cfg.architecture)
+    print(f"saved to {cfg.output_path}")
+    return 0
+
+
+def _print_results(runner: Any, architecture: str, prefix: str = "") -> None:
+    from sae_clip_plugin.training.verdict import verdict
+
     final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
     for hook, metrics in final.items():
         summary = ", ".join(
@@ -111,19 +129,82 @@ def run_train(args: argparse.Namespace) -> int:
             for k in ("explained_variance", "l0", "l0_cls", "l0_patches", "dead_fraction_eval")
             if k in metrics
         )
-        print(f"{hook}: {summary}")
-        print(f"{hook} verdict: {verdict(metrics, cfg.architecture)}")
-    print(f"saved to {cfg.output_path}")
+        print(f"{prefix}{hook}: {summary}")
+        print(f"{prefix}{hook} verdict: {verdict(metrics, architecture)}")
+
+
+def _run_train_ranks(cfg: Any) -> int:
+    """One rank of `torchrun ... sae-clip train`: its share of the harvest, then its hooks (across_ranks.py)."""
+    from sae_clip_plugin.training.across_ranks import train_across_ranks
+    from sae_clip_plugin.training.distributed import init_from_env
+
+    ranks = init_from_env(cfg.resolved_device)
+    prefix = f"[rank {ranks.rank}/{ranks.world_size}] "
+    try:
+        runners = train_across_ranks(cfg, ranks)
+    except SETUP_ERRORS as err:
+        print(f"sae-clip train: {prefix}{err}", file=sys.stderr)
+        return 2
+    for hook, runner in runners.items():
+        if runner.sizing:
+            print(prefix + runner.sizing)
+        _print_results(runner, runner.cfg.architecture, prefix)
+        print(f"{prefix}saved {hook} to {runner.cfg.output_path}")
+    return 0
+
+
+def run_harvest(args: argparse.Namespace) -> int:
+    """`sae-clip harvest`: the activation cache alone; under torchrun the ranks share its shards."""
+    from sae_clip_plugin.training.distributed import init_from_env
+    from sae_clip_plugin.training.runner import VisionSAETrainingRunner
+
+    try:
+        cfg = config_from_args(args)
+        if cfg.cached_activations_path is None:
+            raise ValueError("harvest writes an activation cache: pass --cache-path DIR")
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"sae-clip harvest: bad configuration: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    ranks = init_from_env(cfg.resolved_device) if launched_by_torchrun() else None
+    try:
+        cache = VisionSAETrainingRunner(cfg).harvest(ranks)
+    except SETUP_ERRORS as err:
+        print(f"sae-clip harvest: {err}", file=sys.stderr)
+        return 2
+    if ranks is None or ranks.is_main:
+        print(
+            f"activation cache at {cache.path}: {cache.n_images} images x {cache.context_size} tokens at "
+            f"{', '.join(cache.hook_names)} ({cache.storage_dtype})"
+        )
     return 0
 
 
 def register_commands(subparsers: Any) -> None:
-    """Add `train` to a top-level argparse subparsers object."""
+    """Add `train` and `harvest` to a top-level argparse subparsers object."""
     parser = subparsers.add_parser(
         "train",
         help="train vision SAEs on HookedViT activations with sae_lens' trainer",
-        description="Train SAEs from a YAML/JSON VisionSAERunnerConfig; flags override the file.",
+        description="Train SAEs from a YAML/JSON VisionSAERunnerConfig; flags override the file. Under "
+        "`torchrun --nproc-per-node N` the ranks share the harvest and split the hooks (docs/distributed.md).",
     )
+    _add_training_flags(parser)
+    parser.set_defaults(func=run_train)
+    harvest = subparsers.add_parser(
+        "harvest",
+        help="only harvest the activation cache (--cache-path) a training run reads; torchrun splits it",
+        description="Write the activation cache of a training config (docs/cache_format.md) and stop. Under "
+        "`torchrun --nproc-per-node N` each rank writes its share of the shards; the cache is the same as one "
+        "process writes (docs/distributed.md).",
+    )
+    _add_training_flags(harvest)
+    harvest.set_defaults(func=run_harvest)
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a VisionSAERunnerConfig, shared by train and harvest."""
     parser.add_argument("--config", help="YAML or JSON file of VisionSAERunnerConfig fields")
     parser.add_argument(
         "--preset",
@@ -160,7 +241,6 @@ def register_commands(subparsers: Any) -> None:
         "--set", action="append", metavar="KEY=VALUE", help="any config field, e.g. --set sae.k=32"
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.set_defaults(func=run_train)
 
 
 def main(argv: list[str] | None = None) -> int:

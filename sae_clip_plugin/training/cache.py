@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ from tqdm.auto import tqdm
 
 from sae_clip_plugin.atomic import atomic_write_json, atomic_write_text
 from sae_clip_plugin.locking import LOCK_NAME, folder_lock
+from sae_clip_plugin.training import distributed, plan
+from sae_clip_plugin.training.distributed import Ranks
 from sae_clip_plugin.training.harvest import ActivationHarvester
 from sae_clip_plugin.training.sources import ImageSource
 
@@ -138,13 +141,39 @@ def _write_arrow(dataset: Any, target: Path) -> None:
                 datasets.enable_progress_bars()
         (arrow,) = Path(tmp).glob("*.arrow")
         if not (target.parent / "dataset_info.json").exists():
-            shutil.copy2(Path(tmp) / "dataset_info.json", target.parent / ".tmp-dataset_info.json")
-            os.replace(target.parent / ".tmp-dataset_info.json", target.parent / "dataset_info.json")
+            # a name of this process's own: the ranks of a distributed harvest may write it at the same time
+            staged = target.parent / f".tmp-dataset_info-{os.getpid()}.json"
+            shutil.copy2(Path(tmp) / "dataset_info.json", staged)
+            os.replace(staged, target.parent / "dataset_info.json")
         os.replace(arrow, target)
 
 
 def shard_file(shard: int) -> str:
     return f"data-{shard:05d}.arrow"
+
+
+# shards a rank of a distributed harvest finished (all hooks' files in place), not yet in the manifest: one
+# empty file per shard, so ranks never write the manifest at the same time; merged by rank 0 (or a resume)
+RANKS_DONE = ".ranks-done"
+
+
+def mark_done(path: Path, shard: int) -> None:
+    """Record that every hook's file of `shard` is in place (called after the renames)."""
+    folder = path / RANKS_DONE
+    folder.mkdir(exist_ok=True)
+    (folder / f"{shard:05d}").touch()
+
+
+def merge_done(cache: ActivationDiskCache) -> None:
+    """Move the shards the ranks recorded into the manifest (then state.json), and drop the records."""
+    folder = cache.path / RANKS_DONE
+    if not folder.is_dir():
+        return
+    done = {int(p.name) for p in folder.iterdir() if p.name.isdigit()}
+    cache.manifest["completed_shards"] = sorted({*cache.manifest["completed_shards"], *done})
+    cache._write_manifest()
+    cache._write_states()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class ActivationDiskCache:
@@ -396,10 +425,15 @@ def write_activation_cache(
     harvester: ActivationHarvester | None = None,
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
+    ignore_free_space: bool = False,
+    ranks: Ranks | None = None,
 ) -> ActivationDiskCache:
     """Harvest `source` at `hook_names` into a cache at `path`, resuming whatever a previous call left.
 
-    `on_shard(i)` is called after shard i is durably written (handy for progress or tests).
+    `on_shard(i)` is called after shard i is durably written (handy for progress or tests). Before any work
+    the bytes to write per hook are printed (with `progress`) and a cache that does not fit the disk is refused
+    unless `ignore_free_space`. `ranks` (default: the initialised torch.distributed process group, else one
+    process) splits the shards across the processes of a torchrun job; the cache is the same, byte for byte.
     """
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
@@ -418,39 +452,99 @@ def write_activation_cache(
     config, ids = cache_config(model, source, harvester, storage_dtype, shard_images)
     if not ids:
         raise ValueError(f"image source {source.name!r} is empty; nothing to cache")
+    finished = _finished(path, config)
+    if finished is not None:
+        return finished
+    ranks = ranks or distributed.current_group()
+    if ranks.distributed:
+        from sae_clip_plugin.training.cache_ranks import write_across_ranks  # lazy: it builds on this module
+
+        return write_across_ranks(
+            path, model, source, harvester, config, ids, ranks, progress, on_shard, ignore_free_space
+        )
     with folder_lock(path, "activation cache"):
-        return _write_shards(path, model, source, harvester, config, ids, progress, on_shard)
+        cache = _open_or_create(path, model, source, harvester, config, ids)
+        todo = missing_shards(cache)
+        check_space(cache, harvester, todo, progress, ignore_free_space)
+        return _write_shards(cache, source, harvester, todo, progress, on_shard)
+
+
+def _finished(path: Path, config: dict[str, Any]) -> ActivationDiskCache | None:
+    """A complete cache written for `config`, opened without the lock: nothing will write it again, so the ranks
+    of a job (each training its own hook) can all open it at once."""
+    if not (path / MANIFEST).is_file() or (path / RANKS_DONE).exists():
+        return None
+    cache = ActivationDiskCache(path)
+    cache.check_matches(config)
+    return cache if cache.complete else None
+
+
+def missing_shards(cache: ActivationDiskCache) -> list[int]:
+    done = set(cache.completed_shards)
+    return [s for s in range(cache.n_shards) if s not in done]
+
+
+def shard_bounds(config: dict[str, Any], shard: int) -> tuple[int, int]:
+    """Images [start, stop) of `shard`."""
+    k, n = config["shard_images"], config["n_images"]
+    return shard * k, min(n, (shard + 1) * k)
+
+
+def check_space(
+    cache: ActivationDiskCache,
+    harvester: ActivationHarvester,
+    todo: Sequence[int],
+    progress: bool,
+    ignore_free_space: bool,
+) -> None:
+    """Print what the missing shards will write (per hook) against the free space; refuse if it does not fit."""
+    if not todo:
+        return
+    n = sum(stop - start for start, stop in (shard_bounds(cache.config, s) for s in todo))
+    planned = plan.plan_harvest(cache.path, n, harvester.context_size, harvester.d_in, cache.storage_dtype)
+    if progress:
+        print("\n".join(planned.lines()), file=sys.stderr)
+    plan.check_plan(planned, cache.path, ignore_free_space)
 
 
 def _write_shards(
-    path: Path,
-    model: HookedViT,
+    cache: ActivationDiskCache,
     source: ImageSource,
     harvester: ActivationHarvester,
-    config: dict[str, Any],
-    ids: list[str],
+    todo: list[int],
     progress: bool,
     on_shard: Callable[[int], None] | None,
+    record: Callable[[int], None] | None = None,
+    desc: str = "Caching activations",
+    share: bool = False,
 ) -> ActivationDiskCache:
-    """The missing shards, one at a time (the caller holds the folder's lock)."""
-    cache = _open_or_create(path, model, source, harvester, config, ids)
-    todo = [s for s in range(cache.n_shards) if s not in set(cache.completed_shards)]
+    """The shards `todo`, one at a time, each recorded once all its files are in place.
+
+    `record(shard)` says where a finished shard is noted: the manifest by default (the caller holds the folder's
+    lock); a rank of a distributed harvest notes it in RANKS_DONE instead, and its bar counts its `share` alone.
+    """
+    path, config = cache.path, cache.config
+
+    def to_manifest(shard: int) -> None:
+        cache.manifest["completed_shards"] = sorted({*cache.manifest["completed_shards"], shard})
+        cache._write_manifest()
+        cache._write_states()
+
+    record = record or to_manifest
     # a finished cache shows no bar (it would print "Caching activations 100%" at every reuse)
     bar = tqdm(
-        total=cache.n_shards,
-        initial=cache.n_shards - len(todo),
-        desc="Caching activations",
+        total=len(todo) if share else cache.n_shards,
+        initial=0 if share else cache.n_shards - len(todo),
+        desc=desc,
         unit="shard",
         disable=not progress or not todo,
     )
     try:
         shard_images, storage_dtype = config["shard_images"], config["storage_dtype"]
-        for shard, acts in _shards(harvester, source, todo, shard_images, len(ids)):
+        for shard, acts in _shards(harvester, source, todo, shard_images, config["n_images"]):
             for name in harvester.hook_names:
                 _write_arrow(_shard_dataset(acts[name], name, storage_dtype), path / name / shard_file(shard))
-            cache.manifest["completed_shards"] = sorted({*cache.manifest["completed_shards"], shard})
-            cache._write_manifest()
-            cache._write_states()
+            record(shard)
             bar.update(1)
             if on_shard is not None:
                 on_shard(shard)
@@ -517,6 +611,7 @@ def _open_or_create(
         cache = ActivationDiskCache(path)
     for leftover in [*path.glob(".tmp-*"), *path.glob("*/.tmp-*")]:  # debris of a killed writer
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    merge_done(cache)  # shards the ranks of a killed distributed harvest finished
     cache._write_states()
     return cache
 

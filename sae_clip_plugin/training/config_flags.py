@@ -39,6 +39,11 @@ class TrainingFlags:
         "activation cache folder (sae_lens layout), built or resumed first, then read",
         flag="--cache-path",
     )
+    ignore_free_space: bool = option(
+        False,
+        "start the harvest even when the plan printed before it (bytes per hook) exceeds the cache disk's free space",
+        flag="--ignore-free-space",
+    )
     cache_dtype: str = option(
         "float32",
         "float32 | float16 | bfloat16 (bfloat16: readable by this package only)",

@@ -34,6 +34,7 @@ from sae_clip_plugin.training.checkpoints import (
     write_data_position,
 )
 from sae_clip_plugin.training.config import VisionSAERunnerConfig
+from sae_clip_plugin.training.distributed import Ranks
 from sae_clip_plugin.training.evaluate import evaluate_on_activations
 from sae_clip_plugin.training.feed import TrainerFeed, interrupts_between_steps, signals_ignored
 from sae_clip_plugin.training.harvest import ActivationHarvester
@@ -123,6 +124,8 @@ class VisionSAETrainingRunner:
         self.eval_log: list[dict[str, Any]] = []
         self._set_up = False
         self.sizing: str | None = None  # what the topk preset chose from the data, in words
+        # the processes sharing the harvest (None: torch.distributed's initialised group, else this one alone)
+        self.ranks: Ranks | None = None
 
     # ------------------------------------------------------------------------------------------
     # setup: every check runs here, before any harvesting or training
@@ -207,30 +210,7 @@ class VisionSAETrainingRunner:
             self.model_cfg = cache.manifest["model"]
             self.dataset_info = cache.manifest["dataset"]
         else:
-            model = self.model
-            self.harvester = ActivationHarvester(
-                model,
-                cfg.hook_names,
-                cfg.token_selection,
-                batch_size=cfg.harvest_batch_size,
-                num_workers=cfg.num_workers,
-                autocast=cfg.autocast_model,
-            )
-            self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
-            self.model_cfg = model.cfg.to_dict()
-            self.source = self._make_source()
-            self.source.set_transform(self.source.transform or model.preprocess)
-            validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
-            if cfg.eval_holdout:
-                n = len(self.source)
-                if n <= cfg.n_eval_images:
-                    raise ValueError(
-                        f"eval_holdout keeps the last n_eval_images={cfg.n_eval_images} of {n} images out of "
-                        "training, leaving none to train on; lower n_eval_images or add images"
-                    )
-                self.eval_source = SubsetSource(self.source, range(n - cfg.n_eval_images, n))
-                self.source = SubsetSource(self.source, range(n - cfg.n_eval_images))
-            self.dataset_info = self.source.describe()
+            self._load_images()
         context = next(iter(self.geometry.values()))["context_size"]
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
         sized, chosen = cfg.sized_to(n_images, context, max(g["d_in"] for g in self.geometry.values()))
@@ -246,6 +226,59 @@ class VisionSAETrainingRunner:
             torch.manual_seed(cfg.seed)
             self._build_saes()
         self._set_up = True
+
+    def _load_images(self) -> None:
+        """The model, the harvester and the (checked) image source: what a harvest needs."""
+        cfg, model = self.cfg, self.model
+        self.harvester = ActivationHarvester(
+            model,
+            cfg.hook_names,
+            cfg.token_selection,
+            batch_size=cfg.harvest_batch_size,
+            num_workers=cfg.num_workers,
+            autocast=cfg.autocast_model,
+        )
+        self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
+        self.model_cfg = model.cfg.to_dict()
+        self.source = self._make_source()
+        self.source.set_transform(self.source.transform or model.preprocess)
+        validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
+        if cfg.eval_holdout:
+            n = len(self.source)
+            if n <= cfg.n_eval_images:
+                raise ValueError(
+                    f"eval_holdout keeps the last n_eval_images={cfg.n_eval_images} of {n} images out of "
+                    "training, leaving none to train on; lower n_eval_images or add images"
+                )
+            self.eval_source = SubsetSource(self.source, range(n - cfg.n_eval_images, n))
+            self.source = SubsetSource(self.source, range(n - cfg.n_eval_images))
+        self.dataset_info = self.source.describe()
+
+    def harvest(self, ranks: Ranks | None = None) -> ActivationDiskCache:
+        """Only the activation cache at cached_activations_path (`sae-clip harvest`); the ranks of a torchrun
+        job share its shards and write the same cache as one process."""
+        if self.cfg.cached_activations_path is None:
+            raise ValueError("a harvest writes an activation cache: pass --cache-path DIR")
+        if self.harvester is None:
+            self._load_images()
+        self.cache = self._write_cache(ranks)
+        return self.cache
+
+    def _write_cache(self, ranks: Ranks | None = None) -> ActivationDiskCache:
+        cfg = self.cfg
+        assert self.harvester is not None and self.source is not None
+        return write_activation_cache(
+            cfg.cached_activations_path,  # type: ignore[arg-type]
+            self.model,
+            self.source,
+            cfg.hook_names,
+            cfg.token_selection,
+            storage_dtype=cfg.cache_dtype,
+            shard_images=cfg.cache_shard_images,
+            harvester=self.harvester,
+            ignore_free_space=cfg.ignore_free_space,
+            ranks=ranks or self.ranks,
+        )
 
     def _output_targets(self) -> list[Path]:
         return [self.output_dir(h) for h in self.cfg.hook_names]
@@ -310,17 +343,7 @@ class VisionSAETrainingRunner:
             keep_snapshots=cfg.prefetch_batches + 4,  # the data position as of any batch still in flight
         )
         if cfg.cached_activations_path is not None and self.cache is None:
-            assert self.harvester is not None and self.source is not None
-            self.cache = write_activation_cache(
-                cfg.cached_activations_path,
-                self.model,
-                self.source,
-                cfg.hook_names,
-                cfg.token_selection,
-                storage_dtype=cfg.cache_dtype,
-                shard_images=cfg.cache_shard_images,
-                harvester=self.harvester,
-            )
+            self.cache = self._write_cache()
         n_eval = cfg.n_eval_images
         if self.eval_source is not None:
             assert self.harvester is not None

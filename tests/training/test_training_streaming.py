@@ -1,0 +1,109 @@
+"""Streamed sources: WebDataset tars and a streamed `datasets` set, split over 2 ranks x 2 DataLoader workers,
+each image harvested exactly once with the activations of the same images read from files; a corrupt sample
+is skipped and counted."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sae_clip_plugin.training import ActivationHarvester, distributed, streaming
+from sae_clip_plugin.training.distributed import Ranks
+
+HOOK = "blocks.1.hook_resid_post"
+N_TARS, PER_TAR = 4, 5
+CORRUPT = "shard-00002.tar/s00002_0003"
+
+
+def png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (40, 37, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_tars(folder: Path) -> dict[str, bytes]:
+    """N_TARS WebDataset shards of PER_TAR samples (png + txt caption); one png is truncated. Returns id -> png."""
+    folder.mkdir()
+    images = {}
+    for t in range(N_TARS):
+        with tarfile.open(folder / f"shard-{t:05d}.tar", "w") as tar:
+            for i in range(PER_TAR):
+                key = f"s{t:05d}_{i:04d}"
+                data = png(t * 100 + i)
+                if f"shard-{t:05d}.tar/{key}" == CORRUPT:
+                    data = data[: len(data) // 3]
+                else:
+                    images[f"shard-{t:05d}.tar/{key}"] = data
+                for suffix, payload in (("png", data), ("txt", f"caption {key}".encode())):
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    return images
+
+
+def harvest_as_rank(monkeypatch, stream, harvester, rank: int) -> streaming.StreamHarvest:
+    """Rank `rank` of 2 (torch.distributed's view, as torchrun gives it), with 2 real DataLoader workers."""
+    monkeypatch.setattr(distributed, "current_group", lambda: Ranks(rank, 2))
+    run = streaming.StreamHarvest(harvester, stream, batch_size=3, num_workers=2)
+    run.acts = {}
+    for ids, acts in run:
+        for i, key in enumerate(ids):
+            run.acts[key] = acts[HOOK][i]
+    return run
+
+
+def check_exactly_once(runs, images, model, key_of=lambda k: k):
+    seen = [key_of(k) for run in runs for k in run.ids]
+    assert sorted(seen) == sorted(images)  # no duplicate, no gap
+    assert sum(run.skipped for run in runs) == 1  # the truncated png, counted, not a crash
+    assert all(run.seen > 0 for run in runs)  # both ranks did work
+    # the activations are those of the same images decoded from their bytes and run through the model
+    harvester = ActivationHarvester(model, [HOOK], "all")
+    keys = sorted(images)
+    pixels = torch.stack([model.preprocess(Image.open(io.BytesIO(images[k])).convert("RGB")) for k in keys])
+    want = harvester.activations(pixels)[HOOK]
+    got = {key_of(k): a for run in runs for k, a in run.acts.items()}
+    torch.testing.assert_close(torch.stack([got[k] for k in keys]), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reader", ["webdataset", "stdlib"])
+def test_webdataset_shards_split_over_ranks_and_workers(model, tmp_path, monkeypatch, reader):
+    if reader == "webdataset":
+        pytest.importorskip("webdataset")
+    else:
+        monkeypatch.setattr(streaming, "_tar_samples", streaming._stdlib_tar_samples)
+    images = write_tars(tmp_path / "tars")
+    stream = streaming.WebDatasetImages(str(tmp_path / "tars" / "shard-{00000..00003}.tar"))
+    stream.with_transform(model.preprocess)
+    harvester = ActivationHarvester(model, [HOOK], "all")
+    runs = [harvest_as_rank(monkeypatch, stream, harvester, rank) for rank in (0, 1)]
+    check_exactly_once(runs, images, model)
+
+
+def test_hf_streaming_split_over_ranks_and_workers(model, tmp_path, monkeypatch):
+    """`hf:<name>` streamed: load_dataset is pointed at the local tars (datasets' own webdataset reader)."""
+    import datasets
+
+    images = write_tars(tmp_path / "tars")
+    real = datasets.load_dataset
+    files = sorted(str(p) for p in (tmp_path / "tars").glob("*.tar"))
+
+    def local(name, split, streaming):
+        assert streaming is True and name == "org/laion-mini"
+        return real("webdataset", data_files={split: files}, split=split, streaming=True)
+
+    monkeypatch.setattr(datasets, "load_dataset", local)
+    stream = streaming.stream_source("hf:org/laion-mini").with_transform(model.preprocess)
+    assert stream.stream.num_shards == N_TARS
+    harvester = ActivationHarvester(model, [HOOK], "all")
+    runs = [harvest_as_rank(monkeypatch, stream, harvester, rank) for rank in (0, 1)]
+    # datasets' webdataset reader keys samples by their name inside the tar; the tar is in __url__
+    by_key = {k.split("/")[1]: k for k in images}
+    check_exactly_once(runs, images, model, key_of=lambda k: by_key.get(k, k))
