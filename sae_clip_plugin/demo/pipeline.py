@@ -120,6 +120,7 @@ class DemoRun:
         if self.cfg.layers is not None:
             self.cfg.choose_layers(self.model.cfg.n_layers)  # bad --layers fail before anything is touched
         self.state.open(force=force)
+        self.state.marker("report").unlink(missing_ok=True)  # cheap, from the files: always written anew
         steps = [(n, t) for n, t in STEPS if not n.startswith("train_") or n[6:] in self.cfg.architectures]
         start = time.perf_counter()
         for i, (name, title) in enumerate(steps, 1):

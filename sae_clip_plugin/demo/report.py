@@ -20,8 +20,9 @@ from sae_clip_plugin.viz.report import FigureRef, Report, Section, Table
 # the report shows these (every column is in metrics/metrics.csv); short headers so the table fits a page
 METRIC_COLUMNS = {"name": "SAE", "explained_variance_all": "EV all", "explained_variance_cls": "EV CLS",
                   "explained_variance_patches": "EV patches", "l0_cls": "L0 CLS", "l0_patches": "L0 patches",
-                  "dead_fraction": "dead", "top1_clean": "top-1 clean", "top1_spliced": "top-1 spliced",
+                  "dead_fraction": "dead %", "top1_clean": "top-1 clean %", "top1_spliced": "top-1 spliced %",
                   "ce_recovered_mean": "CE recovered"}  # fmt: skip
+PERCENT_COLUMNS = ("dead_fraction", "top1_clean", "top1_spliced")
 METRIC_FIGURES = (
     ("l0_by_layer.png", "L0 of the CLS token vs patch tokens across layers (the paper's sparsity figure)"),
     ("ev_vs_l0.png", "Explained variance against L0"),
@@ -32,6 +33,13 @@ METRIC_FIGURES = (
         "every token, so they are not shown); CLS L0 in the titles",
     ),
 )
+
+
+def _percent(value: Any) -> str:
+    """A fraction as a percent cell with one decimal ("" when missing)."""
+    if value is None or value != value:
+        return ""
+    return f"{100 * float(value):.1f}"
 
 
 def _intro(root: Path, cfg: DemoConfig, state: DemoState) -> list[str]:
@@ -58,7 +66,7 @@ def _training(cfg: DemoConfig, state: DemoState) -> Section:
         setting = ", ".join(f"{k}={v}" for k, v in result.get("sae", {}).items())
         for hook, info in result.get("saes", {}).items():
             rows.append([arch, hook, result.get("d_sae"), setting, result.get("training_tokens"),
-                         info.get("explained_variance"), info.get("l0"), info.get("dead_fraction_eval")])  # fmt: skip
+                         info.get("explained_variance"), info.get("l0"), _percent(info.get("dead_fraction_eval"))])  # fmt: skip
     return Section(
         "SAEs trained",
         text=[
@@ -75,7 +83,7 @@ def _training(cfg: DemoConfig, state: DemoState) -> Section:
                     "training tokens",
                     "explained variance",
                     "L0",
-                    "dead fraction",
+                    "dead %",
                 ],
                 rows,
             )
@@ -90,12 +98,14 @@ def _metrics(root: Path) -> Section:
     figures = [FigureRef(f"metrics/figures/{name}", caption) for name, caption in METRIC_FIGURES
                if (root / "metrics" / "figures" / name).is_file()]  # fmt: skip
     n = int(df["n_images"].iloc[0]) if len(df) else 0
+    for column in PERCENT_COLUMNS:  # fractions in the CSV, percent on the page like every other report table
+        df[column] = df[column].map(_percent)
     return Section(
         "Metrics",
         text=[
             f"Reconstruction, sparsity by token type and zero-shot effect of splicing each SAE, over {n} images "
             "(`metrics/metrics.csv` has every column). EV: explained variance; L0: active features per token; dead: "
-            "fraction of features that never fired on these images (on the toy world: shapes without text, so features of written words count as dead here; the SAEs-trained table above gives the fraction on held-out training images); top-1: zero-shot accuracy of the clean model and "
+            "percentage of features that never fired on these images (on the toy world: shapes without text, so features of written words count as dead here; the SAEs-trained table above gives it on held-out training images); top-1: zero-shot accuracy of the clean model and "
             "with the SAE spliced in (no error term); CE recovered = (mean-ablated CE - spliced CE) / (mean-ablated "
             "CE - clean CE)."
         ],
@@ -170,9 +180,9 @@ def _disentangle(root: Path, cfg: DemoConfig, state: DemoState) -> Section:
     for task in tasks:
         s = task["summary"]
         bars.setdefault(task["kind"], s.get("max_clean_drop", 0.02))
-        caption = f"{task['task']} ({task['kind']}). {INTERVAL_NOTE}"
-        if "sae" in s:
-            caption = f"{headline(s, task['kind'])} {caption}"
+        caption = f"{task['task']} ({task['kind']})" + (
+            f": {headline(s, task['kind'])}" if "sae" in s else ""
+        )
         keys = TABLE_KEYS[task["kind"]]
         tables.append(Table(["condition", "layer", "setting", *column_names(keys)], condition_rows(s, task["kind"]),
                             caption=caption))  # fmt: skip
@@ -186,6 +196,7 @@ def _disentangle(root: Path, cfg: DemoConfig, state: DemoState) -> Section:
         "evaluation split. Baselines: k random live features; Dyslexify-style head ablation for typographic "
         "attacks. Details per layer: [disentangle/disentangle.md](disentangle/disentangle.md).",
         " ".join(bar_text(kind, drop) for kind, drop in bars.items()),
+        INTERVAL_NOTE,
     ]
     if cfg.is_toy_world:
         d_sae = state.result(f"train_{result.get('architecture')}").get("d_sae", "?")

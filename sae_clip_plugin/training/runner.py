@@ -215,7 +215,9 @@ class VisionSAETrainingRunner:
         n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
         sized, chosen = cfg.sized_to(n_images, context, max(g["d_in"] for g in self.geometry.values()))
         self.cfg = cfg = sized  # the topk preset: what the user did not set follows the data
-        if any(v is not None for v in chosen.values()):  # (lr_end, dead_feature_window alone: derived, not shown)
+        if any(
+            v is not None for v in chosen.values()
+        ):  # (lr_end, dead_feature_window alone: derived, not shown)
             self.sizing = describe(chosen, n_images, context)
             logger.info(self.sizing)
         check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs, warn=self.sizing is None)

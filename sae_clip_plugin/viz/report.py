@@ -141,7 +141,8 @@ class Report:
         base = Path(base)
         body = [f"<h1>{html.escape(self.title)}</h1>", *[f"<p>{inline_html(p)}</p>" for p in self.intro]]
         for s in self.sections:
-            body.append(f"<h2>{html.escape(s.title)}</h2>")
+            anchor = re.sub(r"[^a-z0-9]+", "-", s.title.lower()).strip("-")  # report.html#disentanglement
+            body.append(f'<h2 id="{anchor}">{html.escape(s.title)}</h2>')
             body += [f"<p>{inline_html(p)}</p>" for p in s.text]
             body += [t.html() for t in s.tables]
             for fig in s.figures:
