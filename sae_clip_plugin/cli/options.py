@@ -148,8 +148,10 @@ def config_file_argv(path: str, parser: argparse.ArgumentParser) -> list[str]:
             isinstance(value, list) and action.nargs is None
         ):  # one value typed as a comma list (--tokens 0,3)
             argv += [flag, ",".join(map(str, value))]
+        elif isinstance(value, list) and not value and action.default:
+            raise ValueError(f"{path}: {key!r} cannot be empty here (its default is {action.default!r})")
         elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
+            argv += [flag, *map(str, value)] if value else []  # empty: the default, itself empty
         elif value is not None:
             argv += [flag, str(value)]
     return argv
