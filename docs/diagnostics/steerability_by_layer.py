@@ -57,7 +57,9 @@ def main() -> None:
     for layer in layers:
         start = time.perf_counter()
         hook = f"blocks.{layer}.hook_resid_post"
-        saes = [SAE.load_from_disk(str(Path(args.saes.format(seed=s)) / hook), device="cpu").eval() for s in seeds]
+        saes = [
+            SAE.load_from_disk(str(Path(args.saes.format(seed=s)) / hook), device="cpu").eval() for s in seeds
+        ]
         table = compare_conditions(model, saes, pixels, hook, seeds=seeds, n_features=args.features,
                                    vocabulary=words, text=text)  # fmt: skip
         table.insert(0, "layer", layer)
@@ -77,7 +79,9 @@ def main() -> None:
 
 def _markdown(summary: pd.DataFrame, order: pd.DataFrame, n_images: int, n_words: int) -> str:
     def cell(row: pd.Series) -> str:
-        return f"{100 * row.steerable_fraction:.1f} [{100 * row.fraction_lo:.1f}, {100 * row.fraction_hi:.1f}]"
+        return (
+            f"{100 * row.steerable_fraction:.1f} [{100 * row.fraction_lo:.1f}, {100 * row.fraction_hi:.1f}]"
+        )
 
     conditions = list(dict.fromkeys(zip(summary["model"], summary["basis"], strict=True)))
     rows = []

@@ -90,3 +90,25 @@ def test_trained_toy_beats_a_random_image_tower(toy):
                                    readout_scale=100.0)  # fmt: skip
     est, lo, hi = difference(saturated, (TRAINED, "neurons"), (RANDOM, "neurons"), "S")
     assert hi < 0, (est, lo, hi)
+
+
+def test_concept_shift_subtracts_the_generic_shift_of_random_directions(toy):
+    """gained / lost = the feature's delta_bar minus the mean delta_bar of random directions of the same norm, the
+    latter steered here by hand through the direction basis (neurons: norm 1)."""
+    from sae_clip_plugin.analysis.steerability.concepts import concept_shift
+    from sae_clip_plugin.analysis.steerability.metric import steerability
+
+    model, pixels = toy
+    words = load_vocabulary("toy-concepts")
+    shifts = concept_shift(model, None, pixels[:8], [3, 70], words, hook_name=HOOK, relative_strength=5.41,
+                           n_directions=4, n_concepts=len(words))  # fmt: skip
+    own = steerability(model, None, pixels[:8], words, [3, 70], hook_name=HOOK, relative_strength=5.41)
+    dirs = random_directions(4, 128, 1.0, seed=0)
+    generic = steerability(
+        model, dirs, pixels[:8], words, hook_name=HOOK, relative_strength=5.41
+    ).delta_bar.mean(0)
+    for shift, delta in zip(shifts, own.delta_bar, strict=True):
+        expected = {w: float(v) for w, v in zip(words, delta - generic, strict=True)}
+        for word, value in shift["gained"] + shift["lost"]:
+            assert value == pytest.approx(expected[word], abs=1e-9)
+        assert {w for w, _ in shift["gained"]} == {w for w, v in expected.items() if v > 0}

@@ -50,7 +50,10 @@ def _bases(sae: Any, width: int, n_features: int, seed: int) -> dict[str, tuple[
         out["SAE features"] = (sae, select_features(sae.cfg.d_sae, min(n_features, sae.cfg.d_sae), seed))
         norm = float(sae.W_dec.detach().norm(dim=-1).mean())
     out["neurons"] = (None, select_features(width, min(n_features, width), seed))
-    out["random directions"] = (random_directions(n_features, width, norm, 10_000 + seed), list(range(n_features)))
+    out["random directions"] = (
+        random_directions(n_features, width, norm, 10_000 + seed),
+        list(range(n_features)),
+    )
     return out
 
 
