@@ -22,7 +22,10 @@ def test_the_toy_world_registers_through_its_entry_point_in_a_fresh_process():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    assert out.stdout.strip() == "['toy'] ['toy-background', 'toy-colour', 'toy-typographic'] ['toy']"
+    assert (
+        out.stdout.strip()
+        == "['toy'] ['toy-background', 'toy-colour', 'toy-typographic'] ['toy', 'toy-concepts']"
+    )
 
 
 def test_lookup_of_an_unknown_name_lists_the_known_ones_and_the_fix():

@@ -1,10 +1,13 @@
 """Vocabularies for the steerability readout: lists of bare words, embedded once by the text tower.
 
-The paper read steering out over 5000 common English words (bare words, no prompt template). That
-list is not shipped; the default here is open_clip's 1000 ImageNet class names. Worlds register their own
-vocabularies (`sae_clip_plugin.registry`, kind "vocabulary"): `"toy"` is the toy world's concepts (shapes,
-colours, backgrounds; the shapes are its class names). A user file is a text file with one word per line
-(`#` comments and blank lines skipped) or a JSON list.
+The paper read steering out over 5000 common English words (bare words, no prompt template; arXiv 2504.08729,
+section 3). That list is not shipped; the default here is open_clip's 1000 ImageNet class names. Worlds register
+their own vocabularies (`sae_clip_plugin.registry`, kind "vocabulary"): `"toy"` is the toy world's words (its
+concepts, then every word its images can show written: its analogue of the paper's common words),
+`"toy-concepts"` its 15 concepts alone. A user file is a text file with one word per line (`#` comments and
+blank lines skipped) or a JSON list.
+
+The readout's softmax scale defaults to the model's own learned logit scale (`resolve_readout_scale`): see there why.
 """
 
 from __future__ import annotations
@@ -99,13 +102,32 @@ def text_embeddings(model: HookedViT, words: Sequence[str], batch_size: int = 25
     return F.normalize(torch.cat(chunks), dim=-1)
 
 
-def readout_probabilities(
-    image_embeddings: torch.Tensor, text: torch.Tensor, scale: float = 100.0
-) -> torch.Tensor:
-    """p = softmax(scale * e_img . T^T) with e_img normalised ([B, V]).
+PAPER_READOUT_SCALE = 100.0
 
-    The scale is fixed at 100 as in the authors' notebooks (CLIP's learned logit scale saturates
-    there for OpenAI-style models), so readouts are comparable across models, random ones included.
+
+def resolve_readout_scale(model: HookedViT, scale: float | None = None) -> float:
+    """The readout's softmax scale: `scale` when given, else the model's learned logit scale.
+
+    Why the model's own: the paper reads out with softmax(100 * cos) (arXiv 2504.08729, section 3; the
+    authors' notebooks), and 100 is CLIP ViT-B/32's learned logit scale (trained up to its clamp at 100), the
+    temperature the model's cosines are calibrated to. The paper does not say what to do for a model whose
+    scale differs, so this is our choice: keep the model's calibration. A fixed 100 on the toy CLIP (learned
+    scale 18, cosines spread 10x wider than CLIP's) turns the readout into an argmax, so any edit that moves
+    the embedding at all flips whole images from one word to another and passes S > 0.10, a random image
+    tower's edits included (docs/toy_results.md, "Steerability per layer"). The random-model control shares
+    the trained text tower, hence the same scale.
     """
+    if scale is not None:
+        return float(scale)
+    text = getattr(model, "text", None)
+    if text is None:
+        return PAPER_READOUT_SCALE
+    return float(text.logit_scale.exp())
+
+
+def readout_probabilities(
+    image_embeddings: torch.Tensor, text: torch.Tensor, scale: float = PAPER_READOUT_SCALE
+) -> torch.Tensor:
+    """p = softmax(scale * e_img . T^T) with e_img normalised ([B, V]); `resolve_readout_scale` gives the scale."""
     e = F.normalize(image_embeddings.float(), dim=-1)
     return torch.softmax(scale * e @ text.to(e.device, e.dtype).T, dim=-1)

@@ -1,7 +1,7 @@
 """The image sets of a demo run: the toy world by default, or a user's image folder.
 
 Toy world: SAEs train on the CLIP training stream; metrics use labelled clean shapes; steering reads
-out over the toy vocabulary (shapes, colours, backgrounds); disentanglement runs the three toy tasks.
+out over the toy vocabulary (its concepts and every word its images can show); disentanglement runs the three toy tasks.
 Image folder: every set is drawn from the folder; class subfolders give zero-shot labels and a
 generated typographic task (a wrong class name written on each image); a flat folder gives neither.
 """

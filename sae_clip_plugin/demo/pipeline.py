@@ -286,7 +286,7 @@ class DemoRun:
             rows.append({"run": name, "strength": setting, "mean_absolute_strength": s["mean_strength"], "hook": hook,
                          "n_features": s["n_features"], "n_steerable": s["n_steerable"],
                          "steerable_fraction": s["steerable_fraction"], "coverage": s["coverage"], "mean_S": s["mean_S"],
-                         "top_concepts": top_concepts})  # fmt: skip
+                         "top_concepts": top_concepts, **_versus_control(runs, name, setting)})  # fmt: skip
         import pandas as pd  # lazy: pandas
 
         summary = pd.DataFrame(rows)
@@ -295,8 +295,10 @@ class DemoRun:
         _save_pyplot(plot_steering_curves(curves, 0.10), out / "steering_curves.png")
         scatter = {name: r.table for (name, setting), r in runs.items() if setting == main}
         _save_pyplot(plot_steerability_scatter(scatter, 0.10), out / "s_vs_p.png")
+        readout = runs[f"{first} SAE", main].summary["readout_scale"]
         return {"hook": hook, "rows": rows, "n_images": len(pixels), "vocabulary_size": len(words),
-                "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength}  # fmt: skip
+                "strength": self.cfg.steer_strength, "relative_strength": self.cfg.steer_relative_strength,
+                "readout_scale": readout}  # fmt: skip
 
     def step_disentangle(self) -> dict[str, Any]:
         # lazy: sae_lens, matplotlib
@@ -418,3 +420,19 @@ def run_demo(
     """Run (or resume) the demo described by `cfg`; `model` replaces loading `cfg.model_spec`."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     return DemoRun(cfg, model=model, log=log).run(force=force)
+
+
+def _versus_control(runs: dict[tuple[str, str], Any], name: str, setting: str) -> dict[str, float]:
+    """For an SAE's run on the random model: the trained SAE's steerable fraction minus it (same features, paired),
+    with its 95% bootstrap interval over features (`analysis.steerability.compare`); {} for any other run."""
+    from sae_clip_plugin.analysis.steerability.compare import bootstrap_mean  # lazy: sae_lens
+
+    trained = runs.get((name.removesuffix(" on a random model"), setting))
+    if not name.endswith(" on a random model") or trained is None:
+        return {}
+
+    def flags(result: Any) -> dict[int, Any]:
+        return {0: result.table.set_index("feature")["steerable"].astype(float)}
+
+    diff, lo, hi = bootstrap_mean(flags(trained), flags(runs[name, setting]))
+    return {"trained_minus_control": diff, "trained_minus_control_lo": lo, "trained_minus_control_hi": hi}

@@ -115,7 +115,8 @@ def _metrics(root: Path) -> Section:
 
 
 def _control_comparison(rows: list[dict[str, Any]]) -> list[str]:
-    """What the random-model control says, per strength, in words (the check that steering is not saturated)."""
+    """What the random-model control says, per strength, in words: the verdict is the 95% interval of the trained
+    SAE's steerable fraction minus the same features' on the random model (paired bootstrap over features)."""
     out = []
     for setting in dict.fromkeys(r.get("strength") for r in rows):
         runs = [r for r in rows if r.get("strength") == setting]
@@ -127,14 +128,25 @@ def _control_comparison(rows: list[dict[str, Any]]) -> list[str]:
         )
         if sae is None:
             continue
-        saturated = control["mean_S"] >= sae["mean_S"]
-        out.append(
-            f"At {setting}: {sae['run']} mean S {sae['mean_S']:.3f} ({100 * sae['steerable_fraction']:.0f}% steerable), "
-            f"the same SAE on the random model {control['mean_S']:.3f} ({100 * control['steerable_fraction']:.0f}%). "
-            + ("The control is as steerable as the trained model or more: the readout saturates at this strength, "
-               "so here steerability does not separate trained features from random ones."
-               if saturated else "The trained model is more steerable than the control.")
-        )  # fmt: skip
+        head = (
+            f"At {setting}: {sae['run']} {100 * sae['steerable_fraction']:.0f}% steerable (mean S {sae['mean_S']:.3f}), "
+            f"the same features on the random model {100 * control['steerable_fraction']:.0f}% (mean S "
+            f"{control['mean_S']:.3f})"
+        )
+        if "trained_minus_control" not in control:  # a state written before the interval existed
+            out.append(head + ".")
+            continue
+        diff, lo, hi = (100 * control[f"trained_minus_control{k}"] for k in ("", "_lo", "_hi"))
+        interval = f"difference {diff:+.0f} points, 95% interval [{lo:+.0f}, {hi:+.0f}] over features"
+        if lo > 0:
+            verdict = "the trained model is more steerable than the control (the interval is above 0)."
+        elif hi < 0:
+            verdict = ("the control is more steerable (the interval is below 0): the readout saturates at this "
+                       "strength, so here steerability does not measure steering towards concepts.")  # fmt: skip
+        else:
+            verdict = ("no difference resolved at this budget (the interval contains 0): more features or images "
+                       "would tell.")  # fmt: skip
+        out.append(f"{head}: {interval}; {verdict}")
     return out
 
 
@@ -154,7 +166,9 @@ def _steerability(root: Path, state: DemoState) -> Section:
         text=[
             f"Each feature (or neuron) at `{result.get('hook')}` clamped on all tokens, error term kept; readout over "
             f"{result.get('vocabulary_size')} words on {result.get('n_images')} images (the paper's steerability "
-            "metric; arXiv 2504.08729). Steerable: S > 0.10. The random model is the same architecture "
+            "metric; arXiv 2504.08729, section 3), softmax scale "
+            f"{result.get('readout_scale', 100.0):.3g} (the model's learned logit scale; the paper's 100 is "
+            "ViT-B/32's). Steerable: S > 0.10. The random model is the same architecture "
             "re-initialised (control). Two strengths: the paper's absolute s = "
             f"{result.get('strength'):g}, and the model-relative strength {relative} (each feature's decoded edit "
             f"{relative} times as long as a typical input at the hook; this is s = 150 on the paper's ViT-B/32 SAEs).",

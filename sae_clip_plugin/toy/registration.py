@@ -41,6 +41,19 @@ def concept_words() -> list[str]:
     return [*SHAPES, *COLOURS, *BACKGROUNDS]
 
 
+def world_words() -> list[str]:
+    """The concepts, then every word the world can write (other English words, non-words): 518 words.
+
+    The steerability readout's vocabulary for the toy, its analogue of the paper's 5000 common English words
+    (arXiv 2504.08729, section 3): every one is in the text tower's training captions and can be read off an
+    image. Over the 15 concepts alone the clean readout is concentrated on a few words and an edit that merely
+    moves mass between them passes S > 0.10; a random image tower's edits do (docs/toy_results.md).
+    """
+    from sae_clip_plugin.toy.words import written_vocabulary  # lazy: numpy
+
+    return list(dict.fromkeys([*concept_words(), *written_vocabulary()]))
+
+
 def text_bank() -> list[str]:
     """TextSpan texts: each concept as a thing and as a written word (so "a circle" and "the word circle" differ)."""
     from sae_clip_plugin.toy.world import BACKGROUNDS, COLOURS, SHAPES  # lazy: PIL, numpy
@@ -82,7 +95,8 @@ def register() -> None:
     """Register the toy world's model spec, images, vocabulary, text bank, evaluation images and tasks."""
     registry.register("model", NAME, hooked_toy_clip)
     registry.register("images", NAME, training_images)
-    registry.register("vocabulary", NAME, concept_words)
+    registry.register("vocabulary", NAME, world_words)
+    registry.register("vocabulary", f"{NAME}-concepts", concept_words)
     registry.register("text_bank", NAME, text_bank)
     registry.register("eval_images", NAME, eval_images)
     for name, factory in _TASK_FACTORIES.items():

@@ -45,11 +45,13 @@ def make_sae(hook: str, norm: str = "none") -> StandardSAE:
 
 @torch.no_grad()
 def reference(model, pixels, words, edit_hooks, threshold):
-    """delta_bar, S, P, top word, flag, polysemanticity straight from the paper's definitions."""
+    """delta_bar, S, P, top word, flag, polysemanticity straight from the paper's definitions (readout at the
+    model's learned logit scale, the default: the paper's 100 is ViT-B/32's)."""
     t = F.normalize(model.encode_text(words), dim=-1)
+    scale = model.text.logit_scale.exp()
 
     def probs(embedding):
-        return torch.softmax(100 * F.normalize(embedding, dim=-1) @ t.T, dim=-1)
+        return torch.softmax(scale * F.normalize(embedding, dim=-1) @ t.T, dim=-1)
 
     clean = probs(model(pixels))
     rows = []

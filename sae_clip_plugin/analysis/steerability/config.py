@@ -29,9 +29,11 @@ class SteerabilityConfig(CommandConfig):
                                 "registered name (default: the model's own registered images, e.g. toy)", group=DATA)  # fmt: skip
     split: str = option("validation", "split of a hub / datasets source", group=DATA)
     max_images: int = option(192, "images of --images to average over (paper: 192)", group=DATA)
-    vocabulary: str | None = option(None, "imagenet | a registered name (toy) | toy,imagenet | word-per-line file "
-                                    "| JSON list (default: the model's registered vocabulary, else imagenet)", group=DATA)  # fmt: skip
-    readout_scale: float = option(100.0, "softmax scale of the readout (paper: 100)", group=DATA)
+    vocabulary: str | None = option(None, "imagenet | a registered name (toy, toy-concepts) | toy,imagenet | "
+                                    "word-per-line file | JSON list (default: the model's registered vocabulary, else "
+                                    "imagenet)", group=DATA)  # fmt: skip
+    readout_scale: float | None = option(None, "softmax scale of the readout (default: the model's learned logit "
+                                         "scale: the paper's 100 on ViT-B/32, 18 on the toy)", group=DATA)  # fmt: skip
     features: str = option("0.05", "fraction (0.05), count (200) or comma list (3,17,42)", group=RUN)
     strength: float | None = option(None, "absolute value each feature is set to (the paper's: 150); default: "
                                     "--relative-strength", group=RUN)  # fmt: skip

@@ -1,7 +1,7 @@
-"""The paper's steerability metric (arXiv 2504.08729), for SAE features, neurons or directions.
+"""The paper's steerability metric (arXiv 2504.08729, section 3), for SAE features, neurons or directions.
 
 For feature j clamped to strength s at every selected token (error term kept), with the readout
-p = softmax(100 * e_img . T^T) over a vocabulary of bare words (e_img, rows of T L2-normalised):
+p = softmax(scale * e_img . T^T) over a vocabulary of bare words (e_img, rows of T L2-normalised):
     delta_bar = mean over images of (p_steered - p_clean)                  (a V-vector)
     S = sum_v delta_bar_v^2          (steerability)
     P = max_v delta_bar_v            (steering power)
@@ -11,6 +11,14 @@ p = softmax(100 * e_img . T^T) over a vocabulary of bare words (e_img, rows of T
 Summary: steerable fraction, and coverage = number of distinct top concepts over steerable features.
 The neuron baseline (sae=None, hook_name=...) and the random-model control
 (`random_vision_model(model)`) run through the same code.
+
+Where the paper leaves a choice for models other than its ViT-B/32 (our choices, each reproducing the paper's
+setting on the paper's model): the readout scale is the model's learned logit scale (the paper's 100 is
+ViT-B/32's; `vocabulary.resolve_readout_scale`), the strength is relative to the hook's typical activation norm
+(the paper's s = 150 is 5.41 of it; `steering.strength`), and the vocabulary is the model's world's broad word
+list (the paper: 5000 common English words; the toy: every word its world can show). Without the first two the
+toy's readout saturates and a random image tower passes S > 0.10 more often than the trained one
+(docs/toy_results.md, "Steerability per layer").
 """
 
 from __future__ import annotations
@@ -35,7 +43,12 @@ from sae_clip_plugin.analysis.steering.strength import (
     PAPER_STRENGTH,
     absolute_strengths,
 )
-from sae_clip_plugin.analysis.vocabulary import load_vocabulary, text_embeddings
+from sae_clip_plugin.analysis.vocabulary import (
+    PAPER_READOUT_SCALE,
+    load_vocabulary,
+    resolve_readout_scale,
+    text_embeddings,
+)
 from sae_clip_plugin.config_types import check_number
 from sae_clip_plugin.tables import markdown_table
 
@@ -43,7 +56,7 @@ if TYPE_CHECKING:  # annotations only: the model class pulls in open_clip and tr
     from sae_clip_plugin.model.hooked_vit import HookedViT
 
 PAPER_THRESHOLD = 0.10
-READOUT_SCALE = 100.0
+READOUT_SCALE = PAPER_READOUT_SCALE  # the paper's; the default is the model's own (None)
 METHODS = ("fast", "naive")
 
 
@@ -196,7 +209,7 @@ def _shift(model, basis, pixels, text, edits, *, method, **kwargs) -> torch.Tens
 
 
 def _checked_relative_strength(
-    strength: float | None, relative_strength: float | None, threshold: float, readout_scale: float
+    strength: float | None, relative_strength: float | None, threshold: float, readout_scale: float | None
 ) -> float | None:
     """The relative strength to steer with after checking the numbers: the paper's when neither strength
     is given, None when `strength` (absolute) is."""
@@ -207,7 +220,8 @@ def _checked_relative_strength(
     check_number("strength" if strength is not None else "relative_strength",
                  strength if strength is not None else relative_strength)  # fmt: skip
     check_number("threshold", threshold, low=0)
-    check_number("readout_scale", readout_scale, low=0, low_open=True)
+    if readout_scale is not None:
+        check_number("readout_scale", readout_scale, low=0, low_open=True)
     return relative_strength
 
 
@@ -283,7 +297,7 @@ def steerability(
     mode: str = "set",
     use_error_term: bool = True,
     means: torch.Tensor | None = None,
-    readout_scale: float = READOUT_SCALE,
+    readout_scale: float | None = None,
     text: torch.Tensor | None = None,
     method: str = "fast",
     batch_size: int = 256,
@@ -299,10 +313,13 @@ def steerability(
     strength: the absolute value each feature is set to (the paper's is 150). Without it the strength is
         relative to the model (`relative_strength`, default 5.41, which is 150 on the paper's ViT-B/32 SAEs):
         see `steering_strength` for why an absolute 150 does not carry over between models.
+    readout_scale: the readout's softmax scale; None: the model's learned logit scale (100 on the paper's
+        ViT-B/32, 18 on the toy CLIP; `vocabulary.resolve_readout_scale` says why).
     text: precomputed normalised vocabulary embeddings (reuse across runs); else computed once here.
     method: "fast" (cached prefix, batched suffix) or "naive" (one full forward per feature); equal results.
     """
     relative_strength = _checked_relative_strength(strength, relative_strength, threshold, readout_scale)
+    readout_scale = resolve_readout_scale(model, readout_scale)
     pixels, words, text = _readout_inputs(model, images, vocabulary, text)
     if text.shape[0] != len(words):
         raise ValueError(f"text has {text.shape[0]} rows but the vocabulary has {len(words)} words")
@@ -354,6 +371,7 @@ def steering_curves(
     chosen = select_features(basis.size, features, kwargs.pop("seed", 0))
     edits = [(f, float(s)) for f in chosen for s in strengths]
     method = kwargs.pop("method", "fast")
+    kwargs["readout_scale"] = resolve_readout_scale(model, kwargs.get("readout_scale"))
     delta_bar = _shift(model, basis, pixels, text, edits, method=method, **kwargs)
     table = metrics_from_shift(delta_bar, text, words, threshold)
     table.insert(0, "feature", [f for f, _ in edits])
