@@ -152,6 +152,8 @@ def steering_effect(
     vocabulary: Any = None,
     strength: float | Sequence[float] | str = 150.0,
     n_concepts: int = 5,
+    beyond_random: bool = True,
+    n_directions: int = 16,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Per feature: S, P and the concepts gained / lost when it is clamped to `strength` (steering module);
@@ -159,42 +161,66 @@ def steering_effect(
 
     `strength`: one value for all features, one per feature (features sharing a value run together), or
     "relative": the model-relative default of the steerability metric (`analysis.steering_strength`).
+    `beyond_random`: gained / lost are measured beyond the mean shift of `n_directions` random directions of the
+    same norm steered the same way (`steerability.concepts`): any large edit loses the clean readout's words, so
+    without it every card lists the same lost concepts. S, P and steerable are the paper's either way.
     """
     from sae_clip_plugin.analysis.steerability.metric import steerability  # lazy: sae_lens
     from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH  # lazy: sae_lens
 
     features = [int(f) for f in features]
     if strength == "relative":
-        result = steerability(model, sae, pixels, vocabulary, features=features,
-                              relative_strength=PAPER_RELATIVE_STRENGTH, **kwargs)  # fmt: skip
-        return _effects(result, list(range(len(features))), [{} for _ in features], n_concepts)
-    if isinstance(strength, str):
+        groups = [(list(range(len(features))), {"relative_strength": PAPER_RELATIVE_STRENGTH})]
+    elif isinstance(strength, str):
         raise ValueError(f"strength must be a number, one number per feature or 'relative', got {strength!r}")
-    strengths = (
-        [float(strength)] * len(features)
-        if isinstance(strength, (int, float))
-        else [float(s) for s in strength]
-    )
-    if len(strengths) != len(features):
-        raise ValueError(f"{len(strengths)} strengths for {len(features)} features; pass one per feature")
+    else:
+        strengths = (
+            [float(strength)] * len(features)
+            if isinstance(strength, (int, float))
+            else [float(s) for s in strength]
+        )
+        if len(strengths) != len(features):
+            raise ValueError(f"{len(strengths)} strengths for {len(features)} features; pass one per feature")
+        groups = [([i for i, s in enumerate(strengths) if s == value], {"strength": value})
+                  for value in dict.fromkeys(strengths)]  # fmt: skip
     out: list[dict[str, Any]] = [{} for _ in features]
-    for value in dict.fromkeys(strengths):
-        slots = [i for i, s in enumerate(strengths) if s == value]
-        chosen = [features[i] for i in slots]
-        result = steerability(model, sae, pixels, vocabulary, features=chosen, strength=value, **kwargs)
-        _effects(result, slots, out, n_concepts)
+    for slots, how in groups:
+        result = steerability(
+            model, sae, pixels, vocabulary, features=[features[i] for i in slots], **how, **kwargs
+        )
+        generic = _generic_shift(model, sae, result, pixels, n_directions, kwargs) if beyond_random else None
+        _effects(result, slots, out, n_concepts, generic)
     return out
 
 
+def _generic_shift(
+    model: HookedViT, sae: Any, result: Any, pixels: torch.Tensor, n_directions: int, kwargs: dict[str, Any]
+) -> torch.Tensor:
+    """The mean readout shift of random directions with the SAE's mean decoder-row norm, steered as `result`."""
+    from sae_clip_plugin.analysis.steerability.concepts import generic_shift  # lazy: sae_lens
+
+    norm = float(sae.W_dec.detach().norm(dim=-1).mean())
+    rest = {
+        k: v for k, v in kwargs.items() if k not in ("strength", "relative_strength", "hook_name", "seed")
+    }
+    return generic_shift(model, result, norm, pixels, n_directions, **rest).double()
+
+
 def _effects(
-    result: Any, slots: list[int], out: list[dict[str, Any]], n_concepts: int
+    result: Any,
+    slots: list[int],
+    out: list[dict[str, Any]],
+    n_concepts: int,
+    generic: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """Fill `out[slot]` from one steerability run, row by row (rows follow `slots`)."""
+    """Fill `out[slot]` from one steerability run, row by row (rows follow `slots`); gained / lost beyond the
+    `generic` shift when given."""
     words = result.vocabulary
     relative = result.summary.get("relative_strength")
     rows = zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True)
     for slot, (row, delta) in zip(slots, rows, strict=True):
-        order = torch.argsort(delta, descending=True).tolist()
+        shift = delta if generic is None else delta - generic
+        order = torch.argsort(shift, descending=True).tolist()
         out[slot] = {
             "strength": float(row.strength),
             "relative_strength": relative,
@@ -202,11 +228,12 @@ def _effects(
             "P": float(row.P),
             "top_concept": row.top_concept,
             "steerable": bool(row.steerable),
+            "beyond_random": generic is not None,
             "gained": [
-                (words[i], float(delta[i])) for i in order[:n_concepts] if delta[i] > MIN_SHOWN_CHANGE
+                (words[i], float(shift[i])) for i in order[:n_concepts] if shift[i] > MIN_SHOWN_CHANGE
             ],
             "lost": [
-                (words[i], float(delta[i])) for i in order[::-1][:n_concepts] if delta[i] < -MIN_SHOWN_CHANGE
+                (words[i], float(shift[i])) for i in order[::-1][:n_concepts] if shift[i] < -MIN_SHOWN_CHANGE
             ],
         }
     return out
@@ -339,6 +366,7 @@ def collect_dashboard_data(
     labels: Sequence[str] | None = None,
     batch_size: int = 64,
     title: str = "",
+    beyond_random: bool = True,
 ) -> DashboardData:
     """Gather the dashboard of `features` of `sae` over `images` (tensor, list of PIL images or dataset).
 
@@ -347,6 +375,7 @@ def collect_dashboard_data(
         activation on these images, a push a few times beyond its natural range whatever the model's scale, or
         "relative": the steerability metric's model-relative default (`analysis.steering_strength`).
     labels: one free-text note per feature (e.g. "most steerable").
+    beyond_random: concepts gained / lost beyond random directions of the same norm (`steering_effect`).
     """
     from sae_clip_plugin.model.sae_splice import sae_token_positions  # lazy: sae_lens
 
@@ -362,7 +391,16 @@ def collect_dashboard_data(
         vocabulary = load_vocabulary(vocabulary)
         text = text_embeddings(model, vocabulary)
     effects = (
-        steering_effect(model, sae, pixels[:n_steer_images], features, vocabulary, strength, text=text)
+        steering_effect(
+            model,
+            sae,
+            pixels[:n_steer_images],
+            features,
+            vocabulary,
+            strength,
+            text=text,
+            beyond_random=beyond_random,
+        )
         if steer
         else [{} for _ in features]
     )

@@ -144,7 +144,8 @@ def plot_steering_effect(data: FeatureData, ax=None) -> Figure:
     deltas = [d for _, d in items][::-1]
     ax.barh(words, deltas, color=["#27ae60" if d > 0 else "#7f8c8d" for d in deltas])
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel(f"mean change in readout probability (|change| <= {MIN_SHOWN_CHANGE:g} not shown)")
+    beyond = " beyond random directions" if s.get("beyond_random") else ""
+    ax.set_xlabel(f"mean change in readout probability{beyond}\n(|change| <= {MIN_SHOWN_CHANGE:g} not shown)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"steered to {s.get('strength', 0):.3g}: S={s.get('S', float('nan')):.3g}", fontsize=8)
     return fig

@@ -45,7 +45,8 @@ READING_NOTE = (
     '<p class="note">Reading a card: the top images show where the feature fires (what it reads); the steering '
     "bars show what clamping it on every token does to the zero-shot readout over the steering images (what it "
     "writes). The two need not agree: a feature can fire on yellow circles and push the readout towards another "
-    "concept, and when the readout saturates many features move the same concepts (arXiv 2504.08729, sec. 3).</p>"
+    "concept. Concepts gained and lost are counted beyond what random directions of the same norm do (any large "
+    "edit loses the words the images already read as); S and P are the paper's (arXiv 2504.08729, sec. 3).</p>"
 )
 
 
@@ -82,7 +83,10 @@ def _steering_table(feature: FeatureData) -> str:
         f'<tr><td class="gain">{html.escape(w)}</td><td>+{d:.3g}</td></tr>' for w, d in s.get("gained", [])
     ]
     rows += [f'<tr><td class="loss">{html.escape(w)}</td><td>{d:.3g}</td></tr>' for w, d in s.get("lost", [])]
-    head = f"<tr><th>concept</th><th>&Delta; probability (|&Delta;| &gt; {MIN_SHOWN_CHANGE:g})</th></tr>"
+    beyond = " beyond random directions" if s.get("beyond_random") else ""
+    head = (
+        f"<tr><th>concept</th><th>&Delta; probability{beyond} (|&Delta;| &gt; {MIN_SHOWN_CHANGE:g})</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>"
 
 

@@ -153,7 +153,9 @@ def test_quickgelu_tag_sets_activation(monkeypatch: pytest.MonkeyPatch) -> None:
         return small_open_clip(name, layers=1)
 
     monkeypatch.setattr(open_clip_convert.open_clip, "create_model", fake_create_model)
-    monkeypatch.setattr(open_clip_convert, "check_open_clip_weights_reachable", lambda *a, **k: None)  # no weights
+    monkeypatch.setattr(
+        open_clip_convert, "check_open_clip_weights_reachable", lambda *a, **k: None
+    )  # no weights
     open_clip_convert.create_open_clip("ViT-B-32", "openai")
     assert seen["force_quick_gelu"] is True
     open_clip_convert.create_open_clip("ViT-B-32", "datacomp_xl_s13b_b90k")

@@ -189,11 +189,13 @@ def test_steering_effect_matches_steering_by_hand(model, pixels):
     sae = make_sae()
     feature, strength = 4, 30.0
     data = collect_dashboard_data(model, sae, pixels, [feature], vocabulary=WORDS, strength=strength,
-                                  n_steer_images=6, n_top=2)  # fmt: skip
+                                  n_steer_images=6, n_top=2, beyond_random=False)  # fmt: skip
     text = F.normalize(model.encode_text(WORDS), dim=-1)
 
+    scale = float(model.text.logit_scale.exp())  # the readout at the model's own learned scale
+
     def readout(emb):
-        return torch.softmax(100 * F.normalize(emb, dim=-1) @ text.T, dim=-1)
+        return torch.softmax(scale * F.normalize(emb, dim=-1) @ text.T, dim=-1)
 
     clean = readout(model(pixels[:6]))
     with steer(model, sae, {feature: strength}):
@@ -207,6 +209,19 @@ def test_steering_effect_matches_steering_by_hand(model, pixels):
     for word, d in effect["gained"] + effect["lost"]:
         assert d == pytest.approx(float(delta[WORDS.index(word)]), abs=1e-6)
         assert abs(d) > 1e-3  # changes of 0.1 points or less are noise, not shown as gains or losses
+
+    # beyond random directions (the default): the shift minus what random directions of the SAE's decoder norm do,
+    # as steerability.concepts.concept_shift measures it; S and P stay the feature's own
+    from sae_clip_plugin.analysis.steerability.concepts import concept_shift
+
+    beyond = collect_dashboard_data(model, sae, pixels, [feature], vocabulary=WORDS, strength=strength,
+                                    n_steer_images=6, n_top=2).features[0].steering  # fmt: skip
+    reference = concept_shift(model, sae, pixels[:6], [feature], WORDS, strength=strength)[0]
+    assert beyond["S"] == pytest.approx(effect["S"]) and beyond["beyond_random"] is True
+    expected = [(w, d) for w, d in reference["gained"] if d > 1e-3]
+    assert [w for w, _ in beyond["gained"]] == [w for w, _ in expected]
+    for (_, d), (_, r) in zip(beyond["gained"], expected, strict=True):
+        assert d == pytest.approx(r, abs=1e-9)
 
     # strength="auto": a few times each feature's own largest activation on the images
     auto = collect_dashboard_data(
