@@ -20,24 +20,25 @@ STYLE = {  # (model, basis) -> (colour, marker, line style): trained solid, rand
 
 
 def plot_steerability_by_layer(summary: pd.DataFrame, ax: Any = None, paper_band: bool = True) -> Any:
-    """Steerable fraction against layer per (model, basis) from `summarise_conditions` rows with a `layer`
-    column; error bars are the 95% intervals; the grey band is the paper's 10-15% (section 3)."""
+    """Percent steerable against layer per (model, basis) from `summarise_conditions` rows with a `layer`
+    column (fractions there, percent on the axis like the tables); error bars are the 95% intervals; the grey band
+    is the paper's 10-15% (section 3). The legend sits right of the axes, off the data."""
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4))
+        _, ax = plt.subplots(figsize=(8.8, 4))
     if paper_band:
-        ax.axhspan(0.10, 0.15, color="grey", alpha=0.2, label="paper: 10-15% steerable (ViT-B/32)")
+        ax.axhspan(10, 15, color="grey", alpha=0.2, label="paper: 10-15% steerable (ViT-B/32)")
     for (model, basis), group in summary.groupby(["model", "basis"], sort=False):
         group = group.sort_values("layer")
         colour, marker, line = STYLE.get((model, basis), (None, "o", "-"))
-        y = group["steerable_fraction"]
-        err = [y - group["fraction_lo"], group["fraction_hi"] - y]
+        y = 100 * group["steerable_fraction"]
+        err = [y - 100 * group["fraction_lo"], 100 * group["fraction_hi"] - y]
         offset = 0.06 * (list(STYLE).index((model, basis)) - 2.5) if (model, basis) in STYLE else 0.0
         ax.errorbar(group["layer"] + offset, y, yerr=err, color=colour, marker=marker, ls=line, ms=4, capsize=2,
                     label=f"{basis} ({model})")  # fmt: skip
     ax.set_xlabel("layer (resid_post)")
-    ax.set_ylabel("fraction steerable (S > 0.10)")
+    ax.set_ylabel("% steerable (S > 0.10)")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.figure.tight_layout()
     return ax.figure
