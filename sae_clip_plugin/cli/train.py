@@ -128,7 +128,7 @@ def _print_results(runner: Any, architecture: str, prefix: str = "") -> None:
     stream = getattr(runner.provider, "cursor", None)  # a streamed run: what it read, what it skipped
     if stream is not None:
         print(f"{prefix}stream: {runner.provider.n_images_read} images read in {stream.epoch + 1} pass(es) "
-              f"(last one partial), {stream.skipped} corrupt samples skipped")  # fmt: skip
+              f"(last one partial), {stream.skipped} corrupt samples skipped (counted in every pass)")  # fmt: skip
     for hook, metrics in final.items():
         summary = ", ".join(
             f"{k}={metrics[k]:.4g}"

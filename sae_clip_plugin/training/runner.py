@@ -226,7 +226,7 @@ class VisionSAETrainingRunner:
             n_images = self.stream_length
         else:
             n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
-        sizing_n = sizing_images(cfg, n_images, context, cfg.dataset_path) if streamed else n_images
+        sizing_n = sizing_images(cfg, n_images, context, self._stream_name()) if streamed else n_images
         sized, chosen = cfg.sized_to(sizing_n, context, max(g["d_in"] for g in self.geometry.values()))
         self.cfg = cfg = sized  # the topk preset: what the user did not set follows the data
         if any(
@@ -259,6 +259,10 @@ class VisionSAETrainingRunner:
             return False
         check_stream_config(self.cfg, spec)
         return True
+
+    def _stream_name(self) -> str:
+        assert self.stream is not None
+        return str(self.stream.describe().get("spec") or self.stream.name)
 
     def _load_harvester(self) -> None:
         cfg, model = self.cfg, self.model

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sae_clip_plugin.training.harvest import ActivationHarvester
+from sae_clip_plugin.training.harvest import ActivationHarvester, NonFiniteActivationsError
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.streaming import SlotPosition, StreamingImages
 
@@ -165,8 +165,8 @@ class StreamCursor:
 class StreamActivationProvider(ActivationProvider):
     """ActivationProvider over a stream: pass after pass, each read once, resumable at any batch.
 
-    `on_pass_end(n_images)` is called when a pass ends (the runner checks the budget against the pass's length,
-    known only then).
+    `on_pass_end(n_images)` is called when the first pass ends (the runner checks the budget against the pass's
+    length, known only then).
     """
 
     def __init__(
@@ -210,6 +210,7 @@ class StreamActivationProvider(ActivationProvider):
                     if batch.pixels is None:
                         continue
                     acts = self.harvester.activations(batch.pixels)
+                    _check_finite(acts, batch.keys)
                     self.n_images_read += len(batch.keys)
                     yield acts
             finally:
@@ -222,8 +223,19 @@ class StreamActivationProvider(ActivationProvider):
                     f"the stream {self.source.name!r} gave no readable image in a whole pass ({cursor.skipped} "
                     "corrupt samples skipped); check the shards or the dataset's image column"
                 )
-            if self.on_pass_end is not None:
+            if self.on_pass_end is not None and cursor.epoch == 1:  # the first pass: the length is known now
                 self.on_pass_end(n)
+
+
+def _check_finite(acts: dict[str, torch.Tensor], keys: list[str]) -> None:
+    """Name the first streamed image whose activations are not finite, before they reach the SAE."""
+    for name, a in acts.items():
+        bad = ~torch.isfinite(a.flatten(1)).all(1)
+        if bad.any():
+            raise NonFiniteActivationsError(
+                f"streamed image {keys[int(bad.nonzero()[0])]!r} gives non-finite activations at {name}: remove it "
+                "from its shard (model_dtype float32 avoids overflow)"
+            )
 
 
 def pass_batches(

@@ -91,6 +91,13 @@ def test_tar_shards_train_the_folder_sae_and_skip_the_corrupt_sample(model, tmp_
     assert meta["type"] == "WebDatasetImages" and meta["n_shards"] == N_TARS and "shards" not in meta
 
 
+def test_a_budget_of_too_many_passes_is_refused_when_the_first_pass_ends(model, tmp_path):
+    """The length of a stream without sizes.json is known after one pass: 2.8 passes > --max-epochs 2."""
+    _, tars = write_images_and_tars(tmp_path)
+    with pytest.raises(ValueError, match=r"3 passes over your 48 images .* more than max_epochs=2"):
+        _train(tmp_path, "s", model, f"wds:{tars}", max_epochs=2.0)
+
+
 def test_hf_streaming_of_a_local_folder_trains_the_folder_sae(model, tmp_path):
     """`--images hf:<folder> --streaming`: datasets' own streaming reader (imagefolder), never the network."""
     folder, _ = write_images_and_tars(tmp_path, corrupt=False)
