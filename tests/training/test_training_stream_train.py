@@ -146,7 +146,7 @@ def test_cli_streams_tar_shards_with_the_plan_and_the_sizing_from_sizes_json(tmp
     preset needs --training-tokens or a declared length (sizes.json), and then sizes as for the folder."""
     folder, tars = write_images_and_tars(tmp_path)
     base = ["train", "--model", "toy", "--hook", "blocks.1.hook_resid_post", "--device", "cpu",
-            "--num-workers", "0", "--checkpoint-path", "null"]  # fmt: skip
+            "--num-workers", "0"]  # fmt: skip
     pattern = str(tars / "shard-*.tar")
     assert cli_main([*base, "--preset", "topk", "--images", pattern, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
