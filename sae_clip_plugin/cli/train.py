@@ -113,6 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     if runner.sizing:
         print(runner.sizing)
+    if runner.plan:
+        print(runner.plan)
     runner.run()
     _print_results(runner, cfg.architecture)
     print(f"saved to {cfg.output_path}")
@@ -123,6 +125,10 @@ def _print_results(runner: Any, architecture: str, prefix: str = "") -> None:
     from sae_clip_plugin.training.verdict import verdict
 
     final = runner.eval_log[-1]["metrics"] if runner.eval_log else {}
+    stream = getattr(runner.provider, "cursor", None)  # a streamed run: what it read, what it skipped
+    if stream is not None:
+        print(f"{prefix}stream: {runner.provider.n_images_read} images read in {stream.epoch + 1} pass(es) "
+              f"(last one partial), {stream.skipped} corrupt samples skipped (counted in every pass)")  # fmt: skip
     for hook, metrics in final.items():
         summary = ", ".join(
             f"{k}={metrics[k]:.4g}"
@@ -148,6 +154,8 @@ def _run_train_ranks(cfg: Any) -> int:
     for hook, runner in runners.items():
         if runner.sizing:
             print(prefix + runner.sizing)
+        if runner.plan:
+            print(prefix + runner.plan)
         _print_results(runner, runner.cfg.architecture, prefix)
         print(f"{prefix}saved {hook} to {runner.cfg.output_path}")
     return 0

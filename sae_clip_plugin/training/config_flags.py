@@ -26,8 +26,15 @@ class TrainingFlags:
     )
     dataset_path: str = option(
         "",
-        "images: a folder, a datasets save_to_disk folder, hf:<hub name>, or a registered name such as toy",
+        "images: a folder, a datasets save_to_disk folder, hf:<hub name>, a registered name such as toy, or "
+        "WebDataset shards streamed: wds:/data/shard-{000..099}.tar (docs/distributed.md)",
         flag="--images",
+    )
+    streaming: bool = option(
+        False,
+        "read --images hf:<name> as a stream (datasets' streaming=True): decoded on the fly, never stored; "
+        "WebDataset shards (wds:<pattern> or a .tar glob / brace range) always stream (docs/distributed.md)",
+        flag="--streaming",
     )
     max_images: int | None = option(None, "keep the first N images", flag="--max-images")
     harvest_batch_size: int = option(64, "images per ViT forward", flag="--harvest-batch-size")

@@ -71,6 +71,11 @@ class EpochOrder:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "stream" in state:  # stream_provider.StreamCursor's
+            raise ValueError(
+                "this checkpoint's data position is in a stream (WebDataset shards or hf: --streaming), not an image "
+                "list; resume with the --images of the checkpointed run"
+            )
         if state["n_units"] != self.n_units:
             raise ValueError(
                 f"the saved data position is for {state['n_units']} images/chunks, this stream has {self.n_units}; "

@@ -49,6 +49,9 @@ from sae_clip_plugin.training.output import (
 from sae_clip_plugin.training.provider import ActivationProvider
 from sae_clip_plugin.training.sizing import describe
 from sae_clip_plugin.training.sources import ImageSource, SubsetSource, image_source, validate_source
+from sae_clip_plugin.training.stream_provider import StreamActivationProvider, first_activations
+from sae_clip_plugin.training.stream_setup import check_stream_config, open_stream, sizing_images, stream_plan
+from sae_clip_plugin.training.streaming import StreamingImages, is_stream_spec
 from sae_clip_plugin.training.tokens import HookGeometry
 from sae_clip_plugin.training.trainer_setup import (
     NonFiniteTrainingError,
@@ -124,6 +127,10 @@ class VisionSAETrainingRunner:
         self.eval_log: list[dict[str, Any]] = []
         self._set_up = False
         self.sizing: str | None = None  # what the topk preset chose from the data, in words
+        # a streamed image set (stream_provider.py): read live, pass after pass, never listed nor stored
+        self.stream: StreamingImages | None = None
+        self.stream_length: int | None = None  # its images per pass when it declares them
+        self.plan: str | None = None  # for a stream: what bounds the run, in words
         # the processes sharing the harvest (None: torch.distributed's initialised group, else this one alone)
         self.ranks: Ranks | None = None
 
@@ -203,24 +210,33 @@ class VisionSAETrainingRunner:
             return
         cfg = self.cfg
         self._check_output()
-        cache = self._ready_cache()
+        streamed = self._streamed()
+        cache = None if streamed else self._ready_cache()
         if cache is not None:  # train from the cache alone
             self.cache = cache
             self.geometry = {name: cache.geometry[name] for name in cfg.hook_names}
             self.model_cfg = cache.manifest["model"]
             self.dataset_info = cache.manifest["dataset"]
+        elif streamed:
+            self._load_stream()
         else:
             self._load_images()
         context = next(iter(self.geometry.values()))["context_size"]
-        n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
-        sized, chosen = cfg.sized_to(n_images, context, max(g["d_in"] for g in self.geometry.values()))
+        if streamed:  # unknown (None) unless the stream declares it
+            n_images = self.stream_length
+        else:
+            n_images = len(self.source) if self.source is not None else cache.n_images  # type: ignore[union-attr]
+        sizing_n = sizing_images(cfg, n_images, context, self._stream_name()) if streamed else n_images
+        sized, chosen = cfg.sized_to(sizing_n, context, max(g["d_in"] for g in self.geometry.values()))
         self.cfg = cfg = sized  # the topk preset: what the user did not set follows the data
-        if any(
-            v is not None for v in chosen.values()
-        ):  # (lr_end, dead_feature_window alone: derived, not shown)
-            self.sizing = describe(chosen, n_images, context)
+        if any(v is not None for v in chosen.values()):  # lr_end, dead_feature_window alone: derived, not shown
+            self.sizing = describe(chosen, sizing_n, context, streamed=streamed and n_images is None)
             logger.info(self.sizing)
-        check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs, warn=self.sizing is None)
+        if n_images is not None:  # a stream of unknown length: checked when its first pass ends
+            check_epochs(cfg.training_tokens, n_images, context, cfg.max_epochs, warn=self.sizing is None)
+        if self.stream is not None:
+            self.plan = stream_plan(self.stream, n_images, context, cfg)
+            logger.info(self.plan)
         cfg.resume_from_checkpoint = resolve_resume(cfg.checkpoint_path, cfg.resume_from_checkpoint)
         # the SAEs' initialisation depends on the seed alone, however much of the global RNG was used before
         device = torch.device(self.device)
@@ -229,8 +245,24 @@ class VisionSAETrainingRunner:
             self._build_saes()
         self._set_up = True
 
-    def _load_images(self) -> None:
-        """The model, the harvester and the (checked) image source: what a harvest needs."""
+    def _streamed(self) -> bool:
+        """Whether --images names a stream; the settings a stream cannot honour are refused here."""
+        spec = self._source_spec()
+        if not is_stream_spec(spec, self.cfg.streaming):
+            if self.cfg.streaming:
+                raise ValueError(
+                    f"--streaming reads hf:<hub name> (or a local folder as hf:<path>) or WebDataset shards, not "
+                    f"{spec!r}; drop --streaming to read it as a list"
+                )
+            return False
+        check_stream_config(self.cfg, spec)
+        return True
+
+    def _stream_name(self) -> str:
+        assert self.stream is not None
+        return str(self.stream.describe().get("spec") or self.stream.name)
+
+    def _load_harvester(self) -> None:
         cfg, model = self.cfg, self.model
         self.harvester = ActivationHarvester(
             model,
@@ -242,6 +274,23 @@ class VisionSAETrainingRunner:
         )
         self.geometry = {name: g.to_dict() for name, g in self.harvester.geometry.items()}
         self.model_cfg = model.cfg.to_dict()
+
+    def _load_stream(self) -> None:
+        """The model, the harvester and the stream (opened, not read: its length is what it declares)."""
+        self._load_harvester()
+        self.stream = open_stream(self.cfg, self._source_spec())
+        self.stream.with_transform(self.stream.transform or self.model.preprocess)
+        self.stream_length = self.stream.declared_length()
+        self.dataset_info = {**self.stream.describe(), "n_images": self.stream_length}
+
+    def _load_images(self) -> None:
+        """The model, the harvester and the (checked) image source: what a harvest needs."""
+        if self._streamed():  # (with a cache path, _streamed refuses a stream with the fix)
+            raise ValueError(
+                "a streamed image set is trained on live: use sae-clip train without --cache-path"
+            )
+        cfg, model = self.cfg, self.model
+        self._load_harvester()
         self.source = self._make_source()
         self.source.set_transform(self.source.transform or model.preprocess)
         validate_source(self.source, model.cfg.image_size, n_channels=model.cfg.n_channels)
@@ -344,9 +393,16 @@ class VisionSAETrainingRunner:
             seed=cfg.seed,
             keep_snapshots=cfg.prefetch_batches + 4,  # the data position as of any batch still in flight
         )
+        n_eval = cfg.n_eval_images
+        if self.stream is not None:
+            assert self.harvester is not None
+            self.eval_acts = first_activations(self.harvester, self.stream, n_eval)
+            self.provider = StreamActivationProvider(
+                self.harvester, self.stream, on_pass_end=self._stream_pass_ended, **common
+            )
+            return
         if cfg.cached_activations_path is not None and self.cache is None:
             self.cache = self._write_cache()
-        n_eval = cfg.n_eval_images
         if self.eval_source is not None:
             assert self.harvester is not None
             batches = list(self.harvester.iter_batches(self.eval_source))
@@ -366,6 +422,12 @@ class VisionSAETrainingRunner:
                 subset = SubsetSource(self.source, range(min(n_eval, len(self.source))))
                 batches = list(self.harvester.iter_batches(subset))
                 self.eval_acts = {name: torch.cat([b[name] for b in batches]) for name in cfg.hook_names}
+
+    def _stream_pass_ended(self, n_images: int) -> None:
+        """A pass over the stream ended: its length is known now, so the budget's passes are checked."""
+        context = next(iter(self.geometry.values()))["context_size"]
+        self.stream_length = self.stream_length or n_images
+        check_epochs(self.cfg.training_tokens, n_images, context, self.cfg.max_epochs)
 
     # ------------------------------------------------------------------------------------------
     # training

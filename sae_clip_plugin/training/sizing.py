@@ -48,8 +48,12 @@ def sized_values(n_images: int, tokens_per_image: int, d_in: int, d_sae: int | N
     }
 
 
-def describe(values: dict[str, Any], n_images: int, tokens_per_image: int) -> str:
-    """One line for the user: what was chosen from their data."""
+def describe(values: dict[str, Any], n_images: int, tokens_per_image: int, streamed: bool = False) -> str:
+    """One line for the user: what was chosen from their data (`streamed`: a stream of unknown length, sized to
+    the images its budget reads once)."""
     shown = {k: v for k, v in values.items() if v is not None}
     parts = [f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:g}" for k, v in shown.items()]
-    return f"sized to {n_images} images x {tokens_per_image} tokens: " + ", ".join(parts)
+    what = f"{n_images} images" + (
+        " (the budget's, read once: the stream's length is unknown)" if streamed else ""
+    )
+    return f"sized to {what} x {tokens_per_image} tokens: " + ", ".join(parts)

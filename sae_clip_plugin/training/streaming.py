@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import glob
 import io
+import json
+import os
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sae_clip_plugin.data._io import to_rgb
@@ -35,6 +37,11 @@ from sae_clip_plugin.training.harvest import ActivationHarvester
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "ppm", "bmp", "tif", "tiff")
 # one sample of a stream: its id and its pixels, or None when the image did not decode
 Sample = tuple[str, torch.Tensor | None]
+# where one reader slot stands in its part of a pass: (shards of its list finished, samples read of the next one)
+SlotPosition = tuple[int, int]
+# a sample and the position just after it (a training run saves it to resume there)
+PlacedSample = tuple[str, torch.Tensor | None, SlotPosition]
+SIZES_FILE = "sizes.json"  # open_clip's convention: {shard file name: samples}, beside the shards
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:
@@ -99,6 +106,25 @@ class StreamingImages(IterableDataset):
     def __init__(self) -> None:
         super().__init__()
         self.transform: Callable | None = None
+        self.shuffle_seed: int | None = None  # training: a new seeded shard order every pass
+
+    def samples(
+        self, slot: int, n_slots: int, start: SlotPosition = (0, 0), epoch: int = 0
+    ) -> Iterator[PlacedSample]:
+        """Slot `slot` of `n_slots`'s part of pass `epoch`, from `start`, each sample with the position after it.
+
+        Samples before `start` are passed over without being decoded (whole shards without being opened).
+        """
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:
+        mine, n_slots = slot()
+        for key, pixels, _ in self.samples(mine, n_slots):
+            yield key, pixels
+
+    def declared_length(self) -> int | None:
+        """The images of one pass when the stream says so up front (sizes.json, the hub's split info), else None."""
+        return None
 
     def with_transform(self, transform: Callable) -> StreamingImages:
         """Set the model's preprocess (the stream gives model-ready pixels); returns self."""
@@ -109,19 +135,21 @@ class StreamingImages(IterableDataset):
         if isinstance(image, bytes):
             image = Image.open(io.BytesIO(image))
             image.load()
+            # as a folder's files are read (data._io.open_rgb): camera photos upright by their EXIF rotation
+            image = ImageOps.exif_transpose(image)
         if self.transform is None:
             raise RuntimeError(
                 "set the model's preprocess with stream.with_transform(model.preprocess) first"
             )
         return self.transform(to_rgb(image, name="a streamed image"))
 
-    def _decoded(self, key: str, image: Any) -> Sample:
+    def _decode(self, image: Any) -> torch.Tensor | None:
         try:
-            return key, self._pixels(image)
+            return self._pixels(image)
         except RuntimeError:
             raise
         except Exception:  # truncated bytes, not an image, a broken header: skipped and counted
-            return key, None
+            return None
 
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "name": self.name}
@@ -141,20 +169,46 @@ class WebDatasetImages(StreamingImages):
     def __init__(self, shards: str | list[str]) -> None:
         super().__init__()
         self.shards = expand_shards(shards)
+        self.spec = shards if isinstance(shards, str) else f"{len(self.shards)} shards"
         if not self.shards:
             raise FileNotFoundError(f"no WebDataset shards in {shards!r}")
         self.name = Path(self.shards[0]).parent.name or "webdataset"
 
-    def __iter__(self) -> Iterator[Sample]:
-        mine, n_slots = slot()
-        for url in self.shards[mine::n_slots]:
-            for sample in _tar_samples(url):
+    def shard_order(self, epoch: int) -> list[str]:
+        """The shards of pass `epoch`: as listed, or a seeded permutation per pass when training shuffles."""
+        if self.shuffle_seed is None:
+            return list(self.shards)
+        generator = torch.Generator().manual_seed(self.shuffle_seed * 1_000_003 + epoch)
+        return [self.shards[i] for i in torch.randperm(len(self.shards), generator=generator).tolist()]
+
+    def samples(
+        self, slot: int, n_slots: int, start: SlotPosition = (0, 0), epoch: int = 0
+    ) -> Iterator[PlacedSample]:
+        mine = self.shard_order(epoch)[slot::n_slots]
+        first, skip = start
+        for i in range(first, len(mine)):
+            url = mine[i]
+            for k, sample in enumerate(_tar_samples(url)):
+                if i == first and k < skip:
+                    continue  # read before the position: passed over, not decoded
                 key = f"{Path(url).name}/{sample['__key__']}"
                 image = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
-                yield (key, None) if image is None else self._decoded(key, image)
+                yield key, None if image is None else self._decode(image), (i, k + 1)
+
+    def declared_length(self) -> int | None:
+        """The sum of the shards' sizes in a sizes.json beside the first shard, when it lists every shard."""
+        sizes_file = Path(self.shards[0]).parent / SIZES_FILE
+        if not sizes_file.is_file():
+            return None
+        sizes = json.loads(sizes_file.read_text())
+        names = [Path(url).name for url in self.shards]
+        if not isinstance(sizes, dict) or any(name not in sizes for name in names):
+            return None
+        return sum(int(sizes[name]) for name in names)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "shards": self.shards}
+        # the spec, not the list: a LAION run names 100,000 shards, which every SAE's metadata would carry
+        return {**super().describe(), "spec": self.spec, "n_shards": len(self.shards)}
 
 
 class HFStreamingImages(StreamingImages):
@@ -186,13 +240,32 @@ class HFStreamingImages(StreamingImages):
 
         ranks = distributed.current_group()
         part = split_dataset_by_node(self.stream, rank=ranks.rank, world_size=ranks.world_size)
+        for key, pixels, _ in self._examples(part, ranks.rank):
+            yield key, pixels
+
+    def samples(
+        self, slot: int, n_slots: int, start: SlotPosition = (0, 0), epoch: int = 0
+    ) -> Iterator[PlacedSample]:
+        """The whole stream for this process; inside a DataLoader worker datasets gives worker `slot` its own
+        shards (so `slot` must be the worker's id). Resuming re-reads, without decoding, the samples before
+        `start` (a streamed `datasets` set has no cheaper seek that holds across its worker split)."""
+        yield from self._examples(self.stream, 0, skip=start[1])
+
+    def _examples(self, part: Any, rank: int, skip: int = 0) -> Iterator[PlacedSample]:
         for i, example in enumerate(part):  # inside a DataLoader worker, datasets gives it its own shards
+            if i < skip:
+                continue
             value = example[self.image_column] or {}
-            key = example.get("__key__") or value.get("path") or f"{self.name}#r{ranks.rank}w{_worker()}:{i}"
+            key = example.get("__key__") or value.get("path") or f"{self.name}#r{rank}w{_worker()}:{i}"
             data = value.get("bytes")
             if data is None and value.get("path"):
                 data = Path(value["path"]).read_bytes()
-            yield (key, None) if data is None else self._decoded(key, data)
+            yield key, None if data is None else self._decode(data), (0, i + 1)
+
+    def declared_length(self) -> int | None:
+        splits = getattr(self.stream.info, "splits", None) or {}
+        found = splits.get(self.split) if hasattr(splits, "get") else None
+        return int(found.num_examples) if found is not None and found.num_examples else None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "split": self.split, "image_column": self.image_column}
@@ -246,13 +319,31 @@ class StreamHarvest:
             model.train(was_training)
 
 
+def is_tar_pattern(text: str) -> bool:
+    """A bare WebDataset spec: a .tar file, or a glob / brace range of them (`/data/shard-{000..099}.tar`)."""
+    return text.endswith(".tar") and ("{" in text or glob.has_magic(text) or Path(text).is_file())
+
+
+def is_stream_spec(spec: Any, streaming: bool = False) -> bool:
+    """Whether `--images spec` names a stream: `wds:<shards>` or a .tar pattern always, `hf:<name>` with streaming."""
+    if isinstance(spec, StreamingImages):
+        return True
+    if not isinstance(spec, (str, os.PathLike)):
+        return False
+    text = str(spec)
+    return text.startswith("wds:") or is_tar_pattern(text) or (streaming and text.startswith("hf:"))
+
+
 def stream_source(spec: str, split: str = "train", image_column: str | None = None) -> StreamingImages:
-    """`wds:<shards>` (a folder of tars, a glob or a brace range) or `hf:<hub name>`, read as a stream."""
+    """`wds:<shards>` or a bare .tar pattern (a folder of tars, a glob or a brace range) or `hf:<hub name>` (or a
+    local folder `datasets.load_dataset` reads), read as a stream."""
     if spec.startswith("wds:"):
         return WebDatasetImages(spec[4:])
+    if is_tar_pattern(spec):
+        return WebDatasetImages(spec)
     if spec.startswith("hf:"):
         return HFStreamingImages(spec[3:], split=split, image_column=image_column)
     raise ValueError(
-        f"a streamed image set is 'wds:<tar shards>' or 'hf:<hub name>', not {spec!r}; "
-        "e.g. wds:/data/laion/{00000..00099}.tar"
+        f"a streamed image set is 'wds:<tar shards>' (or a .tar glob / brace range) or 'hf:<hub name>', not "
+        f"{spec!r}; e.g. wds:/data/laion/{{00000..00099}}.tar"
     )
