@@ -229,9 +229,8 @@ class VisionSAETrainingRunner:
         sizing_n = sizing_images(cfg, n_images, context, self._stream_name()) if streamed else n_images
         sized, chosen = cfg.sized_to(sizing_n, context, max(g["d_in"] for g in self.geometry.values()))
         self.cfg = cfg = sized  # the topk preset: what the user did not set follows the data
-        if any(
-            v is not None for v in chosen.values()
-        ):  # lr_end, dead_feature_window alone: derived, not shown
+        # shown when something visible was sized (lr_end, dead_feature_window alone are derived, not shown)
+        if any(v is not None for v in chosen.values()):
             self.sizing = describe(chosen, sizing_n, context, streamed=streamed and n_images is None)
             logger.info(self.sizing)
         if n_images is not None:  # a stream of unknown length: checked when its first pass ends
