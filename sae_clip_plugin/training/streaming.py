@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tarfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,27 @@ def _tar_samples(path: str) -> Iterator[dict[str, Any]]:
         yield from _stdlib_tar_samples(path)
         return
     yield from tarfile_samples([{"url": path}])
+
+
+def _readable_samples(path: str) -> Iterator[dict[str, Any] | None]:
+    """The tar's samples, then None once if it breaks off (a truncated download, a bad block): the samples read
+    so far count, the rest of the shard is skipped with a warning, and the run goes on to the next shard."""
+    reader = _tar_samples(path)
+    n = 0
+    while True:
+        try:
+            sample = next(reader)
+        except StopIteration:
+            return
+        except Exception as err:  # tarfile.ReadError, EOFError, webdataset's own: unreadable from here on
+            warnings.warn(
+                f"WebDataset shard {path} is unreadable after {n} samples ({err}); skipping the rest of it",
+                stacklevel=2,
+            )
+            yield None
+            return
+        n += 1
+        yield sample
 
 
 def _stdlib_tar_samples(path: str) -> Iterator[dict[str, Any]]:
@@ -188,7 +210,10 @@ class WebDatasetImages(StreamingImages):
         first, skip = start
         for i in range(first, len(mine)):
             url = mine[i]
-            for k, sample in enumerate(_tar_samples(url)):
+            for k, sample in enumerate(_readable_samples(url)):
+                if sample is None:  # the tar breaks off here: one skipped entry, then the next shard
+                    yield f"{Path(url).name}/<unreadable after {k} samples>", None, (i + 1, 0)
+                    break
                 if i == first and k < skip:
                     continue  # read before the position: passed over, not decoded
                 key = f"{Path(url).name}/{sample['__key__']}"

@@ -107,3 +107,25 @@ def test_hf_streaming_split_over_ranks_and_workers(model, tmp_path, monkeypatch)
     # datasets' webdataset reader keys samples by their name inside the tar; the tar is in __url__
     by_key = {k.split("/")[1]: k for k in images}
     check_exactly_once(runs, images, model, key_of=lambda k: by_key.get(k, k))
+
+
+def test_a_truncated_shard_keeps_what_it_read_and_the_run_goes_on(tmp_path):
+    """A tar cut off mid-way (an interrupted download): its samples before the cut are read, the rest is one
+    skipped entry with a warning naming the shard, and the next shards are read in full."""
+    write_tars(tmp_path / "tars")
+    first = tmp_path / "tars" / "shard-00000.tar"
+    first.write_bytes(first.read_bytes()[: 3 * 1024 + 700])  # the tar breaks off inside its second sample
+    stream = streaming.WebDatasetImages(str(tmp_path / "tars")).with_transform(
+        lambda image: torch.zeros(3, 2, 2)
+    )
+    with pytest.warns(UserWarning, match=r"shard-00000\.tar is unreadable after \d+ samples"):
+        read = list(stream.samples(0, 1))
+    keys = [key for key, _, _ in read]
+    broken = [n for n, key in enumerate(keys) if "<unreadable" in key]
+    assert len(broken) == 1 and keys[broken[0]].startswith("shard-00000.tar/") and read[broken[0]][1] is None
+    assert (
+        keys[: broken[0]] == [f"shard-00000.tar/s00000_{i:04d}" for i in range(broken[0])] and broken[0] < 2
+    )
+    assert keys[broken[0] + 1 :] == [f"shard-{t:05d}.tar/s{t:05d}_{i:04d}" for t in range(1, N_TARS)
+                                     for i in range(PER_TAR)]  # fmt: skip
+    assert read[broken[0]][2] == (1, 0)  # the position moves on to the next shard (what a resume starts from)
