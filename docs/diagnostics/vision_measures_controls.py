@@ -43,12 +43,16 @@ def activations(model: Any, hook: str, pixels: torch.Tensor, batch: int = 64) ->
     out = []
     with torch.no_grad():
         for s in range(0, len(pixels), batch):
-            _, cache = model.run_with_cache(pixels[s : s + batch], names_filter=[hook], stop_at_layer=stop_layer(hook))
+            _, cache = model.run_with_cache(
+                pixels[s : s + batch], names_filter=[hook], stop_at_layer=stop_layer(hook)
+            )
             out.append(cache[hook].float())
     return torch.cat(out)
 
 
-def scores(encoder: Any, acts: torch.Tensor, hist: torch.Tensor, attrs: torch.Tensor, metas: list[dict]) -> dict:
+def scores(
+    encoder: Any, acts: torch.Tensor, hist: torch.Tensor, attrs: torch.Tensor, metas: list[dict]
+) -> dict:
     """Every measure of one encoder: per-feature arrays, or one value per probe split."""
     with torch.no_grad():
         feats = torch.cat([encoder.encode(acts[s : s + 64]) for s in range(0, len(acts), 64)]).float()

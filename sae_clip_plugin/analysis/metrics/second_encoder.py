@@ -74,7 +74,9 @@ def second_encoder(spec: str, model: Any) -> Callable[[torch.Tensor], torch.Tens
 ATTRIBUTE_FIELDS = ("shape", "colour", "background", "word")
 
 
-def attribute_embeddings(metas: Sequence[dict[str, Any]], fields: Sequence[str] = ATTRIBUTE_FIELDS) -> torch.Tensor:
+def attribute_embeddings(
+    metas: Sequence[dict[str, Any]], fields: Sequence[str] = ATTRIBUTE_FIELDS
+) -> torch.Tensor:
     """[N, E] concatenated one-hots of each image's planted attributes (a world's ground truth, e.g. the toy's
     `ToyDataset.meta(i)`); an image without a value for a field (no shape, nothing written) gets zeros there.
 
@@ -94,5 +96,7 @@ def attribute_embeddings(metas: Sequence[dict[str, Any]], fields: Sequence[str] 
                 block[row, index[str(m[field])]] = 1.0
         columns.append(block)
     if not columns:
-        raise ValueError(f"no image carries any of the fields {list(fields)}; pass the metadata of a world's images")
+        raise ValueError(
+            f"no image carries any of the fields {list(fields)}; pass the metadata of a world's images"
+        )
     return torch.cat(columns, 1)
