@@ -228,3 +228,59 @@ def test_f_statistic_and_probe_by_hand():
     assert f_statistic(codes, labels)[1].item() == math.inf
     assert sparse_probing_auc(codes, labels, (1, 2), split=split) == (1.0, {1: 1.0, 2: 1.0})
     assert sparse_probing_auc(codes[:, :1], labels, (1,), split=split) == (0.75, {1: 0.75})
+
+
+# ------------------------------------------------------------------------------------------------
+# controls: intervals, planted features, the oracle second encoder
+
+
+def test_best_auroc_equals_scikit_learn():
+    require_visaebench()
+    from sklearn.metrics import roc_auc_score
+
+    from sae_clip_plugin.analysis.metrics.discrimination import best_auroc
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, (60, 7)).astype(float)  # many ties, as max-pooled sparse codes have
+    labels = [None if i % 10 == 0 else ("red", "blue", "green")[i % 3] for i in range(60)]
+    found = best_auroc(codes, labels)
+    for value in ("blue", "green", "red"):
+        y = np.array([v == value for v in labels])
+        assert abs(found[value] - max(roc_auc_score(y, codes[:, j]) for j in range(7))) <= 1e-12
+
+
+def test_mean_difference_interval_covers_by_hand():
+    from sae_clip_plugin.analysis.metrics.discrimination import mean_difference
+
+    # a: one run [1, 2, 3] (mean 2); b: two seeds [0, 0] and [1, nan] -> [1] (means 0 and 1 -> 0.5); NaN dropped
+    d = mean_difference([np.array([1.0, 2.0, 3.0])], [np.array([0.0, 0.0]), np.array([1.0, np.nan])], seed=1)
+    assert (d.a, d.b, d.diff) == (2.0, 0.5, 1.5)
+    # extremes of the bootstrap: a's mean in [1, 3], b's in [0, 1] -> the difference in [0, 3]
+    assert 0.0 <= d.lo < d.diff < d.hi <= 3.0
+    same = mean_difference([np.ones(50)], [np.ones(50), np.ones(50)])
+    assert (same.lo, same.hi, same.separates) == (0.0, 0.0, False)
+
+
+def test_attribute_embeddings_by_hand():
+    from sae_clip_plugin.analysis.metrics.second_encoder import attribute_embeddings
+
+    metas = [
+        {"shape": "star", "colour": "red", "background": "land", "word": None},
+        {"shape": "star", "colour": "blue", "background": "land", "word": "cat"},
+        {"shape": None, "colour": None, "background": "water", "word": "cat"},
+    ]
+    e = attribute_embeddings(metas)  # columns: star | blue red | land water | cat
+    assert e.tolist() == [[1, 0, 1, 1, 0, 0], [1, 1, 0, 1, 0, 1], [0, 0, 0, 0, 1, 1]]
+    u = e / e.norm(dim=1, keepdim=True)
+    # images 0 and 1 share 2 of 3 and 2 of 4 attributes: cos = 2 / sqrt(3 * 4)
+    assert abs(float(u[0] @ u[1]) - 2 / math.sqrt(12)) <= 1e-6
+
+
+def test_newton_step_on_a_singular_hessian():
+    from sae_clip_plugin.analysis.metrics.sparse_probing import _newton_step
+
+    # the free intercepts of a 3-class softmax: H 1 = 0, the gradient orthogonal to 1
+    h = torch.tensor([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0], [-1.0, -1.0, 2.0]], dtype=torch.float64)
+    g = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    step = _newton_step(h, g)
+    assert torch.allclose(h @ step, g) and abs(float(step.sum())) < 1e-12  # the least-norm solution

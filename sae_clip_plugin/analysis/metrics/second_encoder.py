@@ -13,7 +13,7 @@ CLIP ViT-B/32); ViSAEBench warns that the SAE's own backbone inflates the score.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -69,3 +69,34 @@ def second_encoder(spec: str, model: Any) -> Callable[[torch.Tensor], torch.Tens
     from sae_clip_plugin.model.hooked_vit import HookedViT
 
     return model_embedder(HookedViT.from_pretrained(spec).eval(), preprocess)
+
+
+ATTRIBUTE_FIELDS = ("shape", "colour", "background", "word")
+
+
+def attribute_embeddings(
+    metas: Sequence[dict[str, Any]], fields: Sequence[str] = ATTRIBUTE_FIELDS
+) -> torch.Tensor:
+    """[N, E] concatenated one-hots of each image's planted attributes (a world's ground truth, e.g. the toy's
+    `ToyDataset.meta(i)`); an image without a value for a field (no shape, nothing written) gets zeros there.
+
+    Why: an oracle second encoder. The cosine of two images is the fraction of planted attributes they share
+    (normalised by how many each has), so the monosemanticity score reads "do a feature's top images share a
+    planted concept", with no pixel statistics or second model in between.
+    """
+    columns = []
+    for field in fields:
+        values = sorted({str(m[field]) for m in metas if m.get(field) is not None})
+        if not values:
+            continue
+        index = {v: i for i, v in enumerate(values)}
+        block = torch.zeros(len(metas), len(values))
+        for row, m in enumerate(metas):
+            if m.get(field) is not None:
+                block[row, index[str(m[field])]] = 1.0
+        columns.append(block)
+    if not columns:
+        raise ValueError(
+            f"no image carries any of the fields {list(fields)}; pass the metadata of a world's images"
+        )
+    return torch.cat(columns, 1)

@@ -108,13 +108,23 @@ def fit_logistic(
                 (g,) = torch.autograd.grad(f, t)
             if g.abs().max() < 1e-10:
                 break
-            step = torch.linalg.solve(_hessian(theta, x1, n_out, c), g)
+            step = _newton_step(_hessian(theta, x1, n_out, c), g)
             size = 1.0
             while size > 1e-8 and _objective(theta - size * step, x1, y, n_out, c) > f.detach():
                 size /= 2
             theta = theta - size * step
     wb = theta.reshape(n_out, x1.shape[1])
     return wb[:, :-1].clone(), wb[:, -1].clone()
+
+
+def _newton_step(hessian: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """H^-1 g; the least-norm step when H is singular. Why: with more than two classes the free intercepts can
+    all shift by one constant without changing the loss, so H is singular along that direction (exactly so in
+    float64 on some splits); the objective is flat there, and the least-norm step leaves it unchanged."""
+    try:
+        return torch.linalg.solve(hessian, grad)
+    except torch.linalg.LinAlgError:
+        return torch.linalg.pinv(hessian, hermitian=True) @ grad
 
 
 def _lbfgs(theta: torch.Tensor, x1: torch.Tensor, y: torch.Tensor, n_out: int, c: float) -> torch.Tensor:
