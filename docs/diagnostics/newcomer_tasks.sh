@@ -17,7 +17,7 @@ PY
 timed() {  # name, command...: the wall time and the lines a user reads first
   local name=$1; shift; local t0; t0=$(date +%s%N); "$@" > "$OUT/$name.log" 2>&1; local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   printf '%-12s %4d.%d s  %s\n' "$name" $((ms / 1000)) $((ms % 1000 / 100)) \
-    "$(grep -E 'verdict|predictions changed|explained_variance|SAE suppression|top heads' "$OUT/$name.log" | head -2 | tr '\n' ' ')"
+    "$(grep -E 'verdict|predictions changed|EV [0-9]|the bar|top heads' "$OUT/$name.log" | head -2 | tr '\n' ' ')"
 }
 timed train sae-clip train --preset topk --model toy --images "$OUT/pngs" --hook blocks.3.hook_resid_post --out "$OUT/sae"
 timed eval sae-clip eval --sae "$OUT/sae" --images "$OUT/pngs" --out "$OUT/eval"

@@ -62,6 +62,8 @@ class FeatureData:
     label: str = ""  # why the feature was chosen (free text)
     # the decoder direction read out directly (ln_post + projection): (word, cosine) best first; [] when not on the stream
     direct_readout: list[tuple[str, float]] = field(default_factory=list)
+    # the field's per-feature measures over the dashboard's images (`card_measures`): NaN where undefined
+    measures: dict[str, float] = field(default_factory=dict)
 
     @property
     def nonzero(self) -> np.ndarray:
@@ -309,6 +311,29 @@ def _checked_features(features: Sequence[int], d_sae: int, labels: Sequence[str]
     return features
 
 
+def card_measures(
+    acts: torch.Tensor, pixels: torch.Tensor, preprocess: dict[str, Any] | None, positions: Sequence[int]
+) -> list[dict[str, float]]:
+    """Per feature of `acts` [N, tokens, F]: the monosemanticity score (ViSAEBench's top-16 variant of Pach et al.,
+    arXiv 2504.02821, image codes max-pooled over the tokens read, second encoder: a colour histogram of the
+    pixels, which the SAE never saw) and localisation (Moran's I of the patch maps, ViSAEBench's rules); NaN where a
+    measure is undefined (a feature that never varies, too few images with a usable patch map)."""
+    from sae_clip_plugin.analysis.metrics.localisation import localisation_scores
+    from sae_clip_plugin.analysis.metrics.monosemanticity import monosemanticity_scores
+    from sae_clip_plugin.analysis.metrics.second_encoder import colour_histogram
+
+    read = acts[:, list(positions)]
+    codes = torch.nan_to_num(read, nan=0.0).amax(1)
+    ms = monosemanticity_scores(codes, colour_histogram(pixels, preprocess), "top16")
+    patches = [p for p in positions if p > 0]
+    moran = (
+        localisation_scores(torch.nan_to_num(acts[:, patches], nan=0.0), min_images=min(50, len(pixels)))
+        if patches and patch_side(acts.shape[1]) ** 2 == len(patches)
+        else torch.full((acts.shape[-1],), float("nan"))
+    )
+    return [{"monosemanticity": float(m), "localisation": float(i)} for m, i in zip(ms, moran, strict=True)]
+
+
 def _clamp_strength(strength: float | str, acts: torch.Tensor) -> float | str | list[float]:
     """The steering strength as `steering_effect` takes it: "auto" becomes one value per feature,
     AUTO_STRENGTH x its largest activation in `acts` ([n_images, n_tokens, n_features]; 1 where it never
@@ -405,6 +430,7 @@ def collect_dashboard_data(
         else [{} for _ in features]
     )
     readouts = decoder_readouts(model, sae, features, vocabulary, text=text)
+    measures = card_measures(acts, pixels, getattr(model.cfg, "preprocess", None), positions)
     meta = sae.cfg.metadata
     notes = labels if labels is not None else [""] * len(features)
     out = [
@@ -413,6 +439,8 @@ def collect_dashboard_data(
         )
         for j, feature in enumerate(features)
     ]
+    for data, values in zip(out, measures, strict=True):
+        data.measures = values
     return DashboardData(
         hook_name=meta.hook_name,
         model_spec=meta.get("model_name") or model.cfg.model_spec,

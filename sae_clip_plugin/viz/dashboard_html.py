@@ -46,7 +46,10 @@ READING_NOTE = (
     "bars show what clamping it on every token does to the zero-shot readout over the steering images (what it "
     "writes). The two need not agree: a feature can fire on yellow circles and push the readout towards another "
     "concept. Concepts gained and lost are counted beyond what random directions of the same norm do (any large "
-    "edit loses the words the images already read as); S and P are the paper's (arXiv 2504.08729, sec. 3).</p>"
+    "edit loses the words the images already read as); S and P are the paper's (arXiv 2504.08729, sec. 3). "
+    "Monosemanticity (Pach et al., arXiv 2504.02821; ViSAEBench's top-16 variant) is how alike the feature's "
+    "top images look to a second encoder (1: identical), localisation is Moran's I of its patch map (0: no spatial "
+    "pattern); on the toy neither separates trained from random SAEs (docs/toy_results.md).</p>"
 )
 
 
@@ -118,6 +121,12 @@ def feature_card(feature: FeatureData, tile_width: int = 128) -> str:
     if feature.direct_readout:
         words = ", ".join(f"{html.escape(w)} ({c:.2f})" for w, c in feature.direct_readout)
         stats.append(f"decoder direction read out directly (ln_post + projection), cosine with: {words}")
+    m = feature.measures or {}
+    if m:
+        stats.append(
+            f"monosemanticity {_fmt(m.get('monosemanticity')) or 'n/a'} (top-16 images, colour-histogram encoder), "
+            f"localisation (Moran's I) {_fmt(m.get('localisation')) or 'n/a'}"
+        )
     if feature.top and all(top.heatmap is None for top in feature.top):
         stats.append("no patch heat map: this SAE reads only the CLS token (the band above each image)")
     elif feature.top and all(t.heatmap is not None and not np.any(t.heatmap > 0) for t in feature.top):

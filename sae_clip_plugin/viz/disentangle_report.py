@@ -99,7 +99,8 @@ def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, com
 
 
 def summary_line(result: Any) -> str:
-    """One human line per task: each condition's main accuracies (percent), as in the markdown table."""
+    """One human line per task: each condition's main accuracies (percent), as in the markdown table, and whether
+    SAE suppression meets the bar."""
     keys = TABLE_KEYS[result.kind][:2]
     parts = []
     for condition in ("none", "sae", "random", "heads"):
@@ -109,4 +110,10 @@ def summary_line(result: Any) -> str:
         where = f" L{row['layer']} k={row['k']}" if "k" in row and "layer" in row else ""
         values = " / ".join(f"{100 * row[k]:.1f}" for k in keys if k in row)
         parts.append(f"{condition}{where}: {values}")
-    return f"{result.task} ({' / '.join(keys)}, %): " + "; ".join(parts)
+    sae = result.summary.get("sae")
+    verdict = (
+        ""
+        if not sae
+        else f" -> SAE suppression {'meets' if sae.get('meets_bar') else 'does not meet'} the bar"
+    )
+    return f"{result.task} ({' / '.join(column_names(keys))}): " + "; ".join(parts) + verdict

@@ -347,7 +347,8 @@ def test_run_disentangle_end_to_end_without_leakage(model, tmp_path) -> None:
     other = run_disentangle(model, saes, task(2), cfg, progress=False)
     assert other.best == result.best
     line, best = summary_line(result), result.summary["sae"]
-    assert line.startswith("tiny-typo (clean_acc / attacked_acc, %): none: ")
+    assert line.startswith("tiny-typo (clean % / attacked %): none: ")
+    assert line.endswith(f"SAE suppression {'meets' if best['meets_bar'] else 'does not meet'} the bar")
     assert (
         f"sae L{best['layer']} k={best['k']}: {100 * best['clean_acc']:.1f} / {100 * best['attacked_acc']:.1f}"
         in line

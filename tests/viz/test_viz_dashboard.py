@@ -269,3 +269,22 @@ def test_plot_feature_is_one_figure_with_every_panel(model, pixels):
     assert len(fig.axes) == 4 + 2
     with pytest.raises(ValueError, match="out of range"):
         collect_dashboard_data(model, make_sae(), pixels, [24], steer=False)
+
+
+def test_card_measures_by_hand():
+    """Two red and two blue images: a feature firing on the two red ones has top images that look alike to the
+    colour-histogram encoder (MS 1), one firing on a red and a blue one does not (MS 0); a 2x2 patch grid is too
+    small for Moran's I under ViSAEBench's rules (5 active patches at least), so localisation is NaN."""
+    from sae_clip_plugin.analysis.dashboard import card_measures
+
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+    red, blue = torch.tensor([0.9, 0.1, 0.1]), torch.tensor([0.1, 0.1, 0.9])
+    pixels = torch.stack([(c.view(3, 1, 1).expand(3, 8, 8) - mean) / std for c in (red, red, blue, blue)])
+    acts = torch.zeros(4, 5, 2)  # [images, CLS + 2x2 patches, features]
+    acts[[0, 1], 1, 0] = 1.0
+    acts[[0, 2], 2, 1] = 1.0
+    measures = card_measures(acts, pixels, None, positions=range(5))
+    assert measures[0]["monosemanticity"] == pytest.approx(1.0)
+    assert measures[1]["monosemanticity"] == pytest.approx(0.0, abs=1e-12)
+    assert all(np.isnan(m["localisation"]) for m in measures)
