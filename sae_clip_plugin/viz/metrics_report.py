@@ -88,7 +88,8 @@ def load_metrics_results(out: str | os.PathLike) -> Any:
 
 def terminal_summary(df: Any) -> str:
     """A few lines for the terminal, one per SAE (the wide table stays in metrics.md / metrics.csv): explained
-    variance, L0, dead features, and the CE recovered by the splice, or why there is no such number."""
+    variance, L0, dead features, and the CE recovered by the splice, or why there is no such number; the field's
+    measures when taken (with their 95% intervals over features)."""
     import math
 
     def num(value: Any) -> float:
@@ -110,5 +111,11 @@ def terminal_summary(df: Any) -> str:
         elif math.isfinite(clean) and math.isfinite(ablated):
             parts.append(f"CE recovered: none to measure (mean-ablating the hook gives CE {ablated:.3f}, no worse "
                          f"than clean {clean:.3f})")  # fmt: skip
+        for key, label in (("ms_top16", "monosemanticity (top-16)"), ("ms_full", "monosemanticity (full)"),
+                           ("localisation", "localisation (Moran's I)"), ("sparse_probing_auc", "probing AUC")):  # fmt: skip
+            if math.isfinite(num(row.get(key))):
+                lo, hi = num(row.get(f"{key}_lo")), num(row.get(f"{key}_hi"))
+                interval = f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+                parts.append(f"{label} {num(row.get(key)):.3f}{interval}")
         lines.append(f"{row['name']}: " + ", ".join(parts))
     return "\n".join(lines)

@@ -319,3 +319,14 @@ def test_sparse_probing_tells_a_trained_sae_from_random_ones_on_the_toy(tmp_path
 
     difference = mean_difference([aucs(sae)], [aucs(random_sae_like(sae, s)) for s in (0, 1)])
     assert difference.lo > 0, difference
+
+
+def test_the_mean_interval_over_features_by_hand():
+    from sae_clip_plugin.analysis.metrics.discrimination import mean_interval
+
+    assert mean_interval(np.full(10, 0.3)) == pytest.approx((0.3, 0.3))  # no spread, no interval
+    assert all(math.isnan(v) for v in mean_interval(np.array([np.nan, np.nan])))
+    lo, hi = mean_interval(np.r_[np.zeros(200), np.ones(200), np.nan])  # NaN dropped: mean 0.5, se 0.025
+    assert lo == pytest.approx(0.5 - 1.96 * 0.025, abs=0.01) and hi == pytest.approx(
+        0.5 + 1.96 * 0.025, abs=0.01
+    )

@@ -73,6 +73,21 @@ def mean_difference(
     return Difference(ma, mb, ma - mb, float(lo), float(hi))
 
 
+def mean_interval(
+    values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 0, level: float = LEVEL
+) -> tuple[float, float]:
+    """The bootstrap `level` interval of the mean of one SAE's per-feature scores (NaN dropped; (NaN, NaN) when
+    none is defined): how much the reported mean depends on which features the SAE happened to have."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[~np.isnan(v)]
+    if not v.size:
+        return float("nan"), float("nan")
+    draws = v[np.random.default_rng(seed).integers(v.size, size=(n_boot, v.size))].mean(1)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(draws, [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
 def best_auroc(codes: np.ndarray, labels: Sequence[object]) -> dict[str, float]:
     """Per planted value, the highest single-feature ROC AUC of `codes` [N, F] for "image has this value".
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sae_clip_plugin.analysis.metrics.discrimination import mean_interval
 from sae_clip_plugin.analysis.metrics.localisation import LocalisationStats
 from sae_clip_plugin.analysis.metrics.monosemanticity import MonosemanticityStats, top_n_of
 from sae_clip_plugin.analysis.metrics.sparse_probing import K_VALUES, f_statistic, sparse_probing_auc
@@ -84,13 +85,15 @@ class VisionMeasureStats:
         out: dict[str, Any] = {}
         if self.ms is not None:
             per = self.ms.result()
-            out[f"ms_{self.settings.ms_variant}"] = _mean(per)
+            _mean_into(out, f"ms_{self.settings.ms_variant}", per)
             out["ms_by_feature"] = per.numpy()
         if "localisation" in self.settings.measures:
             per = self.loc.result() if self.loc is not None else None
-            out["localisation"] = _mean(per) if per is not None else float("nan")
             if per is not None:
+                _mean_into(out, "localisation", per)
                 out["moran_by_feature"] = per.numpy()
+            else:
+                out["localisation"] = float("nan")
         if self.codes is not None:
             out.update(self._probing())
         return out
@@ -110,6 +113,12 @@ class VisionMeasureStats:
 def _mean(per_feature: torch.Tensor) -> float:
     ok = ~per_feature.isnan()
     return float(per_feature[ok].mean()) if ok.any() else float("nan")
+
+
+def _mean_into(out: dict[str, Any], key: str, per_feature: torch.Tensor) -> None:
+    """`key` = the mean over the measurable features, `key_lo` / `key_hi` its 95% bootstrap interval over them."""
+    out[key] = _mean(per_feature)
+    out[f"{key}_lo"], out[f"{key}_hi"] = mean_interval(per_feature.numpy())
 
 
 @torch.no_grad()
