@@ -151,14 +151,14 @@ def _control_comparison(rows: list[dict[str, Any]]) -> list[str]:
 
 
 STEERABILITY_COLUMNS = [
-    "run", "strength", "mean s", "features", "steerable", "fraction", "coverage", "mean S", "top concepts (count)"
+    "run", "strength", "mean s", "features", "steerable", "steerable %", "coverage", "mean S", "top concepts (count)"
 ]  # fmt: skip
 
 
 def _steerability(root: Path, state: DemoState) -> Section:
     result = state.result("steerability")
     rows = [[r["run"], r.get("strength", f"absolute {result.get('strength'):g}"), r.get("mean_absolute_strength"),
-             r["n_features"], r["n_steerable"], r["steerable_fraction"], r["coverage"], r["mean_S"], r["top_concepts"]]
+             r["n_features"], r["n_steerable"], _percent(r["steerable_fraction"]), r["coverage"], r["mean_S"], r["top_concepts"]]
             for r in result.get("rows", [])]  # fmt: skip
     relative = result.get("relative_strength")
     return Section(
