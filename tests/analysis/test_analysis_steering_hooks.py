@@ -186,7 +186,7 @@ def test_a_relative_strength_is_the_hand_computed_absolute_one(model, pixels, ac
     if norm == "layer_norm":  # what the SAE encodes: each token normalised (sae_lens: unbiased std, eps 1e-5)
         x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
     rms = x.norm(dim=-1).pow(2).mean().sqrt()
-    by_hand = float(r * rms / sae.W_dec[feature].double().norm())
+    by_hand = float(r * rms / sae.W_dec[feature].detach().double().norm())
     assert relative_strengths(model, sae, pixels, {feature: r})[feature] == pytest.approx(by_hand, rel=1e-6)
     with torch.no_grad(), steer(model, sae, {feature: "relative:2.5"}, images=pixels):
         relative = model(pixels)
