@@ -167,6 +167,7 @@ def steering_effect(
     same norm steered the same way (`steerability.concepts`): any large edit loses the clean readout's words, so
     without it every card lists the same lost concepts. S, P and steerable are the paper's either way.
     """
+    from sae_clip_plugin.analysis.steerability.concepts import same_norm_shift  # lazy: sae_lens
     from sae_clip_plugin.analysis.steerability.metric import steerability  # lazy: sae_lens
     from sae_clip_plugin.analysis.steering.strength import PAPER_RELATIVE_STRENGTH  # lazy: sae_lens
 
@@ -190,22 +191,11 @@ def steering_effect(
         result = steerability(
             model, sae, pixels, vocabulary, features=[features[i] for i in slots], **how, **kwargs
         )
-        generic = _generic_shift(model, sae, result, pixels, n_directions, kwargs) if beyond_random else None
+        generic = (
+            same_norm_shift(model, sae, result, pixels, n_directions, **kwargs) if beyond_random else None
+        )
         _effects(result, slots, out, n_concepts, generic)
     return out
-
-
-def _generic_shift(
-    model: HookedViT, sae: Any, result: Any, pixels: torch.Tensor, n_directions: int, kwargs: dict[str, Any]
-) -> torch.Tensor:
-    """The mean readout shift of random directions with the SAE's mean decoder-row norm, steered as `result`."""
-    from sae_clip_plugin.analysis.steerability.concepts import generic_shift  # lazy: sae_lens
-
-    norm = float(sae.W_dec.detach().norm(dim=-1).mean())
-    rest = {
-        k: v for k, v in kwargs.items() if k not in ("strength", "relative_strength", "hook_name", "seed")
-    }
-    return generic_shift(model, result, norm, pixels, n_directions, **rest).double()
 
 
 def _effects(
@@ -217,12 +207,13 @@ def _effects(
 ) -> list[dict[str, Any]]:
     """Fill `out[slot]` from one steerability run, row by row (rows follow `slots`); gained / lost beyond the
     `generic` shift when given."""
-    words = result.vocabulary
+    from sae_clip_plugin.analysis.steerability.concepts import ranked_words  # lazy: sae_lens
+
     relative = result.summary.get("relative_strength")
     rows = zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True)
     for slot, (row, delta) in zip(slots, rows, strict=True):
         shift = delta if generic is None else delta - generic
-        order = torch.argsort(shift, descending=True).tolist()
+        gained, lost = ranked_words(result.vocabulary, shift, n_concepts, MIN_SHOWN_CHANGE)
         out[slot] = {
             "strength": float(row.strength),
             "relative_strength": relative,
@@ -231,12 +222,8 @@ def _effects(
             "top_concept": row.top_concept,
             "steerable": bool(row.steerable),
             "beyond_random": generic is not None,
-            "gained": [
-                (words[i], float(shift[i])) for i in order[:n_concepts] if shift[i] > MIN_SHOWN_CHANGE
-            ],
-            "lost": [
-                (words[i], float(shift[i])) for i in order[::-1][:n_concepts] if shift[i] < -MIN_SHOWN_CHANGE
-            ],
+            "gained": gained,
+            "lost": lost,
         }
     return out
 

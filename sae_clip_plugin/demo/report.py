@@ -8,7 +8,7 @@ from typing import Any
 from sae_clip_plugin.analysis.disentangle.text import (
     INTERVAL_NOTE,
     TABLE_KEYS,
-    bar_text,
+    bars_text,
     column_names,
     condition_rows,
     headline,
@@ -190,10 +190,9 @@ def _disentangle(root: Path, cfg: DemoConfig, state: DemoState) -> Section:
     tasks = result.get("tasks", [])
     if not tasks:
         return Section("Disentanglement", text=[result.get("note", "no task ran")])
-    tables, figures, bars = [], [], {}
+    tables, figures = [], []
     for task in tasks:
         s = task["summary"]
-        bars.setdefault(task["kind"], s.get("max_clean_drop", 0.02))
         caption = f"{task['task']} ({task['kind']})" + (
             f": {headline(s, task['kind'])}" if "sae" in s else ""
         )
@@ -209,7 +208,7 @@ def _disentangle(root: Path, cfg: DemoConfig, state: DemoState) -> Section:
         "at one layer, error term kept; layer and k chosen on the selection split, numbers on a disjoint "
         "evaluation split. Baselines: k random live features; Dyslexify-style head ablation for typographic "
         "attacks. Details per layer: [disentangle/disentangle.md](disentangle/disentangle.md).",
-        " ".join(bar_text(kind, drop) for kind, drop in bars.items()),
+        bars_text((task["kind"], task["summary"]) for task in tasks),
         INTERVAL_NOTE,
     ]
     if cfg.is_toy_world:

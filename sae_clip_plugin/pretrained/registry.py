@@ -40,7 +40,6 @@ import torch
 from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from sae_clip_plugin.hub import connection_problem as _connection_problem  # noqa: F401  (tests clear its cache)
 from sae_clip_plugin.hub import hub_unreachable_reason
 from sae_clip_plugin.pretrained.architectures import register_own_architecture
 from sae_clip_plugin.pretrained.families import family_lookups, family_rows, register_families

@@ -13,7 +13,7 @@ from typing import Any
 from sae_clip_plugin.analysis.disentangle.text import (
     INTERVAL_NOTE,
     TABLE_KEYS,
-    bar_text,
+    bars_text,
     column_names,
     condition_rows,
     headline,
@@ -67,14 +67,6 @@ def task_markdown(result: Any, task: Any, command: str) -> str:
     return "\n".join(out)
 
 
-def bars_markdown(results: Sequence[tuple[Any, Any]]) -> list[str]:
-    """The bar of each task kind present, stated once at the top of the report."""
-    kinds = {}
-    for result, _ in results:
-        kinds.setdefault(result.kind, result.summary.get("max_clean_drop", 0.02))
-    return [bar_text(kind, drop) for kind, drop in kinds.items()]
-
-
 def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, command: str) -> list[Path]:
     """disentangle.csv (every row), disentangle.md, summary.json and accuracy_by_layer_<task>.png."""
     import pandas as pd  # lazy: pandas
@@ -83,7 +75,7 @@ def write_disentangle_outputs(results: Sequence[tuple[Any, Any]], out: Path, com
     rows = [r for result, _ in results for r in result.rows]
     atomic_write_text(out / "disentangle.csv", pd.DataFrame(rows).to_csv(index=False))
     md = ["# Disentanglement: suppressing spurious SAE features", ""]
-    md += [" ".join(bars_markdown(results)), ""]
+    md += [bars_text((result.kind, result.summary) for result, _ in results), ""]
     md += [task_markdown(result, task, command) for result, task in results]
     atomic_write_text(out / "disentangle.md", "\n".join(md))
     summary = {result.task: {"summary": result.summary, "best": result.best} for result, _ in results}

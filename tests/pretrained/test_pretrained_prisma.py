@@ -442,11 +442,11 @@ def test_an_unreachable_hub_fails_at_once_with_the_true_reason(hf_cache, monkeyp
     import huggingface_hub
     from huggingface_hub import constants
 
-    from sae_clip_plugin.pretrained import registry
+    from sae_clip_plugin import hub
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
-    registry._connection_problem.cache_clear()
+    hub.connection_problem.cache_clear()
 
     def no_listing(*args, **kwargs):
         raise AssertionError("the hub listing was requested although the hub cannot be reached")
@@ -455,4 +455,4 @@ def test_an_unreachable_hub_fails_at_once_with_the_true_reason(hf_cache, monkeyp
     with pytest.raises(FileNotFoundError, match=r"127\.0\.0\.1 cannot be reached") as err:
         SAE.from_pretrained(VANILLA_RELEASE, "blocks.5.hook_mlp_out/l1_0.0001")
     assert "HF_HUB_OFFLINE is set" not in str(err.value)
-    registry._connection_problem.cache_clear()
+    hub.connection_problem.cache_clear()

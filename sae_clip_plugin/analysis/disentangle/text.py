@@ -5,7 +5,7 @@ The bar is defined once here (`bar_text`) and printed once per report; each task
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 TABLE_KEYS = {
@@ -71,6 +71,15 @@ def bar_text(kind: str, max_clean_drop: float = 0.02) -> str:
         "Spurious-correlation bar: worst-group accuracy rises, with its 95% interval above 0; SAE suppression must "
         "also beat the same number of random features (paired 95% interval above 0)."
     )
+
+
+def bars_text(summaries: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
+    """The bar of each task kind among `(kind, summary)` pairs, once per kind in order of appearance: what a report
+    states once above its tables."""
+    kinds: dict[str, float] = {}
+    for kind, summary in summaries:
+        kinds.setdefault(kind, summary.get("max_clean_drop", 0.02))
+    return " ".join(bar_text(kind, drop) for kind, drop in kinds.items())
 
 
 def headline(s: Mapping[str, Any], kind: str) -> str:

@@ -48,6 +48,35 @@ def _width(model: HookedViT, hook_name: str) -> int:
     return _basis_for(model, None, hook_name).size
 
 
+def same_norm_shift(
+    model: HookedViT,
+    sae: Any,
+    result: SteerabilityResult,
+    pixels: torch.Tensor,
+    n_directions: int = 16,
+    seed: int = 0,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """`generic_shift` for `result` of `sae`'s features ([V], float64): random directions of the SAE's mean
+    decoder-row norm (norm 1 for neurons, sae=None). `kwargs` are the steerability kwargs that made `result`; its
+    strength setting and hook are taken from `result`, the rest (readout_scale, text, tokens, ...) pass on."""
+    norm = 1.0 if sae is None else float(sae.W_dec.detach().norm(dim=-1).mean())
+    rest = {
+        k: v for k, v in kwargs.items() if k not in ("strength", "relative_strength", "hook_name", "seed")
+    }
+    return generic_shift(model, result, norm, pixels, n_directions, seed, **rest).double()
+
+
+def ranked_words(
+    words: Sequence[str], shift: torch.Tensor, n_concepts: int, threshold: float = 0.0
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(gained, lost): the `n_concepts` words with the largest rise and fall in `shift` ([V]), beyond `threshold`."""
+    order = torch.argsort(shift, descending=True).tolist()
+    gained = [(words[i], float(shift[i])) for i in order[:n_concepts] if shift[i] > threshold]
+    lost = [(words[i], float(shift[i])) for i in order[::-1][:n_concepts] if shift[i] < -threshold]
+    return gained, lost
+
+
 def concept_shift(
     model: HookedViT,
     sae: Any,
@@ -66,20 +95,12 @@ def concept_shift(
     directions have the SAE's mean decoder-row norm (an SAE's feature) or norm 1 (neurons, sae=None).
     """
     result = steerability(model, sae, pixels, vocabulary, features=list(features), **kwargs)
-    norm = 1.0 if sae is None else float(sae.W_dec.detach().norm(dim=-1).mean())
-    kwargs = {
-        k: v for k, v in kwargs.items() if k not in ("strength", "relative_strength", "hook_name", "seed")
-    }
-    generic = generic_shift(model, result, norm, pixels, n_directions, seed, **kwargs)
-    words = result.vocabulary
+    generic = same_norm_shift(model, sae, result, pixels, n_directions, seed, **kwargs)
     out = []
     for row, delta in zip(result.table.itertuples(index=False), result.delta_bar.double(), strict=True):
-        specific = delta - generic
-        order = torch.argsort(specific, descending=True).tolist()
+        gained, lost = ranked_words(result.vocabulary, delta - generic, n_concepts)
         out.append({
             "feature": int(row.feature), "strength": float(row.strength), "S": float(row.S), "P": float(row.P),
-            "top_concept": row.top_concept, "steerable": bool(row.steerable),
-            "gained": [(words[i], float(specific[i])) for i in order[:n_concepts] if specific[i] > 0],
-            "lost": [(words[i], float(specific[i])) for i in order[::-1][:n_concepts] if specific[i] < 0],
+            "top_concept": row.top_concept, "steerable": bool(row.steerable), "gained": gained, "lost": lost,
         })  # fmt: skip
     return out
