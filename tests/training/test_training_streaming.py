@@ -129,3 +129,37 @@ def test_a_truncated_shard_keeps_what_it_read_and_the_run_goes_on(tmp_path):
     assert keys[broken[0] + 1 :] == [f"shard-{t:05d}.tar/s{t:05d}_{i:04d}" for t in range(1, N_TARS)
                                      for i in range(PER_TAR)]  # fmt: skip
     assert read[broken[0]][2] == (1, 0)  # the position moves on to the next shard (what a resume starts from)
+
+
+@pytest.mark.parametrize("reader", ["webdataset", "stdlib"])
+def test_shards_written_by_webdatasets_own_shardwriter_read_as_webdataset_reads_them(
+    tmp_path, monkeypatch, reader
+):
+    """The format's producer: shards written by the webdataset package's ShardWriter (PIL images encoded by its
+    own encoders as jpg / png, a caption, several shards by maxcount) are read, every sample once in order, with
+    the pixels webdataset's own reader decodes (WebDataset(...).decode("pil"))."""
+    wds = pytest.importorskip("webdataset")
+    if reader == "stdlib":
+        monkeypatch.setattr(streaming, "_tar_samples", streaming._stdlib_tar_samples)
+    rng = np.random.default_rng(3)
+    pattern = str(tmp_path / "part-%05d.tar")
+    with wds.ShardWriter(pattern, maxcount=4) as sink:
+        for i in range(10):
+            image = Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8))
+            sink.write({"__key__": f"sample{i:03d}", "jpg" if i % 2 else "png": image, "txt": f"caption {i}"})
+    shards = sorted(str(p) for p in tmp_path.glob("part-*.tar"))
+    assert len(shards) == 3
+
+    def as_array(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy())
+
+    reference = {}
+    for sample in wds.WebDataset(shards, shardshuffle=False).decode("pil"):
+        shard = Path(sample["__url__"]).name
+        reference[f"{shard}/{sample['__key__']}"] = as_array(sample.get("jpg") or sample.get("png"))
+    assert len(reference) == 10
+    stream = streaming.WebDatasetImages(str(tmp_path / "part-*.tar")).with_transform(as_array)
+    read = [(key, pixels) for key, pixels, _ in stream.samples(0, 1)]
+    assert [key for key, _ in read] == list(reference)  # every sample once, in the shards' order
+    for key, pixels in read:
+        torch.testing.assert_close(pixels, reference[key], rtol=0, atol=0)
