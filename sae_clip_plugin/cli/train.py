@@ -205,7 +205,8 @@ def register_commands(subparsers: Any) -> None:
         help="only harvest the activation cache (--cache-path) a training run reads; torchrun splits it",
         description="Write the activation cache of a training config (docs/cache_format.md) and stop. Under "
         "`torchrun --nproc-per-node N` each rank writes its share of the shards; the cache is the same as one "
-        "process writes (docs/distributed.md).",
+        "process writes (docs/distributed.md). It takes train's flags, so the same command line or --config "
+        "harvests and then trains; only the model, image, hook, token and cache flags change what it writes.",
     )
     _add_training_flags(harvest)
     harvest.set_defaults(func=run_harvest)
